@@ -1,0 +1,7 @@
+//! axum hello world with gpe-tower's layer, recording into `PROMETHEUS_MULTIPROC_DIR`.
+fn main() -> anyhow::Result<()> {
+    let threads = gpe_http_bench::threads_from_args()?;
+    let (_store, metrics) = gpe_http_bench::gpe_metrics()?;
+    let app = gpe_http_bench::axum_router().layer(gpe_tower::MetricsLayer::new(metrics));
+    gpe_http_bench::serve_axum(app, threads)
+}

@@ -1,0 +1,180 @@
+//! The deployment files are valid, and every dashboard query returns data against the demo
+//! (gpe-master + 4 example-axum workers, scraped by a real Prometheus).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{eventually, free_port, get, load, target_bin, Proc};
+
+fn here(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Every `(panel title, expr)` of the dashboard.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(here("grafana/gpe-dashboard.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut out = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        let title = p["title"].as_str().unwrap().to_owned();
+        for t in p["targets"].as_array().unwrap() {
+            out.push((title.clone(), t["expr"].as_str().unwrap().to_owned()));
+        }
+    }
+    out
+}
+
+#[test]
+fn files_are_valid() {
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 16);
+    for family in [
+        "gunicorn_worker_requests_total",
+        "gunicorn_worker_request_duration_seconds_bucket",
+        "gunicorn_worker_failed_requests_total",
+        "gunicorn_worker_memory_bytes",
+        "gunicorn_worker_cpu_percent",
+        "gunicorn_master_worker_restart_total",
+        "gunicorn_master_signals_total",
+    ] {
+        assert!(
+            queries.iter().any(|(_, e)| e.contains(family)),
+            "no panel uses {family}"
+        );
+    }
+    if Command::new("promtool").arg("--version").output().is_ok() {
+        let out = Command::new("promtool")
+            .args(["check", "config"])
+            .arg(here("prometheus/prometheus.yml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let socket = std::fs::read_to_string(here("systemd/gpe-app.socket")).unwrap();
+    assert!(socket.contains("ListenStream=127.0.0.1:8000"));
+    let service = std::fs::read_to_string(here("systemd/gpe-app.service")).unwrap();
+    assert!(service.contains("--bind fd://3") && service.contains("Requires=gpe-app.socket"));
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn every_dashboard_query_returns_data_against_the_demo() {
+    let (Some(master), Some(app)) = (target_bin("gpe-master"), target_bin("example-axum")) else {
+        eprintln!("SKIPPED: gpe-master and example-axum must be built in this target directory");
+        return;
+    };
+    if Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: no prometheus binary");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let (port, metrics_port, prom_port) = (free_port(), free_port(), free_port());
+    let _master = Proc::spawn(
+        Command::new(master)
+            .args(["--workers", "4", "--bind", &format!("127.0.0.1:{port}")])
+            .arg(app)
+            .env("PROMETHEUS_MULTIPROC_DIR", &store)
+            .env("PROMETHEUS_BIND_ADDRESS", "127.0.0.1")
+            .env("PROMETHEUS_METRICS_PORT", metrics_port.to_string()),
+    );
+    eventually("the app", Duration::from_secs(30), || {
+        get(port, "/health").ok()
+    });
+
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             scrape_configs:\n  - job_name: gpe\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"
+        ),
+    )
+    .unwrap();
+    let _prometheus = Proc::spawn(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+
+    // Traffic of every kind, spread over a few scrapes; a signal for the master's families.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        load(
+            port,
+            &["/", "/users/1", "/slow?ms=20", "/fail", "/panic", "/nope"],
+            60,
+            4,
+        );
+        // A client that goes away before the response: a disconnect.
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::Write;
+            let _ = s.write_all(b"GET /slow?ms=300 HTTP/1.1\r\nHost: x\r\n\r\n");
+        }
+    }
+    let query = |expr: &str| -> Option<usize> {
+        let (status, body) = get(
+            prom_port,
+            &format!("/api/v1/query?query={}", percent_encode(expr)),
+        )
+        .ok()?;
+        if status != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        Some(v["data"]["result"].as_array()?.len())
+    };
+    eventually(
+        "Prometheus scraping the master",
+        Duration::from_secs(30),
+        || (query("up{job=\"gpe\"} == 1")? == 1).then_some(()),
+    );
+    // Enough samples for rate() and the sampler's first values (every 5 s).
+    let mut missing = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (title, expr) in dashboard_queries() {
+        loop {
+            if query(&expr).unwrap_or(0) > 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                missing.push(format!("{title}: {expr}"));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "queries without data:\n{}",
+        missing.join("\n")
+    );
+}

@@ -1,0 +1,51 @@
+//! Request metrics for actix-web, recorded into gpe-core's multiprocess store so that
+//! `/metrics` adds up every worker of a pre-fork server.
+//!
+//! [`ActixMetrics`] is an actix-web [`Transform`](actix_web::dev::Transform) recording the same
+//! families as gpe-tower (it uses [`gpe_tower::RequestMetrics`] and its hooks): requests,
+//! duration, request and response sizes, in-flight, failures (5xx responses, handler errors with a
+//! 5xx status, panics) and client disconnects. The `endpoint` label is the resource pattern
+//! (`match_pattern()`), `<unmatched>` when no resource matched, and `<overflow>` past the series cap.
+//! The request is recorded when the response body is finished or dropped
+//! ([`MetricsBody`]'s `PinnedDrop`); a handler panic is caught, counted and turned into an
+//! `InternalError` that actix answers with a 500.
+//!
+//! ```
+//! use actix_web::{test, web, App, HttpResponse};
+//! use gpe_actix::ActixMetrics;
+//!
+//! # #[actix_web::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let store = gpe_core::Store::open(dir.path())?;
+//! let metrics = gpe_tower::RequestMetrics::builder().worker_id("1").build(&store)?;
+//! let app = test::init_service(
+//!     App::new()
+//!         .wrap(ActixMetrics::new(metrics))
+//!         .route("/users/{id}", web::get().to(|| async { HttpResponse::Ok().body("hi") })),
+//! )
+//! .await;
+//! let res = test::call_service(&app, test::TestRequest::get().uri("/users/7").to_request()).await;
+//! assert_eq!(test::read_body(res).await, "hi");
+//!
+//! let text = gpe_core::exposition::encode_text(
+//!     &gpe_core::MultiProcessCollector::new(dir.path()).gather(),
+//! )?;
+//! assert!(text.contains(
+//!     r#"gunicorn_worker_requests_total{endpoint="/users/{id}",method="GET",status="200",worker_id="1"} 1"#
+//! ));
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+mod body;
+mod middleware;
+
+pub use body::MetricsBody;
+/// The shared request metric definitions and hooks.
+pub use gpe_tower::{
+    hooks, BuildError, DefaultEndpoint, EndpointLabel, RequestInfo, RequestMetrics,
+    RequestMetricsBuilder,
+};
+pub use middleware::{ActixMetrics, MetricsFuture, MetricsMiddleware};

@@ -1,0 +1,311 @@
+//! The middleware in an actix-web app: exact counts, bounded cardinality, failures, body drops.
+
+use std::time::Duration;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::Service;
+use actix_web::http::StatusCode;
+use actix_web::{test, web, App, HttpResponse};
+use bytes::Bytes;
+use gpe_actix::{ActixMetrics, RequestInfo, RequestMetrics};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    metrics: RequestMetrics,
+}
+
+fn fixture(builder: gpe_tower::RequestMetricsBuilder) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = gpe_core::Store::open(dir.path()).unwrap();
+    let metrics = builder.worker_id("1").build(&store).unwrap();
+    Fixture { dir, metrics }
+}
+
+impl Fixture {
+    fn text(&self) -> String {
+        let families = gpe_core::MultiProcessCollector::new(self.dir.path()).gather();
+        gpe_core::exposition::encode_text(&families).unwrap()
+    }
+
+    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        sum(&self.text(), name, labels)
+    }
+}
+
+fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+#[derive(Debug)]
+struct Broken;
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("broken")
+    }
+}
+
+impl actix_web::ResponseError for Broken {}
+
+async fn panics() -> HttpResponse {
+    if std::hint::black_box(true) {
+        panic!("boom");
+    }
+    HttpResponse::Ok().finish()
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(|| async { "hello" }))
+        .route("/users/{id}", web::get().to(|| async { "user" }))
+        .route("/users/{id}", web::post().to(|| async { "made" }))
+        .route(
+            "/fail",
+            web::get().to(|| async { HttpResponse::ServiceUnavailable().body("down") }),
+        )
+        .route(
+            "/error",
+            web::get().to(|| async { Err::<HttpResponse, _>(Broken) }),
+        )
+        .route("/panic", web::get().to(panics))
+        .route(
+            "/stream",
+            web::get().to(|| async {
+                let chunks = futures_like_stream();
+                HttpResponse::Ok().streaming(chunks)
+            }),
+        )
+        .route("/health", web::get().to(|| async { "ok" }));
+}
+
+/// Two chunks, the second after 300 ms.
+fn futures_like_stream(
+) -> impl futures_core::Stream<Item = Result<Bytes, actix_web::Error>> + 'static {
+    Chunks {
+        step: 0,
+        sleep: None,
+    }
+}
+
+struct Chunks {
+    step: u8,
+    sleep: Option<std::pin::Pin<Box<actix_web::rt::time::Sleep>>>,
+}
+
+impl futures_core::Stream for Chunks {
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::future::Future;
+        use std::task::Poll;
+        match self.step {
+            0 => {
+                self.step = 1;
+                Poll::Ready(Some(Ok(Bytes::from_static(b"first"))))
+            }
+            1 => {
+                let sleep = self.sleep.get_or_insert_with(|| {
+                    Box::pin(actix_web::rt::time::sleep(Duration::from_millis(300)))
+                });
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.step = 2;
+                Poll::Ready(Some(Ok(Bytes::from_static(b"second"))))
+            }
+            _ => Poll::Ready(None),
+        }
+    }
+}
+
+macro_rules! app {
+    ($mw:expr) => {
+        test::init_service(App::new().wrap($mw).configure(routes)).await
+    };
+}
+
+#[actix_web::test]
+async fn counts_add_up_exactly() {
+    let f = fixture(RequestMetrics::builder().exclude_path("/health"));
+    let app = app!(ActixMetrics::new(f.metrics.clone()));
+    for i in 0..200 {
+        let req = match i % 4 {
+            0 => test::TestRequest::get().uri("/"),
+            1 => test::TestRequest::get().uri(&format!("/users/{i}")),
+            2 => test::TestRequest::post().uri(&format!("/users/{i}")),
+            _ => test::TestRequest::get().uri(&format!("/nowhere/{i}")),
+        };
+        let res = test::call_service(&app, req.to_request()).await;
+        test::read_body(res).await;
+    }
+    for _ in 0..10 {
+        let res =
+            test::call_service(&app, test::TestRequest::get().uri("/health").to_request()).await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    assert_eq!(f.sum("gunicorn_worker_requests_total", &[]), 200.0);
+    assert_eq!(
+        f.sum(
+            "gunicorn_worker_requests_total",
+            &[
+                ("endpoint", "/users/{id}"),
+                ("method", "POST"),
+                ("status", "200")
+            ]
+        ),
+        50.0
+    );
+    assert_eq!(
+        f.sum(
+            "gunicorn_worker_requests_total",
+            &[("endpoint", "<unmatched>"), ("status", "404")]
+        ),
+        50.0
+    );
+    assert_eq!(f.sum("gunicorn_worker_requests_in_flight", &[]), 0.0);
+    assert_eq!(f.sum("gunicorn_worker_response_size_bytes_sum", &[]), 650.0);
+    assert_eq!(f.sum("gunicorn_worker_client_disconnects_total", &[]), 0.0);
+}
+
+#[actix_web::test]
+async fn random_url_scan_stays_bounded() {
+    let f = fixture(RequestMetrics::builder().max_series(20).unwrap());
+    let app = app!(ActixMetrics::new(f.metrics.clone()));
+    for i in 0..1000 {
+        let req = test::TestRequest::get()
+            .uri(&format!("/scan/{i}"))
+            .to_request();
+        test::read_body(test::call_service(&app, req).await).await;
+    }
+    let text = f.text();
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("gunicorn_worker_requests_total{"))
+        .count();
+    assert_eq!(series, 1, "{text}");
+
+    let f = fixture(RequestMetrics::builder().max_series(20).unwrap());
+    let app = app!(ActixMetrics::new(f.metrics.clone())
+        .endpoint_label(|r: &RequestInfo<'_>| Some(r.path.to_owned())));
+    for i in 0..300 {
+        let req = test::TestRequest::get()
+            .uri(&format!("/raw/{i}"))
+            .to_request();
+        test::read_body(test::call_service(&app, req).await).await;
+    }
+    assert_eq!(f.metrics.series_count(), 20);
+    assert_eq!(
+        f.sum(
+            "gunicorn_worker_requests_total",
+            &[("endpoint", "<overflow>")]
+        ),
+        280.0
+    );
+}
+
+#[actix_web::test]
+async fn server_errors_handler_errors_and_panics_are_counted() {
+    let f = fixture(RequestMetrics::builder());
+    let app = app!(ActixMetrics::new(f.metrics.clone()));
+    for (uri, status) in [
+        ("/fail", 503),
+        ("/fail", 503),
+        ("/error", 500),
+        ("/panic", 500),
+        ("/panic", 500),
+    ] {
+        // A real server renders an `Err` as its error response; do the same here.
+        let got = match app
+            .call(test::TestRequest::get().uri(uri).to_request())
+            .await
+        {
+            Ok(res) => {
+                let got = res.status().as_u16();
+                test::read_body(res).await;
+                got
+            }
+            Err(e) => e.error_response().status().as_u16(),
+        };
+        assert_eq!(got, status, "{uri}");
+    }
+    let failed = |e: &str| {
+        f.sum(
+            "gunicorn_worker_failed_requests_total",
+            &[("error_type", e)],
+        )
+    };
+    assert_eq!(failed("status_5xx"), 2.0);
+    assert_eq!(failed("service_error"), 1.0);
+    assert_eq!(failed("panic"), 2.0);
+    assert_eq!(f.sum("gunicorn_worker_error_handling_total", &[]), 5.0);
+    assert_eq!(
+        f.sum(
+            "gunicorn_worker_requests_total",
+            &[("endpoint", "/panic"), ("status", "500")]
+        ),
+        2.0
+    );
+    assert_eq!(f.sum("gunicorn_worker_requests_total", &[]), 5.0);
+}
+
+#[actix_web::test]
+async fn duration_ends_with_the_body_and_early_drops_count() {
+    let f = fixture(
+        RequestMetrics::builder()
+            .duration_buckets(vec![0.25, 10.0])
+            .unwrap(),
+    );
+    let app = app!(ActixMetrics::new(f.metrics.clone()));
+    let res = test::call_service(&app, test::TestRequest::get().uri("/stream").to_request()).await;
+    assert_eq!(f.sum("gunicorn_worker_requests_in_flight", &[]), 1.0);
+    assert_eq!(&test::read_body(res).await[..], b"firstsecond");
+    assert_eq!(f.sum("gunicorn_worker_requests_in_flight", &[]), 0.0);
+    let le = |b: &str| {
+        f.sum(
+            "gunicorn_worker_request_duration_seconds_bucket",
+            &[("endpoint", "/stream"), ("le", b)],
+        )
+    };
+    assert_eq!(le("0.25"), 0.0);
+    assert_eq!(le("10"), 1.0);
+    assert_eq!(
+        f.sum(
+            "gunicorn_worker_response_size_bytes_sum",
+            &[("endpoint", "/stream")]
+        ),
+        11.0
+    );
+
+    // Take the first chunk, then drop the body: a client disconnect.
+    let res = test::call_service(&app, test::TestRequest::get().uri("/stream").to_request()).await;
+    let mut body = Box::pin(res.into_body());
+    let first = std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await;
+    assert_eq!(first.unwrap().unwrap(), Bytes::from_static(b"first"));
+    drop(body);
+    assert_eq!(f.sum("gunicorn_worker_requests_in_flight", &[]), 0.0);
+    assert_eq!(
+        f.sum(
+            "gunicorn_worker_client_disconnects_total",
+            &[("endpoint", "/stream")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        f.sum("gunicorn_worker_requests_total", &[("endpoint", "/stream")]),
+        2.0
+    );
+}

@@ -1,0 +1,213 @@
+//! Hot-path and scrape benchmarks, each against a baseline measured in the same run.
+//!
+//! Run with: `cargo bench -p gpe-core --bench store`
+//! (set `GPE_SCRAPE_DIR` to scrape an existing directory instead of a generated one;
+//! `gpe-core/benches/scrape_vs_python.py` does that to compare with Python on the same files).
+
+#![allow(missing_docs)] // criterion_group! generates an undocumented function
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use gpe_core::{
+    Counter, CounterVec, GaugeMode, GaugeVec, HistogramVec, LivePids, Liveness,
+    MultiProcessCollector, Store,
+};
+use prometheus::{HistogramOpts, Opts};
+
+fn hot_path(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let ours = Counter::new("bench_total", "Bench.", &store).unwrap();
+    let theirs = prometheus::IntCounter::new("bench_total", "Bench.").unwrap();
+    let theirs_f = prometheus::Counter::new("bench_f_total", "Bench.").unwrap();
+    let mut g = c.benchmark_group("counter_inc");
+    g.bench_function("gpe_counter", |b| b.iter(|| black_box(&ours).inc()));
+    g.bench_function("prometheus_int_counter", |b| {
+        b.iter(|| black_box(&theirs).inc())
+    });
+    g.bench_function("prometheus_counter", |b| {
+        b.iter(|| black_box(&theirs_f).inc())
+    });
+    g.finish();
+
+    let buckets = prometheus::DEFAULT_BUCKETS.to_vec();
+    let ours = HistogramVec::new(
+        HistogramOpts::new("bench_seconds", "Bench.").buckets(buckets.clone()),
+        &[],
+        &store,
+    )
+    .unwrap()
+    .with_label_values(&[])
+    .unwrap();
+    let theirs = prometheus::Histogram::with_opts(
+        HistogramOpts::new("bench_seconds", "Bench.").buckets(buckets),
+    )
+    .unwrap();
+    let mut g = c.benchmark_group("histogram_observe");
+    let mut x = 0.0f64;
+    g.bench_function("gpe_histogram", |b| {
+        b.iter(|| {
+            x = (x + 0.37) % 12.0;
+            black_box(&ours).observe(x)
+        })
+    });
+    let mut x = 0.0f64;
+    g.bench_function("prometheus_histogram", |b| {
+        b.iter(|| {
+            x = (x + 0.37) % 12.0;
+            black_box(&theirs).observe(x)
+        })
+    });
+    g.finish();
+
+    let ours = CounterVec::new(
+        Opts::new("bench_vec_total", "Bench."),
+        &["method", "endpoint"],
+        &store,
+    )
+    .unwrap();
+    let theirs = prometheus::IntCounterVec::new(
+        Opts::new("bench_vec_total", "Bench."),
+        &["method", "endpoint"],
+    )
+    .unwrap();
+    let mut g = c.benchmark_group("labelled_inc");
+    g.bench_function("gpe_with_label_values_inc", |b| {
+        b.iter(|| {
+            black_box(&ours)
+                .with_label_values(&["GET", "/users/{id}"])
+                .unwrap()
+                .inc()
+        })
+    });
+    g.bench_function("prometheus_with_label_values_inc", |b| {
+        b.iter(|| {
+            black_box(&theirs)
+                .with_label_values(&["GET", "/users/{id}"])
+                .inc()
+        })
+    });
+    g.finish();
+}
+
+/// 16 processes x 1,000 series: 800 counters, 100 livesum gauges, 100 histograms (default buckets).
+fn generate(dir: &Path) -> Vec<u32> {
+    let pids: Vec<u32> = (0..16).map(|i| 3_000_000 + i).collect();
+    for &pid in &pids {
+        let store = Store::open_as(dir, pid).unwrap();
+        let c = CounterVec::new(
+            Opts::new("bench_requests_total", "Requests."),
+            &["endpoint", "method"],
+            &store,
+        )
+        .unwrap();
+        for i in 0..800 {
+            c.with_label_values(&[
+                &format!("/e{}", i / 4),
+                ["GET", "POST", "PUT", "DELETE"][i % 4],
+            ])
+            .unwrap()
+            .inc_by(i as f64);
+        }
+        let g = GaugeVec::new(
+            Opts::new("bench_in_flight", "In flight."),
+            &["endpoint"],
+            GaugeMode::LiveSum,
+            &store,
+        )
+        .unwrap();
+        for i in 0..100 {
+            g.with_label_values(&[&format!("/e{i}")])
+                .unwrap()
+                .set(i as f64);
+        }
+        let h = HistogramVec::new(
+            HistogramOpts::new("bench_latency_seconds", "Latency."),
+            &["endpoint"],
+            &store,
+        )
+        .unwrap();
+        for i in 0..100 {
+            h.with_label_values(&[&format!("/e{i}")])
+                .unwrap()
+                .observe(i as f64 / 100.0);
+        }
+    }
+    pids
+}
+
+fn pids_in(dir: &Path) -> Vec<u32> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".db")?.rsplit('_').next()?.parse().ok()
+        })
+        .collect()
+}
+
+fn scrape(c: &mut Criterion) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, pids): (PathBuf, Vec<u32>) = match std::env::var_os("GPE_SCRAPE_DIR") {
+        Some(d) => {
+            let d = PathBuf::from(d);
+            let p = pids_in(&d);
+            (d, p)
+        }
+        None => {
+            let p = generate(tmp.path());
+            (tmp.path().to_path_buf(), p)
+        }
+    };
+    let live = LivePids::new();
+    live.replace(pids);
+    let collector = MultiProcessCollector::new(&dir)
+        .with_liveness(Liveness::Pids(live))
+        .with_auto_compact(false);
+    let mut g = c.benchmark_group("scrape_16x1000");
+    g.sample_size(30);
+    g.bench_function("gpe_gather_only", |b| b.iter(|| collector.gather().len()));
+    g.bench_function("gpe_gather_encode_text", |b| {
+        b.iter(|| {
+            gpe_core::exposition::encode_text(&collector.gather())
+                .unwrap()
+                .len()
+        })
+    });
+    g.finish();
+}
+
+/// The per-call cost of what `#[instrument_worker]` wraps around a handler (timing, counters,
+/// histogram, `catch_unwind`) against the same handler called bare, in the same run.
+fn worker_wrapper(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let recorder =
+        gpe_core::runtime::JobRecorder::new(&gpe_core::runtime::Options::new("Bench"), &store, "1")
+            .unwrap();
+    fn handler(x: u64) -> Result<u64, std::io::Error> {
+        Ok(black_box(x).wrapping_mul(31).rotate_left(7))
+    }
+    let mut g = c.benchmark_group("worker_handler_call");
+    let mut x = 0u64;
+    g.bench_function("bare", |b| {
+        b.iter(|| {
+            x += 1;
+            black_box(handler(x)).is_ok()
+        })
+    });
+    let mut x = 0u64;
+    g.bench_function("instrumented", |b| {
+        b.iter(|| {
+            x += 1;
+            black_box(recorder.call(|| handler(x))).is_ok()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, hot_path, scrape, worker_wrapper);
+criterion_main!(benches);

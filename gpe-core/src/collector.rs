@@ -1,0 +1,661 @@
+//! The collector: every process's files merged into one exposition.
+
+use std::collections::hash_map::Entry as MapEntry;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use prometheus::proto::{self, MetricFamily, MetricType};
+
+use crate::compact::{self, CompactReport, DirLock};
+use crate::dbfile::{self, FileName, Kind, Owner};
+use crate::{key, Error, GaugeMode};
+
+/// A set of living pids, shared with whoever knows them (the master updates it from its child
+/// table). Cloning shares the set.
+///
+/// ```
+/// let live = gpe_core::LivePids::new();
+/// live.insert(42);
+/// assert!(live.contains(42));
+/// live.replace([7, 8]);
+/// assert!(!live.contains(42));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct LivePids(Arc<RwLock<HashSet<u32>>>);
+
+impl LivePids {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Mark `pid` alive.
+    pub fn insert(&self, pid: u32) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pid);
+    }
+
+    /// Mark `pid` dead.
+    pub fn remove(&self, pid: u32) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid);
+    }
+
+    /// Replace the whole set.
+    pub fn replace(&self, pids: impl IntoIterator<Item = u32>) {
+        let mut set = self.0.write().unwrap_or_else(|p| p.into_inner());
+        set.clear();
+        set.extend(pids);
+    }
+
+    /// Whether `pid` is in the set.
+    pub fn contains(&self, pid: u32) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&pid)
+    }
+}
+
+/// How the collector decides which processes are alive.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub enum Liveness {
+    /// Ask the kernel (`kill(pid, 0)`). Right when no master tells us; a zombie counts as alive.
+    #[default]
+    PidCheck,
+    /// Exactly these pids (and the collecting process itself) are alive.
+    Pids(LivePids),
+}
+
+impl Liveness {
+    /// Whether `pid` is alive.
+    pub fn is_live(&self, pid: u32) -> bool {
+        if pid == std::process::id() {
+            return true;
+        }
+        match self {
+            Liveness::PidCheck => pid_alive(pid),
+            Liveness::Pids(set) => set.contains(pid),
+        }
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    if raw <= 0 {
+        return false;
+    }
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None) {
+        Ok(()) => true,
+        Err(nix::errno::Errno::EPERM) => true,
+        Err(_) => false,
+    }
+}
+
+/// A decoded series key, cached across scrapes.
+#[derive(Debug)]
+struct Decoded {
+    metric: String,
+    sample: String,
+    labels: Vec<(String, String)>,
+    /// For `_bucket` samples: the labels without `le`, and `le` parsed.
+    le: Option<(Vec<(String, String)>, f64)>,
+    help: String,
+    /// Interned identity of the series this sample belongs to: (sample, labels) for scalars,
+    /// (metric, labels without `le`) for histogram buckets and sums. Samples of different
+    /// processes with the same id are merged.
+    group: u32,
+}
+
+/// Decoded keys and interned series identities, kept across scrapes.
+#[derive(Debug, Default)]
+struct KeyCache {
+    raw: HashMap<Box<str>, Option<Arc<Decoded>>>,
+    groups: HashMap<(String, Vec<(String, String)>), u32>,
+    /// Per file, the keys in file order as last seen: files are append-only, so the i-th entry
+    /// is almost always the same key as last scrape, checked with one comparison, no hashing.
+    by_file: HashMap<PathBuf, Vec<(Box<str>, Option<Arc<Decoded>>)>>,
+}
+
+impl KeyCache {
+    fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    fn clear(&mut self) {
+        self.raw.clear();
+        self.groups.clear();
+        self.by_file.clear();
+    }
+
+    fn get_or_decode(&mut self, raw: &str) -> Option<Arc<Decoded>> {
+        if let Some(d) = self.raw.get(raw) {
+            return d.clone();
+        }
+        let d = decode(raw, &mut self.groups);
+        self.raw.insert(raw.into(), d.clone());
+        d
+    }
+}
+const KEY_CACHE_LIMIT: usize = 1 << 20;
+
+/// Merges the `.db` files of every process in a directory (plus, optionally, an in-process
+/// `prometheus::Registry`) into one set of metric families.
+///
+/// Counters and histograms are summed across processes; gauges are combined by their
+/// [`GaugeMode`]. Files of processes that died are folded into archive files ("compaction") so that
+/// the number of files stays bounded by the living processes while counters never go down.
+///
+/// ```
+/// use gpe_core::{Counter, MultiProcessCollector, Store};
+/// # fn main() -> Result<(), gpe_core::Error> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let store = Store::open(dir.path())?;
+/// Counter::new("hits_total", "Hits.", &store)?.inc_by(5.0);
+/// let families = MultiProcessCollector::new(dir.path()).gather();
+/// assert_eq!(families[0].name(), "hits_total");
+/// assert_eq!(families[0].get_metric()[0].get_counter().get_value(), 5.0);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct MultiProcessCollector {
+    dir: PathBuf,
+    liveness: Liveness,
+    registry: Option<prometheus::Registry>,
+    auto_compact: bool,
+    cache: Mutex<KeyCache>,
+}
+
+impl MultiProcessCollector {
+    /// A collector over `dir`, with pid-check liveness and compaction at scrape time.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        MultiProcessCollector {
+            dir: dir.into(),
+            liveness: Liveness::PidCheck,
+            registry: None,
+            auto_compact: true,
+            cache: Mutex::new(KeyCache::default()),
+        }
+    }
+
+    /// Use `liveness` to tell living processes from dead ones.
+    #[must_use]
+    pub fn with_liveness(mut self, liveness: Liveness) -> Self {
+        self.liveness = liveness;
+        self
+    }
+
+    /// Also expose the metrics of this in-process registry (merged by family name, never twice).
+    #[must_use]
+    pub fn with_registry(mut self, registry: prometheus::Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Whether a scrape first folds dead processes' files into the archive (default `true`).
+    #[must_use]
+    pub fn with_auto_compact(mut self, on: bool) -> Self {
+        self.auto_compact = on;
+        self
+    }
+
+    /// The directory read.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The liveness in use.
+    pub fn liveness(&self) -> &Liveness {
+        &self.liveness
+    }
+
+    /// Fold the files of dead processes into the archive now, waiting for running scrapes.
+    ///
+    /// # Errors
+    /// When the directory cannot be listed or the archive cannot be written. Unreadable files
+    /// are skipped with a warning, not an error.
+    pub fn compact(&self) -> Result<CompactReport, Error> {
+        compact::compact(&self.dir, |pid| self.liveness.is_live(pid), true)
+            .map(Option::unwrap_or_default)
+    }
+
+    /// Read every file and merge: the families of one scrape, sorted by name.
+    ///
+    /// Never fails: a file that cannot be read is skipped with a warning naming it.
+    pub fn gather(&self) -> Vec<MetricFamily> {
+        if self.auto_compact {
+            if let Err(e) = compact::compact(&self.dir, |pid| self.liveness.is_live(pid), false) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "compaction failed; scraping without it");
+            }
+        }
+        let mut families = match self.read_files() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read the metrics directory");
+                BTreeMap::new()
+            }
+        };
+        if let Some(registry) = &self.registry {
+            for mf in registry.gather() {
+                merge_family(&mut families, mf);
+            }
+        }
+        families
+            .into_values()
+            .filter(|f| !f.get_metric().is_empty())
+            .collect()
+    }
+
+    fn read_files(&self) -> Result<BTreeMap<String, MetricFamily>, Error> {
+        let _lock = DirLock::shared(&self.dir);
+        let mut files = Vec::new();
+        let listing = std::fs::read_dir(&self.dir)
+            .map_err(|e| Error::io("listing directory", &self.dir, e))?;
+        for entry in listing.flatten() {
+            let path = entry.path();
+            if let Some(name) = FileName::parse(&path) {
+                files.push((path, name));
+            }
+        }
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > KEY_CACHE_LIMIT {
+            cache.clear();
+        }
+        // Phase 1: every sample of every readable file, keys decoded (once, then cached).
+        let mut samples: Vec<Sample> = Vec::new();
+        let mut buf = Vec::new();
+        for (path, name) in &files {
+            if let (Kind::Gauge(mode), Owner::Pid(pid)) = (name.kind, &name.owner) {
+                if mode.is_live() && !self.liveness.is_live(*pid) {
+                    continue;
+                }
+            }
+            if let Err(e) = read_used(path, &mut buf) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(file = %path.display(), error = %e, "skipping unreadable metrics file");
+                }
+                continue;
+            }
+            let entries = match dbfile::parse(&buf) {
+                Ok(entries) => entries,
+                Err(why) => {
+                    tracing::warn!(file = %path.display(), %why, "skipping corrupt metrics file");
+                    continue;
+                }
+            };
+            let owner: Arc<str> = name.owner.to_string().into();
+            let mut order = cache.by_file.remove(path).unwrap_or_default();
+            order.truncate(entries.len());
+            for (i, e) in entries.iter().enumerate() {
+                let decoded = match order.get(i) {
+                    Some((k, d)) if **k == *e.key => d.clone(),
+                    _ => {
+                        let known = cache.raw.contains_key(e.key);
+                        let d = cache.get_or_decode(e.key);
+                        if d.is_none() && !known {
+                            tracing::warn!(file = %path.display(), key = e.key, "skipping a sample with an unreadable key");
+                        }
+                        if i < order.len() {
+                            order[i] = (e.key.into(), d.clone());
+                        } else {
+                            order.push((e.key.into(), d.clone()));
+                        }
+                        d
+                    }
+                };
+                if let Some(d) = decoded {
+                    samples.push((name.kind, Arc::clone(&owner), d, e.value, e.timestamp));
+                }
+            }
+            cache.by_file.insert(path.clone(), order);
+        }
+        let present: HashSet<&PathBuf> = files.iter().map(|(p, _)| p).collect();
+        cache.by_file.retain(|p, _| present.contains(p));
+        drop(cache);
+        Ok(accumulate(&samples))
+    }
+}
+
+impl prometheus::core::Collector for MultiProcessCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        Vec::new()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.gather()
+    }
+}
+
+/// Read the used part of a file into `buf` (Python's `read_all_values_from_file`).
+fn read_used(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut f = File::open(path)?;
+    buf.clear();
+    let mut head = [0u8; 8];
+    let n = read_full(&mut f, &mut head)?;
+    buf.extend_from_slice(&head[..n]);
+    if n < 8 {
+        return Ok(());
+    }
+    let used = i32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    if used > 8 {
+        let want = used as usize - 8;
+        (&mut f).take(want as u64).read_to_end(buf)?;
+    }
+    Ok(())
+}
+
+fn read_full(f: &mut File, out: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < out.len() {
+        match f.read(&mut out[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+fn decode(
+    raw: &str,
+    groups: &mut HashMap<(String, Vec<(String, String)>), u32>,
+) -> Option<Arc<Decoded>> {
+    let k = key::decode(raw)?;
+    let labels: Vec<(String, String)> = k.labels.into_iter().collect();
+    let le = if k.sample.ends_with("_bucket") {
+        let le = labels
+            .iter()
+            .find(|(n, _)| n == "le")?
+            .1
+            .parse::<f64>()
+            .ok()?;
+        let rest: Vec<(String, String)> =
+            labels.iter().filter(|(n, _)| n != "le").cloned().collect();
+        Some((rest, le))
+    } else {
+        None
+    };
+    // Histogram buckets and sums group by (metric, labels without le); the rest by sample.
+    let is_hist_sum = k.sample.strip_suffix("_sum") == Some(k.metric.as_str());
+    let group_key = match &le {
+        Some((rest, _)) => (format!("{}\0h", k.metric), rest.clone()),
+        None if is_hist_sum => (format!("{}\0h", k.metric), labels.clone()),
+        None => (k.sample.clone(), labels.clone()),
+    };
+    let next = u32::try_from(groups.len()).unwrap_or(u32::MAX);
+    let group = *groups.entry(group_key).or_insert(next);
+    Some(Arc::new(Decoded {
+        metric: k.metric,
+        sample: k.sample,
+        labels,
+        le,
+        help: k.help,
+        group,
+    }))
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Acc {
+    value: f64,
+    ts: f64,
+}
+
+#[derive(Debug, Default)]
+struct HistAcc {
+    buckets: Vec<(f64, f64)>,
+    sum: f64,
+}
+
+#[derive(Debug)]
+struct FamAcc<'a> {
+    kind: Kind,
+    help: &'a str,
+    /// (group, pid for the per-process gauge modes) -> (a representative sample, value)
+    scalars: HashMap<(u32, Option<&'a str>), (&'a Decoded, Acc)>,
+    /// group -> (a representative sample, buckets and sum)
+    hists: HashMap<u32, (&'a Decoded, HistAcc)>,
+}
+
+type Sample = (Kind, Arc<str>, Arc<Decoded>, f64, f64);
+
+fn accumulate(samples: &[Sample]) -> BTreeMap<String, MetricFamily> {
+    let mut fams: HashMap<&str, FamAcc<'_>> = HashMap::new();
+    for (kind, owner, d, value, ts) in samples {
+        let fam = match fams.entry(d.metric.as_str()) {
+            MapEntry::Occupied(o) => o.into_mut(),
+            MapEntry::Vacant(v) => v.insert(FamAcc {
+                kind: *kind,
+                help: &d.help,
+                scalars: HashMap::new(),
+                hists: HashMap::new(),
+            }),
+        };
+        let same_type = match (fam.kind, *kind) {
+            (Kind::Gauge(a), Kind::Gauge(b)) => a.combining() == b.combining(),
+            (a, b) => a == b,
+        };
+        if !same_type {
+            tracing::warn!(metric = %d.metric, "metric written with two different types; ignoring the second");
+            continue;
+        }
+        match kind {
+            Kind::Histogram => {
+                let h = &mut fam
+                    .hists
+                    .entry(d.group)
+                    .or_insert_with(|| (d, HistAcc::default()))
+                    .1;
+                if let Some((_, le)) = &d.le {
+                    match h.buckets.iter_mut().find(|(b, _)| b == le) {
+                        Some((_, c)) => *c += value,
+                        None => h.buckets.push((*le, *value)),
+                    }
+                } else if d.sample.ends_with("_sum") {
+                    h.sum += value;
+                }
+            }
+            Kind::Counter | Kind::Summary => {
+                fam.scalars
+                    .entry((d.group, None))
+                    .or_insert((
+                        d,
+                        Acc {
+                            value: 0.0,
+                            ts: 0.0,
+                        },
+                    ))
+                    .1
+                    .value += value;
+            }
+            Kind::Gauge(mode) => {
+                let pid = mode.per_process().then_some(&**owner);
+                match fam.scalars.entry((d.group, pid)) {
+                    MapEntry::Vacant(v) => {
+                        v.insert((
+                            d,
+                            Acc {
+                                value: *value,
+                                ts: *ts,
+                            },
+                        ));
+                    }
+                    MapEntry::Occupied(mut o) => {
+                        let acc = &mut o.get_mut().1;
+                        match mode.combining() {
+                            GaugeMode::Min => acc.value = acc.value.min(*value),
+                            GaugeMode::Max => acc.value = acc.value.max(*value),
+                            GaugeMode::Sum => acc.value += value,
+                            GaugeMode::MostRecent => {
+                                if *ts > acc.ts {
+                                    *acc = Acc {
+                                        value: *value,
+                                        ts: *ts,
+                                    };
+                                }
+                            }
+                            _ => acc.value = *value,
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (metric, fam) in fams {
+        let mf = build_family(metric, fam);
+        out.insert(mf.name().to_owned(), mf);
+    }
+    out
+}
+
+fn label_pairs(labels: &[(&str, &str)]) -> Vec<proto::LabelPair> {
+    labels
+        .iter()
+        .map(|(n, v)| {
+            let mut p = proto::LabelPair::default();
+            p.set_name((*n).to_owned());
+            p.set_value((*v).to_owned());
+            p
+        })
+        .collect()
+}
+
+/// Label pairs of `labels`, plus `pid` when given, sorted by name.
+fn pairs(labels: &[(String, String)], pid: Option<&str>) -> Vec<proto::LabelPair> {
+    let mut v: Vec<(&str, &str)> = labels
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    if let Some(pid) = pid {
+        v.push(("pid", pid));
+        v.sort_unstable();
+    }
+    label_pairs(&v)
+}
+
+fn label_key(m: &proto::Metric) -> Vec<(String, String)> {
+    m.get_label()
+        .iter()
+        .map(|l| (l.name().to_owned(), l.value().to_owned()))
+        .collect()
+}
+
+fn build_family(metric: &str, fam: FamAcc<'_>) -> MetricFamily {
+    let mut mf = MetricFamily::default();
+    mf.set_help(fam.help.to_owned());
+    let mut metrics = Vec::new();
+    match fam.kind {
+        Kind::Counter => {
+            mf.set_name(format!("{metric}_total"));
+            mf.set_field_type(MetricType::COUNTER);
+            for (d, acc) in fam.scalars.into_values() {
+                if !d.sample.ends_with("_total") {
+                    continue; // `_created` and the like: not kept in files by gpe.
+                }
+                let mut m = proto::Metric::default();
+                m.set_label(pairs(&d.labels, None));
+                let mut c = proto::Counter::default();
+                c.set_value(acc.value);
+                m.set_counter(c);
+                metrics.push(m);
+            }
+        }
+        Kind::Gauge(_) => {
+            mf.set_name(metric.to_owned());
+            mf.set_field_type(MetricType::GAUGE);
+            for ((_, pid), (d, acc)) in fam.scalars {
+                let mut m = proto::Metric::default();
+                m.set_label(pairs(&d.labels, pid));
+                let mut g = proto::Gauge::default();
+                g.set_value(acc.value);
+                m.set_gauge(g);
+                metrics.push(m);
+            }
+        }
+        Kind::Summary => {
+            mf.set_name(metric.to_owned());
+            mf.set_field_type(MetricType::SUMMARY);
+            let mut by_labels: BTreeMap<Vec<(String, String)>, (f64, f64)> = BTreeMap::new();
+            for (d, acc) in fam.scalars.into_values() {
+                let e = by_labels.entry(d.labels.clone()).or_default();
+                if d.sample.ends_with("_count") {
+                    e.0 += acc.value;
+                } else if d.sample.ends_with("_sum") {
+                    e.1 += acc.value;
+                }
+            }
+            for (labels, (count, sum)) in by_labels {
+                let mut m = proto::Metric::default();
+                m.set_label(pairs(&labels, None));
+                let mut s = proto::Summary::default();
+                s.set_sample_count(count as u64);
+                s.set_sample_sum(sum);
+                m.set_summary(s);
+                metrics.push(m);
+            }
+        }
+        Kind::Histogram => {
+            mf.set_name(metric.to_owned());
+            mf.set_field_type(MetricType::HISTOGRAM);
+            for (d, mut h) in fam.hists.into_values() {
+                h.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let mut cumulative = 0.0;
+                let mut buckets = Vec::with_capacity(h.buckets.len());
+                for (le, count) in &h.buckets {
+                    cumulative += count;
+                    if le.is_infinite() && *le > 0.0 {
+                        continue; // +Inf is implied by the sample count.
+                    }
+                    let mut b = proto::Bucket::default();
+                    b.set_upper_bound(*le);
+                    b.set_cumulative_count(cumulative as u64);
+                    buckets.push(b);
+                }
+                let labels = match &d.le {
+                    Some((rest, _)) => rest,
+                    None => &d.labels,
+                };
+                let mut m = proto::Metric::default();
+                m.set_label(pairs(labels, None));
+                let mut hist = proto::Histogram::default();
+                hist.set_sample_count(cumulative as u64);
+                hist.set_sample_sum(h.sum);
+                hist.set_bucket(buckets);
+                m.set_histogram(hist);
+                metrics.push(m);
+            }
+        }
+    }
+    metrics.sort_by_cached_key(label_key);
+    mf.set_metric(metrics);
+    mf
+}
+
+/// Add `mf` to `families`, merging with a family of the same name and type.
+fn merge_family(families: &mut BTreeMap<String, MetricFamily>, mut mf: MetricFamily) {
+    match families.entry(mf.name().to_owned()) {
+        std::collections::btree_map::Entry::Vacant(v) => {
+            v.insert(mf);
+        }
+        std::collections::btree_map::Entry::Occupied(mut o) => {
+            if o.get().get_field_type() == mf.get_field_type() {
+                let extra = mf.take_metric();
+                o.get_mut().mut_metric().extend(extra);
+            } else {
+                tracing::warn!(metric = mf.name(), "a registry metric has the name of a multiprocess metric of another type; dropping it");
+            }
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! Exposition: Prometheus text format 0.0.4 and OpenMetrics 1.0, negotiated from `Accept`, gzip
+//! when `Accept-Encoding` allows it. A family name is never emitted twice.
+//!
+//! ```
+//! use gpe_core::exposition::{negotiate, Format};
+//! assert_eq!(negotiate(None), Format::Text);
+//! assert_eq!(negotiate(Some("application/openmetrics-text; version=1.0.0")), Format::OpenMetrics);
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use prometheus::proto::{MetricFamily, MetricType};
+use prometheus::Encoder;
+
+/// Content type of the text format.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of OpenMetrics.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Encoding failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExpositionError {
+    /// The `prometheus` text encoder refused a family.
+    #[error("text encoding failed: {0}")]
+    Encode(String),
+    /// Compressing failed.
+    #[error("gzip failed: {0}")]
+    Gzip(#[from] std::io::Error),
+}
+
+/// An exposition format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Format {
+    /// Prometheus text 0.0.4.
+    Text,
+    /// OpenMetrics 1.0.0 text.
+    OpenMetrics,
+}
+
+/// An encoded scrape body.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Encoded {
+    /// `Content-Type` to send.
+    pub content_type: &'static str,
+    /// `Content-Encoding` to send, if compressed.
+    pub content_encoding: Option<&'static str>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// The q-value of `media` in an `Accept`-style header (0 when absent).
+fn quality(header: &str, media: &str) -> f32 {
+    header
+        .split(',')
+        .filter_map(|part| {
+            let mut it = part.split(';').map(str::trim);
+            let m = it.next()?;
+            if !m.eq_ignore_ascii_case(media) {
+                return None;
+            }
+            let q = it
+                .find_map(|p| p.strip_prefix("q="))
+                .and_then(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            Some(q)
+        })
+        .fold(0.0, f32::max)
+}
+
+/// OpenMetrics when the scraper lists it with a q-value not lower than text/plain's.
+pub fn negotiate(accept: Option<&str>) -> Format {
+    let Some(accept) = accept else {
+        return Format::Text;
+    };
+    let om = quality(accept, "application/openmetrics-text");
+    if om > 0.0 && om >= quality(accept, "text/plain").max(quality(accept, "*/*") * 0.999) {
+        Format::OpenMetrics
+    } else {
+        Format::Text
+    }
+}
+
+/// Merge families of one name (and type), drop empty ones, sort by name.
+fn dedup(families: &[MetricFamily]) -> Vec<MetricFamily> {
+    let mut by_name: BTreeMap<&str, MetricFamily> = BTreeMap::new();
+    for mf in families.iter().filter(|f| !f.get_metric().is_empty()) {
+        match by_name.get_mut(mf.name()) {
+            None => {
+                by_name.insert(mf.name(), mf.clone());
+            }
+            Some(existing) if existing.get_field_type() == mf.get_field_type() => {
+                existing
+                    .mut_metric()
+                    .extend(mf.get_metric().iter().cloned());
+            }
+            Some(_) => {
+                tracing::warn!(
+                    metric = mf.name(),
+                    "two families with one name and different types; keeping the first"
+                );
+            }
+        }
+    }
+    by_name.into_values().collect()
+}
+
+/// Prometheus text format 0.0.4.
+///
+/// # Errors
+/// When the `prometheus` encoder rejects a family.
+pub fn encode_text(families: &[MetricFamily]) -> Result<String, ExpositionError> {
+    let mut out = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&dedup(families), &mut out)
+        .map_err(|e| ExpositionError::Encode(e.to_string()))?;
+    String::from_utf8(out).map_err(|e| ExpositionError::Encode(e.to_string()))
+}
+
+fn escape_label(v: &str, out: &mut String) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn escape_help(v: &str, out: &mut String) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+}
+
+fn float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v == f64::INFINITY {
+        "+Inf".to_owned()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".to_owned()
+    } else {
+        format!("{v}")
+    }
+}
+
+fn sample(out: &mut String, name: &str, labels: &[(&str, String)], value: &str) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(k);
+            out.push_str("=\"");
+            escape_label(v, out);
+            out.push('"');
+        }
+        out.push('}');
+    }
+    out.push(' ');
+    out.push_str(value);
+    out.push('\n');
+}
+
+/// OpenMetrics 1.0.0 text (ends with `# EOF`).
+///
+/// # Errors
+/// Never at present; the `Result` leaves room for validation.
+pub fn encode_openmetrics(families: &[MetricFamily]) -> Result<String, ExpositionError> {
+    let mut out = String::new();
+    for mf in dedup(families) {
+        let (typ, base) = match mf.get_field_type() {
+            MetricType::COUNTER => (
+                "counter",
+                mf.name().strip_suffix("_total").unwrap_or(mf.name()),
+            ),
+            MetricType::GAUGE => ("gauge", mf.name()),
+            MetricType::HISTOGRAM => ("histogram", mf.name()),
+            MetricType::SUMMARY => ("summary", mf.name()),
+            MetricType::UNTYPED => ("unknown", mf.name()),
+        };
+        let _ = write!(out, "# TYPE {base} {typ}\n# HELP {base} ");
+        escape_help(mf.help(), &mut out);
+        out.push('\n');
+        for m in mf.get_metric() {
+            let labels: Vec<(&str, String)> = m
+                .get_label()
+                .iter()
+                .map(|l| (l.name(), l.value().to_owned()))
+                .collect();
+            match mf.get_field_type() {
+                MetricType::COUNTER => sample(
+                    &mut out,
+                    &format!("{base}_total"),
+                    &labels,
+                    &float(m.get_counter().get_value()),
+                ),
+                MetricType::GAUGE => {
+                    sample(&mut out, base, &labels, &float(m.get_gauge().get_value()))
+                }
+                // The `prometheus` crate deprecates its untyped accessors, yet still produces them.
+                #[allow(deprecated)]
+                MetricType::UNTYPED => {
+                    sample(&mut out, base, &labels, &float(m.get_untyped().get_value()))
+                }
+                MetricType::HISTOGRAM => {
+                    let h = m.get_histogram();
+                    let bucket = format!("{base}_bucket");
+                    for b in h.get_bucket() {
+                        let mut l = labels.clone();
+                        l.push(("le", crate::key::float_to_go_string(b.upper_bound())));
+                        sample(&mut out, &bucket, &l, &b.cumulative_count().to_string());
+                    }
+                    let mut l = labels.clone();
+                    l.push(("le", "+Inf".to_owned()));
+                    sample(&mut out, &bucket, &l, &h.get_sample_count().to_string());
+                    sample(
+                        &mut out,
+                        &format!("{base}_count"),
+                        &labels,
+                        &h.get_sample_count().to_string(),
+                    );
+                    sample(
+                        &mut out,
+                        &format!("{base}_sum"),
+                        &labels,
+                        &float(h.get_sample_sum()),
+                    );
+                }
+                MetricType::SUMMARY => {
+                    let s = m.get_summary();
+                    for q in s.get_quantile() {
+                        let mut l = labels.clone();
+                        l.push(("quantile", float(q.quantile())));
+                        sample(&mut out, base, &l, &float(q.value()));
+                    }
+                    sample(
+                        &mut out,
+                        &format!("{base}_count"),
+                        &labels,
+                        &s.sample_count().to_string(),
+                    );
+                    sample(
+                        &mut out,
+                        &format!("{base}_sum"),
+                        &labels,
+                        &float(s.sample_sum()),
+                    );
+                }
+            }
+        }
+    }
+    out.push_str("# EOF\n");
+    Ok(out)
+}
+
+/// Encode for a scraper: format from `accept`, gzip if `accept_encoding` allows it.
+///
+/// # Errors
+/// When encoding or compressing fails.
+pub fn encode(
+    families: &[MetricFamily],
+    accept: Option<&str>,
+    accept_encoding: Option<&str>,
+) -> Result<Encoded, ExpositionError> {
+    let (content_type, text) = match negotiate(accept) {
+        Format::OpenMetrics => (OPENMETRICS_CONTENT_TYPE, encode_openmetrics(families)?),
+        Format::Text => (TEXT_CONTENT_TYPE, encode_text(families)?),
+    };
+    let gzip = accept_encoding.is_some_and(|h| quality(h, "gzip") > 0.0);
+    if !gzip {
+        return Ok(Encoded {
+            content_type,
+            content_encoding: None,
+            body: text.into_bytes(),
+        });
+    }
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(text.as_bytes())?;
+    Ok(Encoded {
+        content_type,
+        content_encoding: Some("gzip"),
+        body: enc.finish()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation() {
+        assert_eq!(negotiate(Some("text/plain")), Format::Text);
+        assert_eq!(
+            negotiate(Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            negotiate(Some("application/openmetrics-text;q=0.2,text/plain")),
+            Format::Text
+        );
+        assert_eq!(negotiate(Some("*/*")), Format::Text);
+    }
+
+    #[test]
+    fn gzip_only_when_accepted() {
+        let e = encode(&[], None, Some("gzip, deflate")).unwrap();
+        assert_eq!(e.content_encoding, Some("gzip"));
+        let e = encode(&[], None, Some("gzip;q=0, identity")).unwrap();
+        assert_eq!(e.content_encoding, None);
+    }
+}

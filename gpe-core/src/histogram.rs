@@ -1,0 +1,185 @@
+//! Histograms.
+
+use std::sync::Arc;
+
+use crate::dbfile::Kind;
+use crate::sys::mmap::Slot;
+use crate::vec::{Children, Def};
+use crate::{key, Error, Store};
+
+/// Observations counted in buckets, summed across processes.
+///
+/// The file holds one non-cumulative count per bucket plus the sum, as Python does; an
+/// observation is two atomic additions.
+///
+/// ```
+/// use prometheus::HistogramOpts;
+/// # fn main() -> Result<(), gpe_core::Error> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let store = gpe_core::Store::open(dir.path())?;
+/// let h = gpe_core::Histogram::with_opts(
+///     HistogramOpts::new("latency_seconds", "Latency.").buckets(vec![0.1, 1.0]),
+///     &store,
+/// )?;
+/// h.observe(0.5);
+/// assert_eq!(h.get_sample_count(), 1);
+/// assert_eq!(h.get_sample_sum(), 0.5);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    inner: Arc<Series>,
+}
+
+#[derive(Debug)]
+struct Series {
+    upper: Arc<[f64]>,
+    /// One per bound, then +Inf.
+    buckets: Box<[Slot]>,
+    sum: Slot,
+}
+
+impl Histogram {
+    /// A histogram without labels.
+    ///
+    /// # Errors
+    /// When the options or buckets are invalid, or the store's file cannot be written.
+    pub fn with_opts(opts: prometheus::HistogramOpts, store: &Store) -> Result<Histogram, Error> {
+        HistogramVec::new(opts, &[], store)?.with_label_values(&[])
+    }
+
+    /// Record `v`. NaN is ignored.
+    #[inline]
+    pub fn observe(&self, v: f64) {
+        if v.is_nan() {
+            return;
+        }
+        let s = &self.inner;
+        let i = s
+            .upper
+            .iter()
+            .position(|&b| v <= b)
+            .unwrap_or(s.upper.len());
+        s.buckets[i].add(1.0);
+        s.sum.add(v);
+    }
+
+    /// This process's observation count.
+    pub fn get_sample_count(&self) -> u64 {
+        self.inner.buckets.iter().map(Slot::get).sum::<f64>() as u64
+    }
+
+    /// This process's sum of observations.
+    pub fn get_sample_sum(&self) -> f64 {
+        self.inner.sum.get()
+    }
+
+    /// Overwrite this process's per-bucket counts (non-cumulative, +Inf last) and sum.
+    pub(crate) fn set_absolute(&self, counts: &[f64], sum: f64) {
+        for (slot, c) in self.inner.buckets.iter().zip(counts) {
+            slot.set(*c);
+        }
+        self.inner.sum.set(sum);
+    }
+}
+
+/// A histogram with labels.
+#[derive(Debug, Clone)]
+pub struct HistogramVec {
+    inner: Arc<VecInner>,
+}
+
+#[derive(Debug)]
+struct VecInner {
+    def: Def,
+    upper: Arc<[f64]>,
+    bounds: Vec<String>,
+    store: Store,
+    children: Children<Histogram>,
+}
+
+impl HistogramVec {
+    /// A histogram family. Buckets must be strictly increasing finite numbers; `+Inf` is added.
+    /// The label name `le` is reserved.
+    ///
+    /// # Errors
+    /// Invalid names or buckets, or a name already registered with another shape.
+    pub fn new(
+        opts: prometheus::HistogramOpts,
+        label_names: &[&str],
+        store: &Store,
+    ) -> Result<HistogramVec, Error> {
+        let def = Def::new(&opts.common_opts, label_names, &["le"])?;
+        let mut buckets = opts.buckets.clone();
+        if buckets.last() == Some(&f64::INFINITY) {
+            buckets.pop();
+        }
+        let valid =
+            buckets.iter().all(|b| b.is_finite()) && buckets.windows(2).all(|w| w[0] < w[1]);
+        if !valid {
+            return Err(Error::InvalidBuckets {
+                metric: def.name,
+                buckets: opts.buckets,
+            });
+        }
+        store.register(&def.name, def.signature(&format!("histogram{buckets:?}")))?;
+        let mut bounds: Vec<String> = buckets
+            .iter()
+            .map(|b| key::float_to_go_string(*b))
+            .collect();
+        bounds.push("+Inf".to_owned());
+        Ok(HistogramVec {
+            inner: Arc::new(VecInner {
+                def,
+                upper: buckets.into(),
+                bounds,
+                store: store.clone(),
+                children: Children::new(),
+            }),
+        })
+    }
+
+    /// The histogram for `values`, created (all buckets at 0) if new.
+    ///
+    /// # Errors
+    /// When the number of values differs from the number of label names.
+    pub fn with_label_values(&self, values: &[&str]) -> Result<Histogram, Error> {
+        let i = &self.inner;
+        i.children.get_or_try_insert(values, || {
+            let labels = i.def.labels(values)?;
+            let name = &i.def.name;
+            let bucket_sample = format!("{name}_bucket");
+            let mut buckets = Vec::with_capacity(i.bounds.len());
+            for le in &i.bounds {
+                let with_le = labels.iter().copied().chain([("le", le.as_str())]);
+                let k = key::encode(name, &bucket_sample, with_le, &i.def.help);
+                buckets.push(i.store.slot(Kind::Histogram, &k)?);
+            }
+            let k = key::encode(
+                name,
+                &format!("{name}_sum"),
+                labels.iter().copied(),
+                &i.def.help,
+            );
+            let sum = i.store.slot(Kind::Histogram, &k)?;
+            Ok(Histogram {
+                inner: Arc::new(Series {
+                    upper: Arc::clone(&i.upper),
+                    buckets: buckets.into(),
+                    sum,
+                }),
+            })
+        })
+    }
+
+    /// The bucket upper bounds (without `+Inf`).
+    pub fn buckets(&self) -> &[f64] {
+        &self.inner.upper
+    }
+
+    /// How many label combinations exist in this process.
+    pub fn series_count(&self) -> usize {
+        self.inner.children.len()
+    }
+}

@@ -1,0 +1,552 @@
+//! The collector over Redis: every host's processes and archives, merged like the file collector.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_redis::redis::Value;
+use deadpool_redis::Pool;
+use prometheus::proto::{self, MetricFamily, MetricType};
+
+use super::keys::{self, Keys, ProcessId};
+use super::runner::Runner;
+use super::sync::Outage;
+use super::{lua, RedisConfig, RedisError};
+use crate::dbfile::Kind;
+use crate::{key, GaugeMode};
+
+/// A `prometheus::core::Collector` over the values every sync wrote to Redis.
+///
+/// One Lua script reads the heartbeat set, every process's hashes and the archives atomically (one
+/// round trip whatever the number of processes). Counters and histograms are summed, gauges
+/// combined by mode, `live*` gauges counted only for processes whose heartbeat is within the live
+/// window, and `all`/`liveall` gauges get `pid` and `host` labels. With
+/// [`with_host_label`](RedisCollector::with_host_label) every series gets a `host` label instead
+/// of being summed across hosts.
+///
+/// Redis being down gives an empty scrape and one warning per outage; bad data (wrong key types,
+/// unparsable values or keys) is skipped with a warning.
+///
+/// ```no_run
+/// use gpe_core::redis::{RedisCollector, RedisConfig};
+///
+/// # fn main() -> Result<(), gpe_core::redis::RedisError> {
+/// let collector = RedisCollector::new(RedisConfig::new("redis://127.0.0.1:6379")?)?
+///     .with_host_label(true);
+/// let registry = prometheus::Registry::new();
+/// registry.register(Box::new(collector)).unwrap();
+/// let families = registry.gather();
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct RedisCollector {
+    pub(crate) config: RedisConfig,
+    pub(crate) keys: Keys,
+    pub(crate) pool: Pool,
+    pub(crate) runner: Runner,
+    host_label: bool,
+    outage: Mutex<Outage>,
+    cache: Mutex<KeyCache>,
+}
+
+#[derive(Debug)]
+struct Decoded {
+    metric: String,
+    sample: String,
+    /// Sorted by name.
+    labels: Labels,
+    /// For `_bucket` samples: `le` parsed.
+    le: Option<f64>,
+    /// `{metric}_sum` (a histogram's sum when the kind is histogram).
+    hist_sum: bool,
+    help: String,
+    /// Interned identity of the series: (sample, labels), or (metric, labels without `le`) for
+    /// a histogram's buckets and sum.
+    group: u32,
+}
+
+const CACHE_LIMIT: usize = 1 << 20;
+
+impl RedisCollector {
+    /// A collector over the Redis of `config` (its prefix and live window). Does not connect.
+    ///
+    /// # Errors
+    /// [`RedisError::Pool`] or [`RedisError::Thread`] when the pool or its thread cannot be
+    /// started.
+    pub fn new(config: RedisConfig) -> Result<Self, RedisError> {
+        Ok(RedisCollector {
+            keys: Keys::new(&config.prefix),
+            pool: config.pool()?,
+            runner: Runner::spawn("gpe-redis-collector")?,
+            host_label: false,
+            outage: Mutex::new(Outage::new("collector", Duration::ZERO, Duration::ZERO)),
+            cache: Mutex::new(KeyCache::default()),
+            config,
+        })
+    }
+
+    /// Give every series a `host` label (default: sum across hosts; `all` gauges always have
+    /// `pid` and `host` labels).
+    #[must_use]
+    pub fn with_host_label(mut self, on: bool) -> Self {
+        self.host_label = on;
+        self
+    }
+
+    /// Read Redis and merge: the families of one scrape, sorted by name. Never fails: when Redis
+    /// is unavailable the result is empty (and a warning is logged once per outage).
+    pub fn gather(&self) -> Vec<MetricFamily> {
+        self.try_gather().unwrap_or_default()
+    }
+
+    /// As [`gather`](RedisCollector::gather), but telling when Redis could not be read.
+    ///
+    /// # Errors
+    /// [`RedisError::Unavailable`] when Redis does not answer in time or refuses the read.
+    pub fn try_gather(&self) -> Result<Vec<MetricFamily>, RedisError> {
+        let pool = self.pool.clone();
+        let hb = self.keys.heartbeat();
+        let prefix = self.keys.prefix().to_owned();
+        let budget = self.config.connect_timeout + self.config.response_timeout;
+        let raw = self.runner.run(
+            async move {
+                let mut conn = pool.get().await?;
+                let v: Value = lua::read()
+                    .key(hb)
+                    .arg(prefix)
+                    .invoke_async(&mut conn)
+                    .await?;
+                Ok(v)
+            },
+            budget,
+        );
+        let server = self.config.server();
+        let mut outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+        match raw {
+            Ok(v) => {
+                outage.succeeded(&server);
+                drop(outage);
+                Ok(self.merge(&v))
+            }
+            Err(e) => {
+                outage.failed(&server, &e);
+                Err(e)
+            }
+        }
+    }
+
+    fn merge(&self, v: &Value) -> Vec<MetricFamily> {
+        let top = arr(v);
+        let [now, members, procs, archives] = top else {
+            tracing::warn!("unexpected reply from the Redis read script; empty scrape");
+            return Vec::new();
+        };
+        let now = text(now).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+        let window = self.config.live_window.as_secs_f64();
+        let kinds = keys::all_kinds();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.raw.len() > CACHE_LIMIT {
+            *cache = KeyCache::default();
+        }
+        let mut acc = Acc::default();
+        let members = arr(members);
+        let procs = arr(procs);
+        for (i, pair) in members.chunks(2).enumerate() {
+            let [m, score] = pair else { continue };
+            let Some(member) = text(m) else { continue };
+            let Some(id) = ProcessId::parse(member) else {
+                tracing::warn!(prefix = %self.keys.prefix(), %member, "skipping a heartbeat member that is not host:pid:start");
+                continue;
+            };
+            let score = text(score)
+                .and_then(|s| s.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            let live = now - score <= window;
+            let host = cache.host(id.host());
+            let Some(per_kind) = procs.get(i) else {
+                continue;
+            };
+            for (kind, flat) in kinds.iter().zip(arr(per_kind)) {
+                if let Kind::Gauge(mode) = kind {
+                    if mode.is_live() && !live {
+                        continue;
+                    }
+                }
+                for kv in arr(flat).chunks(2) {
+                    let [k, val] = kv else { continue };
+                    let Some(k) = bytes(k) else { continue };
+                    self.add(&mut acc, &mut cache, *kind, Some(id.pid()), &host, k, val);
+                }
+            }
+        }
+        for (kind, flat) in kinds.iter().zip(arr(archives)) {
+            for kv in arr(flat).chunks(2) {
+                let [k, val] = kv else { continue };
+                let Some((host, series)) = text(k).and_then(|s| s.split_once('\t')) else {
+                    tracing::warn!(kind = %kind.prefix(), "skipping an archive field that is not host<TAB>key");
+                    continue;
+                };
+                let host = cache.host(host);
+                self.add(
+                    &mut acc,
+                    &mut cache,
+                    *kind,
+                    None,
+                    &host,
+                    series.as_bytes(),
+                    val,
+                );
+            }
+        }
+        drop(cache);
+        acc.build()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &self,
+        acc: &mut Acc,
+        cache: &mut KeyCache,
+        kind: Kind,
+        pid: Option<u32>,
+        host: &Arc<str>,
+        k: &[u8],
+        val: &Value,
+    ) {
+        let Ok(raw) = std::str::from_utf8(k) else {
+            tracing::warn!("skipping a series key that is not UTF-8");
+            return;
+        };
+        let Some(d) = cache.get_or_decode(raw) else {
+            return;
+        };
+        let Some((value, ts)) = bytes(val).and_then(|b| keys::parse_value(kind, b)) else {
+            tracing::warn!(key = raw, kind = %kind.prefix(), "skipping an unparsable value");
+            return;
+        };
+        let extra = match kind {
+            Kind::Gauge(mode) if mode.per_process() => {
+                let Some(pid) = pid else { return };
+                (Some(Arc::clone(host)), Some(pid))
+            }
+            _ => (self.host_label.then(|| Arc::clone(host)), None),
+        };
+        acc.add(kind, &d, extra, value, ts);
+    }
+}
+
+/// Decoded keys and interned series identities, kept across scrapes.
+#[derive(Debug, Default)]
+struct KeyCache {
+    raw: HashMap<Box<str>, Option<Arc<Decoded>>>,
+    groups: HashMap<(String, Labels), u32>,
+    hosts: HashMap<String, Arc<str>>,
+}
+
+impl KeyCache {
+    fn get_or_decode(&mut self, raw: &str) -> Option<Arc<Decoded>> {
+        if let Some(d) = self.raw.get(raw) {
+            return d.clone();
+        }
+        let d = decode(raw, &mut self.groups);
+        if d.is_none() {
+            tracing::warn!(key = raw, "skipping a series with an unreadable key");
+        }
+        self.raw.insert(raw.into(), d.clone());
+        d
+    }
+
+    fn host(&mut self, host: &str) -> Arc<str> {
+        if let Some(h) = self.hosts.get(host) {
+            return Arc::clone(h);
+        }
+        let h: Arc<str> = host.into();
+        self.hosts.insert(host.to_owned(), Arc::clone(&h));
+        h
+    }
+}
+
+fn decode(raw: &str, groups: &mut HashMap<(String, Labels), u32>) -> Option<Arc<Decoded>> {
+    let k = key::decode(raw)?;
+    let labels: Labels = k.labels.into_iter().collect();
+    let le = if k.sample.ends_with("_bucket") {
+        labels
+            .iter()
+            .find(|(n, _)| n == "le")
+            .and_then(|(_, v)| v.parse::<f64>().ok())
+    } else {
+        None
+    };
+    let hist_sum = k.sample.strip_suffix("_sum") == Some(k.metric.as_str());
+    let group_key = if le.is_some() || hist_sum {
+        let rest: Labels = labels.iter().filter(|(n, _)| n != "le").cloned().collect();
+        (format!("{}\0h", k.metric), rest)
+    } else {
+        (k.sample.clone(), labels.clone())
+    };
+    let next = u32::try_from(groups.len()).unwrap_or(u32::MAX);
+    let group = *groups.entry(group_key).or_insert(next);
+    Some(Arc::new(Decoded {
+        metric: k.metric,
+        sample: k.sample,
+        labels,
+        le,
+        hist_sum,
+        help: k.help,
+        group,
+    }))
+}
+
+impl prometheus::core::Collector for RedisCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        Vec::new()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.gather()
+    }
+}
+
+fn arr(v: &Value) -> &[Value] {
+    match v {
+        Value::Array(a) => a,
+        _ => &[],
+    }
+}
+
+fn bytes(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+fn text(v: &Value) -> Option<&str> {
+    bytes(v).and_then(|b| std::str::from_utf8(b).ok())
+}
+
+type Labels = Vec<(String, String)>;
+/// The `host` and `pid` labels a sample gets, if any.
+type Extra = (Option<Arc<str>>, Option<u32>);
+
+#[derive(Debug)]
+struct Fam {
+    kind: Kind,
+    help: String,
+    /// (group, extra labels) -> (a representative sample, value, timestamp)
+    scalars: HashMap<(u32, Extra), (Arc<Decoded>, f64, f64)>,
+    /// (group, host) -> (a representative sample, buckets, sum)
+    hists: HashMap<(u32, Option<Arc<str>>), (Arc<Decoded>, Vec<(f64, f64)>, f64)>,
+}
+
+#[derive(Debug, Default)]
+struct Acc {
+    fams: HashMap<String, Fam>,
+}
+
+impl Acc {
+    fn add(&mut self, kind: Kind, d: &Arc<Decoded>, extra: Extra, value: f64, ts: f64) {
+        let fam = match self.fams.get_mut(&d.metric) {
+            Some(f) => f,
+            None => self.fams.entry(d.metric.clone()).or_insert_with(|| Fam {
+                kind,
+                help: d.help.clone(),
+                scalars: HashMap::new(),
+                hists: HashMap::new(),
+            }),
+        };
+        let same_type = match (fam.kind, kind) {
+            (Kind::Gauge(a), Kind::Gauge(b)) => a.combining() == b.combining(),
+            (a, b) => a == b,
+        };
+        if !same_type {
+            tracing::warn!(metric = %d.metric, "metric written with two different types; ignoring the second");
+            return;
+        }
+        match kind {
+            Kind::Histogram => {
+                if d.sample.ends_with("_bucket") {
+                    let Some(le) = d.le else {
+                        tracing::warn!(metric = %d.metric, "skipping a bucket without a numeric `le`");
+                        return;
+                    };
+                    let h = fam
+                        .hists
+                        .entry((d.group, extra.0))
+                        .or_insert_with(|| (Arc::clone(d), Vec::new(), 0.0));
+                    match h.1.iter_mut().find(|(b, _)| *b == le) {
+                        Some((_, c)) => *c += value,
+                        None => h.1.push((le, value)),
+                    }
+                } else if d.hist_sum {
+                    fam.hists
+                        .entry((d.group, extra.0))
+                        .or_insert_with(|| (Arc::clone(d), Vec::new(), 0.0))
+                        .2 += value;
+                }
+            }
+            Kind::Counter | Kind::Summary => {
+                fam.scalars
+                    .entry((d.group, extra))
+                    .or_insert_with(|| (Arc::clone(d), 0.0, 0.0))
+                    .1 += value;
+            }
+            Kind::Gauge(mode) => {
+                use std::collections::hash_map::Entry;
+                match fam.scalars.entry((d.group, extra)) {
+                    Entry::Vacant(v) => {
+                        v.insert((Arc::clone(d), value, ts));
+                    }
+                    Entry::Occupied(mut o) => {
+                        let acc = o.get_mut();
+                        match mode.combining() {
+                            GaugeMode::Min => acc.1 = acc.1.min(value),
+                            GaugeMode::Max => acc.1 = acc.1.max(value),
+                            GaugeMode::Sum => acc.1 += value,
+                            GaugeMode::MostRecent => {
+                                if ts > acc.2 {
+                                    acc.1 = value;
+                                    acc.2 = ts;
+                                }
+                            }
+                            _ => acc.1 = value,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn build(self) -> Vec<MetricFamily> {
+        let mut out = Vec::new();
+        for (metric, fam) in self.fams {
+            let mut mf = MetricFamily::default();
+            mf.set_help(fam.help.clone());
+            let mut metrics = Vec::new();
+            match fam.kind {
+                Kind::Counter => {
+                    mf.set_name(format!("{metric}_total"));
+                    mf.set_field_type(MetricType::COUNTER);
+                    for ((_, extra), (d, v, _)) in fam.scalars {
+                        if !d.sample.ends_with("_total") {
+                            continue;
+                        }
+                        let mut m = metric_with(&d.labels, &extra, false);
+                        let mut c = proto::Counter::default();
+                        c.set_value(v);
+                        m.set_counter(c);
+                        metrics.push(m);
+                    }
+                }
+                Kind::Gauge(_) => {
+                    mf.set_name(metric.clone());
+                    mf.set_field_type(MetricType::GAUGE);
+                    for ((_, extra), (d, v, _)) in fam.scalars {
+                        let mut m = metric_with(&d.labels, &extra, false);
+                        let mut g = proto::Gauge::default();
+                        g.set_value(v);
+                        m.set_gauge(g);
+                        metrics.push(m);
+                    }
+                }
+                Kind::Summary => {
+                    mf.set_name(metric.clone());
+                    mf.set_field_type(MetricType::SUMMARY);
+                    let mut by: BTreeMap<(Labels, Option<Arc<str>>), (f64, f64)> = BTreeMap::new();
+                    for ((_, extra), (d, v, _)) in fam.scalars {
+                        let e = by.entry((d.labels.clone(), extra.0)).or_default();
+                        if d.sample.ends_with("_count") {
+                            e.0 += v;
+                        } else if d.sample.ends_with("_sum") {
+                            e.1 += v;
+                        }
+                    }
+                    for ((labels, host), (count, sum)) in by {
+                        let mut m = metric_with(&labels, &(host, None), false);
+                        let mut s = proto::Summary::default();
+                        s.set_sample_count(count as u64);
+                        s.set_sample_sum(sum);
+                        m.set_summary(s);
+                        metrics.push(m);
+                    }
+                }
+                Kind::Histogram => {
+                    mf.set_name(metric.clone());
+                    mf.set_field_type(MetricType::HISTOGRAM);
+                    for ((_, host), (d, mut buckets, sum)) in fam.hists {
+                        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+                        let mut cumulative = 0.0;
+                        let mut pb = Vec::with_capacity(buckets.len());
+                        for (le, count) in &buckets {
+                            cumulative += count;
+                            if le.is_infinite() && *le > 0.0 {
+                                continue;
+                            }
+                            let mut b = proto::Bucket::default();
+                            b.set_upper_bound(*le);
+                            b.set_cumulative_count(cumulative as u64);
+                            pb.push(b);
+                        }
+                        let mut m = metric_with(&d.labels, &(host, None), true);
+                        let mut h = proto::Histogram::default();
+                        h.set_sample_count(cumulative as u64);
+                        h.set_sample_sum(sum);
+                        h.set_bucket(pb);
+                        m.set_histogram(h);
+                        metrics.push(m);
+                    }
+                }
+            }
+            if !metrics.is_empty() {
+                metrics.sort_by_cached_key(|m| {
+                    m.get_label()
+                        .iter()
+                        .map(|l| (l.name().to_owned(), l.value().to_owned()))
+                        .collect::<Vec<_>>()
+                });
+                mf.set_metric(metrics);
+                out.push(mf);
+            }
+        }
+        out.sort_by(|a, b| a.name().cmp(b.name()));
+        out
+    }
+}
+
+/// A metric with `labels` (without `le` when `drop_le`), plus the `host`/`pid` labels of `extra`
+/// (replacing labels of the same name), sorted by name.
+fn metric_with(labels: &Labels, extra: &Extra, drop_le: bool) -> proto::Metric {
+    let (host, pid) = extra;
+    let pid = pid.map(|p| p.to_string());
+    let mut all: Vec<(&str, &str)> = labels
+        .iter()
+        .filter(|(n, _)| {
+            let replaced = (drop_le && n == "le")
+                || (host.is_some() && n == "host")
+                || (pid.is_some() && n == "pid");
+            !replaced
+        })
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    if let Some(h) = host {
+        all.push(("host", h));
+    }
+    if let Some(p) = &pid {
+        all.push(("pid", p));
+    }
+    all.sort_unstable();
+    let mut m = proto::Metric::default();
+    m.set_label(
+        all.into_iter()
+            .map(|(n, v)| {
+                let mut p = proto::LabelPair::default();
+                p.set_name(n.to_owned());
+                p.set_value(v.to_owned());
+                p
+            })
+            .collect(),
+    );
+    m
+}

@@ -1,0 +1,116 @@
+//! Redis: the distributed store (feature `redis`).
+//!
+//! Every process keeps writing its values to its own memory-mapped files (the request path never
+//! talks to Redis). A [`RedisSync`], run by the master for every process of its host (or by a
+//! standalone process for itself), reads those files on a timer and writes **absolute** values to
+//! Redis, so a write can be repeated or lost without changing the totals:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{prefix}:heartbeat` | ZSET | member `{host}:{pid}:{start}` per process, score = Redis time of its last sync |
+//! | `{prefix}:proc:{host}:{pid}:{start}:{kind}` | HASH | field = series key (the JSON key of the `.db` file), value = the process's value |
+//! | `{prefix}:archive:{kind}` | HASH | field = `{host}\t{series key}`, value = folded values of dead processes of that host |
+//! | `{prefix}:folded` | ZSET | processes folded because their heartbeat went stale (so they are never counted twice) |
+//! | `{prefix}:lock:sweep` | STRING | `SET NX PX` lock: one sweeper of stale processes at a time |
+//!
+//! `kind` is `counter`, `histogram`, `summary` or `gauge_{mode}`; values of the most-recent gauge
+//! modes are stored as `"{value} {timestamp}"`. The prefix may contain `:`: keys are never parsed,
+//! only built from the heartbeat members.
+//!
+//! When a process dies (the caller's [`Liveness`](crate::Liveness) says so, or its file is gone),
+//! or its heartbeat is older than the TTL, a Lua script atomically folds its counters, histograms
+//! and `min`/`max`/`sum`/`mostrecent` gauges into the archive and deletes its keys (`all` and
+//! `live*` gauges are dropped), so totals stay monotonic and the key count is bounded by the
+//! living processes.
+//!
+//! A [`RedisCollector`] reads it all back (two round trips whatever the number of processes) and
+//! merges with the file collector's rules; a [`RedisExporter`] adds the periodic sweep of stale
+//! processes for a cluster-wide `/metrics`.
+//!
+//! Redis being down never fails or blocks the caller: the sync logs one warning per outage, retries
+//! with capped exponential backoff, and converges to exactly the local totals after recovery.
+//!
+//! ```no_run
+//! use gpe_core::redis::{RedisConfig, RedisSync, SyncSource};
+//! use gpe_core::{LivePids, Liveness};
+//!
+//! # fn main() -> Result<(), gpe_core::redis::RedisError> {
+//! let config = RedisConfig::from_env()?;
+//! let live = LivePids::new();
+//! let sync = RedisSync::new(
+//!     config,
+//!     SyncSource::dir("/run/gpe", Liveness::Pids(live.clone())),
+//! )?
+//! .spawn()?;
+//! // ... after reaping a worker:
+//! let _ = sync.flush_now(); // its last values reach Redis before compaction removes its files
+//! sync.shutdown();
+//! # Ok(())
+//! # }
+//! ```
+
+mod collector;
+mod config;
+mod exporter;
+mod keys;
+mod lua;
+mod runner;
+mod sync;
+
+pub use collector::RedisCollector;
+pub use config::{RedisConfig, DEFAULT_INTERVAL, DEFAULT_PREFIX, DEFAULT_TTL};
+pub use exporter::RedisExporter;
+pub use keys::ProcessId;
+pub use sync::{FlushReport, RedisSync, SyncHandle, SyncSource};
+
+/// Errors of the Redis backend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisError {
+    /// An environment variable has a value that cannot be used.
+    #[error("environment variable {var}={value:?} is invalid: {reason}")]
+    InvalidEnv {
+        /// The variable.
+        var: &'static str,
+        /// Its value (never a password: those are reported as `"***"`).
+        value: String,
+        /// What was expected.
+        reason: &'static str,
+    },
+
+    /// A configuration value given through the builder cannot be used.
+    #[error("invalid Redis configuration: {0}")]
+    InvalidConfig(&'static str),
+
+    /// `REDIS_URL` (or the URL given) is not a valid `redis://` / `rediss://` URL.
+    #[error("invalid Redis URL (credentials hidden): {0}")]
+    InvalidUrl(#[source] redis::RedisError),
+
+    /// The connection pool could not be built.
+    #[error("cannot build the Redis connection pool: {0}")]
+    Pool(String),
+
+    /// Redis did not answer, refused the connection, or answered with an error.
+    #[error("Redis is unavailable: {0}")]
+    Unavailable(String),
+
+    /// The background thread could not be started or has stopped.
+    #[error("the Redis sync thread is not running: {0}")]
+    Thread(&'static str),
+
+    /// Reading the metrics directory failed.
+    #[error(transparent)]
+    Store(#[from] crate::Error),
+}
+
+impl From<redis::RedisError> for RedisError {
+    fn from(e: redis::RedisError) -> Self {
+        RedisError::Unavailable(e.to_string())
+    }
+}
+
+impl From<deadpool_redis::PoolError> for RedisError {
+    fn from(e: deadpool_redis::PoolError) -> Self {
+        RedisError::Unavailable(e.to_string())
+    }
+}

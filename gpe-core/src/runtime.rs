@@ -1,0 +1,693 @@
+//! The runtime behind `#[instrument_worker]`: job loops for the sync, threaded and async worker
+//! kinds, with request metrics, panics caught per job, graceful/fast shutdown, max-requests and
+//! the heartbeat of the gpe-master contract.
+//!
+//! The macro only chooses among [`run_blocking`], [`run_blocking_connections`], [`run_async`] and
+//! [`run_async_connections`] and builds the [`Options`]; every behaviour lives here, where it is
+//! tested like any other code.
+//!
+//! The async kinds run the job source and the handlers as tokio tasks; the source future is
+//! dropped only when the worker stops, so a source must make claiming a job cancel-safe only
+//! with respect to shutdown.
+//!
+//! Metrics (labels `worker_id` plus the constant labels of the options):
+//! `{prefix}worker_requests_total`, `{prefix}worker_request_duration_seconds`,
+//! `{prefix}worker_failed_requests_total{error_type}` and
+//! `{prefix}worker_error_handling_total{error_type}` (a failed job counts in both, as in the
+//! Python exporter; a panic has `error_type="panic"`).
+
+use std::future::Future;
+use std::io::{Read, Write};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus::{HistogramOpts, Opts};
+
+use crate::worker::{Listener, WorkerContext};
+use crate::{CounterVec, Error, Histogram, HistogramVec, Store};
+
+/// The worker kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Kind {
+    /// One job at a time on the main thread (gunicorn's `sync`).
+    Sync,
+    /// A pool of this many threads taking jobs concurrently (gunicorn's `gthread`).
+    Threads(u32),
+    /// A tokio runtime; the handler is an `async fn`.
+    Async,
+}
+
+/// What the generated code passes to the runtime.
+#[derive(Debug, Clone)]
+pub struct Options {
+    name: String,
+    kind: Kind,
+    prefix: String,
+    const_labels: Vec<(String, String)>,
+    buckets: Vec<f64>,
+    error_label: Option<String>,
+}
+
+/// The Python exporter's request duration buckets.
+pub const DEFAULT_BUCKETS: [f64; 8] = [0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+impl Options {
+    /// Options for the worker type `name`.
+    pub fn new(name: &str) -> Self {
+        Options {
+            name: name.to_owned(),
+            kind: Kind::Sync,
+            prefix: "gunicorn_".to_owned(),
+            const_labels: Vec::new(),
+            buckets: DEFAULT_BUCKETS.to_vec(),
+            error_label: None,
+        }
+    }
+
+    /// The worker kind.
+    #[must_use]
+    pub fn kind(mut self, kind: Kind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// The metric name prefix (default `gunicorn_`).
+    #[must_use]
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.to_owned();
+        self
+    }
+
+    /// A constant label on every metric.
+    #[must_use]
+    pub fn const_label(mut self, name: &str, value: &str) -> Self {
+        self.const_labels.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Request duration buckets.
+    #[must_use]
+    pub fn buckets(mut self, buckets: Vec<f64>) -> Self {
+        self.buckets = buckets;
+        self
+    }
+
+    /// A fixed `error_type` label for failures (default: the error's type name).
+    #[must_use]
+    pub fn error_label(mut self, label: &str) -> Self {
+        self.error_label = Some(label.to_owned());
+        self
+    }
+}
+
+/// How a handler's return value becomes a success or a failure with an error type.
+pub trait IntoOutcome {
+    /// `Err(error_type)` on failure.
+    fn into_outcome(self) -> Result<(), String>;
+}
+
+impl IntoOutcome for () {
+    fn into_outcome(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<T, E: std::fmt::Debug> IntoOutcome for Result<T, E> {
+    fn into_outcome(self) -> Result<(), String> {
+        match self {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::debug!(error = ?e, "job failed");
+                Err(short_type_name(std::any::type_name::<E>()))
+            }
+        }
+    }
+}
+
+/// `std::io::error::Error` -> `Error`; `my::Wrapper<other::Thing>` -> `Wrapper`.
+fn short_type_name(full: &str) -> String {
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base).to_owned()
+}
+
+/// The metrics of one worker process.
+#[derive(Debug, Clone)]
+struct JobMetrics {
+    worker_id: String,
+    requests: crate::Counter,
+    duration: Histogram,
+    failed: CounterVec,
+    errors: CounterVec,
+    error_label: Option<String>,
+}
+
+impl JobMetrics {
+    fn new(options: &Options, store: &Store, worker_id: &str) -> Result<JobMetrics, Error> {
+        let opts = |name: &str, help: &str| {
+            let mut o = Opts::new(format!("{}{name}", options.prefix), help);
+            for (k, v) in &options.const_labels {
+                o = o.const_label(k, v);
+            }
+            o
+        };
+        let requests = CounterVec::new(
+            opts(
+                "worker_requests_total",
+                "Total jobs (requests) handled by this worker.",
+            ),
+            &["worker_id"],
+            store,
+        )?
+        .with_label_values(&[worker_id])?;
+        let duration = HistogramVec::new(
+            HistogramOpts {
+                common_opts: opts(
+                    "worker_request_duration_seconds",
+                    "Job (request) duration in seconds.",
+                ),
+                buckets: options.buckets.clone(),
+            },
+            &["worker_id"],
+            store,
+        )?
+        .with_label_values(&[worker_id])?;
+        let failed = CounterVec::new(
+            opts(
+                "worker_failed_requests_total",
+                "Jobs (requests) that failed.",
+            ),
+            &["worker_id", "error_type"],
+            store,
+        )?;
+        let errors = CounterVec::new(
+            opts(
+                "worker_error_handling_total",
+                "Errors handled by this worker.",
+            ),
+            &["worker_id", "error_type"],
+            store,
+        )?;
+        Ok(JobMetrics {
+            worker_id: worker_id.to_owned(),
+            requests,
+            duration,
+            failed,
+            errors,
+            error_label: options.error_label.clone(),
+        })
+    }
+
+    fn record(&self, started: Instant, outcome: Result<(), String>) {
+        self.requests.inc();
+        self.duration.observe(started.elapsed().as_secs_f64());
+        if let Err(error_type) = outcome {
+            let label = self.error_label.as_deref().unwrap_or(&error_type);
+            for v in [&self.failed, &self.errors] {
+                if let Ok(c) = v.with_label_values(&[&self.worker_id, label]) {
+                    c.inc();
+                }
+            }
+        }
+    }
+}
+
+impl JobMetrics {
+    /// Run one job: timed, panics caught, outcome recorded.
+    fn call<R: IntoOutcome>(&self, job: impl FnOnce() -> R) -> Result<(), String> {
+        let started = Instant::now();
+        let outcome = match catch_unwind(AssertUnwindSafe(job)) {
+            Ok(r) => r.into_outcome(),
+            Err(p) => {
+                tracing::error!(
+                    panic = panic_message(&*p),
+                    "job panicked; the worker goes on"
+                );
+                Err("panic".to_owned())
+            }
+        };
+        self.record(started, outcome.clone());
+        outcome
+    }
+}
+
+/// The instrumentation `#[instrument_worker]` wraps around every handler call — timing, the
+/// request/failure/error counters, panics caught — usable on its own (and benchmarked against a
+/// bare call in `gpe-core/benches/store.rs`).
+///
+/// ```
+/// use gpe_core::runtime::{JobRecorder, Options};
+/// # fn main() -> Result<(), gpe_core::Error> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = gpe_core::Store::open(dir.path())?;
+/// let recorder = JobRecorder::new(&Options::new("Demo"), &store, "1")?;
+/// assert_eq!(recorder.call(|| Ok::<_, std::io::Error>(())), Ok(()));
+/// assert_eq!(recorder.call(|| -> Result<(), std::fmt::Error> { Err(std::fmt::Error) }), Err("Error".to_owned()));
+/// assert_eq!(recorder.call(|| panic!("boom")), Err("panic".to_owned()));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct JobRecorder {
+    metrics: JobMetrics,
+}
+
+impl JobRecorder {
+    /// Register the job metrics of `options` for worker `worker_id` in `store`.
+    ///
+    /// # Errors
+    /// When a metric cannot be registered (an invalid prefix or constant label, say).
+    pub fn new(options: &Options, store: &Store, worker_id: &str) -> Result<JobRecorder, Error> {
+        Ok(JobRecorder {
+            metrics: JobMetrics::new(options, store, worker_id)?,
+        })
+    }
+
+    /// Run `job`, record it, and return its outcome (`Err(error_type)` on failure or panic).
+    pub fn call<R: IntoOutcome>(&self, job: impl FnOnce() -> R) -> Result<(), String> {
+        self.metrics.call(job)
+    }
+}
+
+/// A panic payload as text, for the log.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
+    p.downcast_ref::<&str>()
+        .copied()
+        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)")
+}
+
+/// Shared state of a running worker: the context, the stop flag and the job count.
+#[derive(Debug)]
+struct Supervisor {
+    ctx: WorkerContext,
+    metrics: JobMetrics,
+    stop: Arc<AtomicUsize>,
+    handled: AtomicU64,
+}
+
+const RUNNING: usize = 0;
+const GRACEFUL: usize = 1;
+const FAST: usize = 2;
+
+impl Supervisor {
+    fn start(options: &Options) -> Result<Arc<Supervisor>, ExitCode> {
+        let ctx = match WorkerContext::from_env() {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the worker environment");
+                return Err(ExitCode::from(3));
+            }
+        };
+        let store = match Store::from_env() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the metrics store");
+                return Err(ExitCode::from(3));
+            }
+        };
+        let worker_id = ctx.worker_id().to_string();
+        let metrics = match JobMetrics::new(options, &store, &worker_id) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot register the worker metrics");
+                return Err(ExitCode::from(3));
+            }
+        };
+        let stop = Arc::new(AtomicUsize::new(RUNNING));
+        for (sig, value) in [
+            (signal_hook::consts::SIGTERM, GRACEFUL),
+            (signal_hook::consts::SIGQUIT, FAST),
+            (signal_hook::consts::SIGINT, FAST),
+        ] {
+            if let Err(e) = signal_hook::flag::register_usize(sig, Arc::clone(&stop), value) {
+                tracing::error!(error = %e, signal = sig, "cannot install a signal handler");
+                return Err(ExitCode::from(3));
+            }
+        }
+        tracing::info!(worker = %options.name, worker_id = %worker_id, pid = std::process::id(), kind = ?options.kind, "Booting worker");
+        Ok(Arc::new(Supervisor {
+            ctx,
+            metrics,
+            stop,
+            handled: AtomicU64::new(0),
+        }))
+    }
+
+    /// Whether to stop taking jobs; exits the process at once on a fast stop.
+    fn should_stop(&self) -> bool {
+        self.ctx.notify();
+        match self.stop.load(Ordering::Relaxed) {
+            RUNNING => {
+                if self.ctx.parent_changed() {
+                    tracing::info!("Parent changed, shutting down");
+                    return true;
+                }
+                false
+            }
+            FAST => {
+                tracing::info!("Worker exiting (fast)");
+                std::process::exit(0);
+            }
+            _ => true,
+        }
+    }
+
+    /// Count a finished job; asks for a graceful stop at max-requests.
+    fn finished(&self) {
+        let n = self.handled.fetch_add(1, Ordering::Relaxed) + 1;
+        let max = self.ctx.max_requests();
+        if max > 0 && n >= max {
+            tracing::info!(
+                max_requests = max,
+                "Autorestarting worker after current request"
+            );
+            let _ =
+                self.stop
+                    .compare_exchange(RUNNING, GRACEFUL, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    fn run_job<R: IntoOutcome>(&self, job: impl FnOnce() -> R) {
+        let _outcome = self.metrics.call(job);
+        self.finished();
+    }
+
+    fn threads(options: &Options) -> usize {
+        match options.kind {
+            Kind::Threads(n) => n.max(1) as usize,
+            _ => 1,
+        }
+    }
+
+    fn exit(&self) -> ExitCode {
+        tracing::info!(
+            handled = self.handled.load(Ordering::Relaxed),
+            "Worker exiting"
+        );
+        ExitCode::SUCCESS
+    }
+}
+
+/// Run a sync or threaded worker whose jobs come from `source` (`None`: no more jobs).
+pub fn run_blocking<W, J, R>(
+    worker: W,
+    options: Options,
+    source: impl Fn(&W) -> Option<J> + Send + Sync,
+    handler: impl Fn(&W, J) -> R + Send + Sync,
+) -> ExitCode
+where
+    W: Send + Sync,
+    R: IntoOutcome,
+{
+    let sup = match Supervisor::start(&options) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..Supervisor::threads(&options) {
+            scope.spawn(|| {
+                while !sup.should_stop() {
+                    let Some(job) = source(&worker) else {
+                        break;
+                    };
+                    sup.run_job(|| handler(&worker, job));
+                }
+            });
+        }
+    });
+    sup.exit()
+}
+
+/// A connection accepted on one of the worker's listeners.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Connection {
+    /// TCP.
+    Tcp(std::net::TcpStream),
+    /// A Unix-domain stream.
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Read for Connection {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Connection::Tcp(s) => s.read(buf),
+            Connection::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Connection {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Connection::Tcp(s) => s.write(buf),
+            Connection::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Connection::Tcp(s) => s.flush(),
+            Connection::Unix(s) => s.flush(),
+        }
+    }
+}
+
+/// Wait up to `timeout` for a connection on any of `listeners`.
+fn accept(listeners: &[Listener], timeout: Duration) -> Option<Connection> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds: Vec<PollFd<'_>> = listeners
+        .iter()
+        .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN))
+        .collect();
+    let ms =
+        PollTimeout::try_from(timeout.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+    match poll(&mut fds, ms) {
+        Ok(n) if n > 0 => {}
+        _ => return None,
+    }
+    for (l, fd) in listeners.iter().zip(&fds) {
+        if !fd.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)) {
+            continue;
+        }
+        // Listeners are non-blocking: another worker may have taken the connection.
+        let accepted = match l {
+            Listener::Tcp(t) => t.accept().map(|(s, _)| Connection::Tcp(s)),
+            Listener::Unix(u) => u.accept().map(|(s, _)| Connection::Unix(s)),
+        };
+        if let Ok(conn) = accepted {
+            let _ = match &conn {
+                Connection::Tcp(s) => s.set_nonblocking(false),
+                Connection::Unix(s) => s.set_nonblocking(false),
+            };
+            return Some(conn);
+        }
+    }
+    None
+}
+
+/// Run a sync or threaded worker that handles connections accepted on its listeners.
+pub fn run_blocking_connections<W, R>(
+    worker: W,
+    options: Options,
+    handler: impl Fn(&W, Connection) -> R + Send + Sync,
+) -> ExitCode
+where
+    W: Send + Sync,
+    R: IntoOutcome,
+{
+    let sup = match Supervisor::start(&options) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let listeners = match sup.ctx.listeners_or_bind() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "no listener to accept on");
+            return ExitCode::from(3);
+        }
+    };
+    for l in &listeners {
+        let _ = l.set_nonblocking(true);
+    }
+    std::thread::scope(|scope| {
+        for _ in 0..Supervisor::threads(&options) {
+            scope.spawn(|| {
+                while !sup.should_stop() {
+                    if let Some(conn) = accept(&listeners, Duration::from_millis(250)) {
+                        sup.run_job(|| handler(&worker, conn));
+                    }
+                }
+            });
+        }
+    });
+    sup.exit()
+}
+
+fn tokio_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the tokio runtime");
+            None
+        }
+    }
+}
+
+/// Run an async worker whose jobs come from `source`; jobs run concurrently as tokio tasks.
+pub fn run_async<W, J, R, SF, HF>(
+    worker: W,
+    options: Options,
+    source: impl Fn(Arc<W>) -> SF,
+    handler: impl Fn(Arc<W>, J) -> HF + Send + Sync + 'static,
+) -> ExitCode
+where
+    W: Send + Sync + 'static,
+    J: Send + 'static,
+    SF: Future<Output = Option<J>>,
+    HF: Future<Output = R> + Send + 'static,
+    R: IntoOutcome + Send + 'static,
+{
+    let sup = match Supervisor::start(&options) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let Some(rt) = tokio_runtime() else {
+        return ExitCode::from(3);
+    };
+    let worker = Arc::new(worker);
+    let handler = Arc::new(handler);
+    rt.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        // The source future is only dropped when the worker stops, never to poll the stop flag.
+        let mut next = Box::pin(source(Arc::clone(&worker)));
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                job = &mut next => {
+                    let Some(job) = job else { break };
+                    spawn_job(&mut tasks, &sup, handler(Arc::clone(&worker), job));
+                    while tasks.try_join_next().is_some() {}
+                    if sup.should_stop() {
+                        break;
+                    }
+                    next = Box::pin(source(Arc::clone(&worker)));
+                }
+                _ = tick.tick() => {
+                    if sup.should_stop() {
+                        break;
+                    }
+                }
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+    });
+    sup.exit()
+}
+
+fn spawn_job<R: IntoOutcome + Send + 'static>(
+    tasks: &mut tokio::task::JoinSet<()>,
+    sup: &Arc<Supervisor>,
+    fut: impl Future<Output = R> + Send + 'static,
+) {
+    let sup = Arc::clone(sup);
+    tasks.spawn(async move {
+        let started = Instant::now();
+        // A panicking job is caught by its task; count it as a failure of that job.
+        let outcome = match tokio::spawn(fut).await {
+            Ok(r) => r.into_outcome(),
+            Err(e) if e.is_panic() => {
+                tracing::error!("job panicked; the worker goes on");
+                Err("panic".to_owned())
+            }
+            Err(_) => Err("cancelled".to_owned()),
+        };
+        sup.metrics.record(started, outcome);
+        sup.finished();
+    });
+}
+
+/// Run an async worker that handles TCP connections accepted on its listeners.
+pub fn run_async_connections<W, R, HF>(
+    worker: W,
+    options: Options,
+    handler: impl Fn(Arc<W>, tokio::net::TcpStream) -> HF + Send + Sync + 'static,
+) -> ExitCode
+where
+    W: Send + Sync + 'static,
+    HF: Future<Output = R> + Send + 'static,
+    R: IntoOutcome + Send + 'static,
+{
+    let sup = match Supervisor::start(&options) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let Some(rt) = tokio_runtime() else {
+        return ExitCode::from(3);
+    };
+    let listeners = match sup.ctx.listeners_or_bind() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "no listener to accept on");
+            return ExitCode::from(3);
+        }
+    };
+    let worker = Arc::new(worker);
+    rt.block_on(async {
+        let mut accepting = Vec::new();
+        for l in listeners {
+            match l {
+                Listener::Tcp(t) => {
+                    let _ = t.set_nonblocking(true);
+                    match tokio::net::TcpListener::from_std(t) {
+                        Ok(t) => accepting.push(t),
+                        Err(e) => tracing::error!(error = %e, "cannot use an inherited listener"),
+                    }
+                }
+                Listener::Unix(_) => {
+                    tracing::warn!("the async connection worker serves TCP listeners only; skipping a Unix socket")
+                }
+            }
+        }
+        let Some(listener) = accepting.into_iter().next() else {
+            tracing::error!("no TCP listener to accept on");
+            return;
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        while !sup.should_stop() {
+            match tokio::time::timeout(Duration::from_millis(250), listener.accept()).await {
+                Ok(Ok((stream, _))) => {
+                    spawn_job(&mut tasks, &sup, handler(Arc::clone(&worker), stream));
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "accept failed"),
+                Err(_) => {}
+            }
+            while tasks.try_join_next().is_some() {}
+        }
+        while tasks.join_next().await.is_some() {}
+    });
+    sup.exit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_type_names_are_short() {
+        assert_eq!(short_type_name("std::io::error::Error"), "Error");
+        assert_eq!(short_type_name("my::Wrapper<other::Thing>"), "Wrapper");
+        assert_eq!(short_type_name("Plain"), "Plain");
+        let r: Result<(), std::num::ParseIntError> = "x".parse::<i32>().map(|_| ());
+        assert_eq!(r.into_outcome(), Err("ParseIntError".to_owned()));
+        assert_eq!(().into_outcome(), Ok(()));
+    }
+}

@@ -1,0 +1,140 @@
+//! Shared-memory slots: the only `unsafe` of the value store.
+//!
+//! A [`Region`] is a `MAP_SHARED` writable mapping of a whole `.db` file, only ever accessed
+//! through raw pointers (never as a Rust slice), so that concurrent atomic updates from several
+//! threads and the owner's appends never alias a `&mut`. Regions are reference counted and never
+//! unmapped while a [`Slot`] points into one; when a file grows, a new, larger region is mapped
+//! over the same file and both see the same pages.
+
+use std::fs::File;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use memmap2::MmapRaw;
+
+/// A writable shared mapping of a whole file.
+#[derive(Debug)]
+pub(crate) struct Region {
+    map: MmapRaw,
+}
+
+impl Region {
+    /// Map all of `file` (which must be at least 8 bytes and opened read-write).
+    pub(crate) fn map(file: &File) -> std::io::Result<Arc<Region>> {
+        let map = MmapRaw::map_raw(file)?;
+        if map.len() < 8 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "file is too short to map",
+            ));
+        }
+        Ok(Arc::new(Region { map }))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn used_atomic(&self) -> &AtomicU32 {
+        // SAFETY: the mapping is page aligned and at least 8 bytes long (checked in `map`), so
+        // offset 0 is a valid, 4-byte aligned u32 that lives as long as `self`. It is only
+        // accessed atomically in this process; other processes read it with plain reads, which
+        // is the same contract Python's writer offers.
+        unsafe { &*(self.map.as_mut_ptr() as *const AtomicU32) }
+    }
+
+    /// The used length, as published.
+    pub(crate) fn used(&self) -> usize {
+        self.used_atomic().load(Ordering::Acquire) as usize
+    }
+
+    /// Publish the used length, after the bytes below it are written.
+    pub(crate) fn publish_used(&self, used: usize) {
+        self.used_atomic().store(used as u32, Ordering::Release);
+    }
+
+    /// Copy `bytes` to `offset`.
+    ///
+    /// Returns `false` (and writes nothing) when the range is out of bounds.
+    pub(crate) fn write_unpublished(&self, offset: usize, bytes: &[u8]) -> bool {
+        let Some(end) = offset.checked_add(bytes.len()) else {
+            return false;
+        };
+        if offset < 8 || end > self.len() {
+            return false;
+        }
+        // SAFETY: `offset..end` is inside the mapping (checked above) and lies at or past the
+        // published used length, which the single writer (the store, under its mutex) owns: no
+        // `Slot` points into it yet and no other thread of this process touches it. The source
+        // is a distinct Rust slice, so the ranges cannot overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.map.as_mut_ptr().add(offset),
+                bytes.len(),
+            );
+        }
+        true
+    }
+
+    /// A slot over the 8 bytes at `offset`, or `None` when not 8-aligned and in bounds.
+    pub(crate) fn slot(self: &Arc<Self>, offset: usize) -> Option<Slot> {
+        if offset % 8 != 0 || offset < 8 || offset.checked_add(16)? > self.len() {
+            return None;
+        }
+        Some(Slot {
+            region: Arc::clone(self),
+            offset,
+        })
+    }
+}
+
+/// A value (and the timestamp after it) in shared memory: 16 bytes at an 8-aligned offset.
+#[derive(Debug, Clone)]
+pub(crate) struct Slot {
+    region: Arc<Region>,
+    offset: usize,
+}
+
+impl Slot {
+    fn atomic(&self, extra: usize) -> &AtomicU64 {
+        // SAFETY: `Region::slot` checked that `offset` is 8-aligned and that `offset + 16` is
+        // within the mapping, which is page aligned, so both words are valid, aligned u64s. The
+        // region is kept mapped by the `Arc` for as long as `self` lives. In this process the
+        // bytes are only accessed through atomics (never through a slice or a `&mut`).
+        unsafe { &*(self.region.map.as_mut_ptr().add(self.offset + extra) as *const AtomicU64) }
+    }
+
+    /// Add `v`: one compare-and-swap loop on the value's bits.
+    #[inline]
+    pub(crate) fn add(&self, v: f64) {
+        let a = self.atomic(0);
+        let mut cur = a.load(Ordering::Relaxed);
+        loop {
+            let new = (f64::from_bits(cur) + v).to_bits();
+            match a.compare_exchange_weak(cur, new, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Store `v`.
+    #[inline]
+    pub(crate) fn set(&self, v: f64) {
+        self.atomic(0).store(v.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Store `v` and its timestamp (seconds since the epoch).
+    #[inline]
+    pub(crate) fn set_with_timestamp(&self, v: f64, ts: f64) {
+        self.atomic(0).store(v.to_bits(), Ordering::Relaxed);
+        self.atomic(8).store(ts.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The current value.
+    #[inline]
+    pub(crate) fn get(&self) -> f64 {
+        f64::from_bits(self.atomic(0).load(Ordering::Relaxed))
+    }
+}

@@ -1,0 +1,369 @@
+//! The worker side of the gpe-master contract (see `ARCHITECTURE.md`).
+//!
+//! A worker started by gpe-master inherits its listening sockets by systemd socket activation
+//! (`LISTEN_FDS`, fds from 3, `LISTEN_FDNAMES`), learns its identity and limits from `GPE_*`
+//! variables, and proves it is alive by touching its heartbeat file. [`WorkerContext`] reads all
+//! of that; without a master (`LISTEN_FDS` unset) it describes a standalone process that binds its
+//! own address.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), gpe_core::worker::WorkerError> {
+//! let ctx = gpe_core::worker::WorkerContext::from_env()?;
+//! let listeners = ctx.listeners_or_bind()?;
+//! println!("worker {} with {} listener(s)", ctx.worker_id(), listeners.len());
+//! ctx.notify(); // call from the worker loop at least every timeout/2
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fs::File;
+use std::net::{TcpListener, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{getsockopt, sockopt, AddressFamily, SockaddrLike, SockaddrStorage};
+
+/// Errors reading the worker environment.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// A variable has a value that cannot be used.
+    #[error("{var}={value:?} is invalid: expected {expected}")]
+    InvalidVar {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What is accepted.
+        expected: &'static str,
+    },
+    /// An inherited descriptor is not a listening socket.
+    #[error(
+        "inherited fd {fd} is not a listening stream socket ({why}); check the master's --bind"
+    )]
+    NotAListener {
+        /// The descriptor.
+        fd: RawFd,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The listeners were already taken (they can be taken once).
+    #[error("the inherited listeners were already taken by an earlier call")]
+    AlreadyTaken,
+    /// Binding the standalone address failed.
+    #[error("cannot bind {addr} (set GPE_BIND to another address): {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A listening socket.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Listener {
+    /// TCP (v4 or v6).
+    Tcp(TcpListener),
+    /// A Unix-domain stream socket.
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// Switch non-blocking mode.
+    ///
+    /// # Errors
+    /// As the underlying `set_nonblocking`.
+    pub fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.set_nonblocking(on),
+            Listener::Unix(l) => l.set_nonblocking(on),
+        }
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Tcp(l) => l.as_fd(),
+            Listener::Unix(l) => l.as_fd(),
+        }
+    }
+}
+
+/// What a worker knows about its place under gpe-master.
+#[derive(Debug)]
+pub struct WorkerContext {
+    worker_id: u64,
+    master_pid: Option<u32>,
+    timeout: Duration,
+    graceful_timeout: Duration,
+    max_requests: u64,
+    listen_fds: usize,
+    fd_names: Vec<String>,
+    heartbeat: Option<Heartbeat>,
+    taken: AtomicBool,
+}
+
+fn var(name: &'static str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn parse<T: std::str::FromStr>(
+    name: &'static str,
+    expected: &'static str,
+) -> Result<Option<T>, WorkerError> {
+    match var(name) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| WorkerError::InvalidVar {
+            var: name,
+            value: v,
+            expected,
+        }),
+    }
+}
+
+impl WorkerContext {
+    /// Read the environment gpe-master sets (or its absence: standalone).
+    ///
+    /// # Errors
+    /// When a variable is present with a value that cannot be used.
+    pub fn from_env() -> Result<WorkerContext, WorkerError> {
+        let listen_pid: Option<u32> = parse("LISTEN_PID", "a pid")?;
+        let mut listen_fds: usize = parse("LISTEN_FDS", "a number of descriptors")?.unwrap_or(0);
+        if listen_pid.is_some_and(|p| p != std::process::id()) {
+            // Meant for another process (systemd's rule): ignore the fds.
+            listen_fds = 0;
+        }
+        let fd_names = var("LISTEN_FDNAMES")
+            .map(|v| v.split(':').map(str::to_owned).collect())
+            .unwrap_or_default();
+        let timeout = parse::<u64>("GPE_TIMEOUT", "seconds")?.unwrap_or(0);
+        let heartbeat = match parse::<RawFd>("GPE_HEARTBEAT_FD", "a file descriptor number")? {
+            Some(fd) => Some(Heartbeat::adopt(fd, Duration::from_secs(timeout))?),
+            None => None,
+        };
+        Ok(WorkerContext {
+            worker_id: parse("GPE_WORKER_ID", "a non-negative integer")?.unwrap_or(0),
+            master_pid: parse("GPE_MASTER_PID", "a pid")?,
+            timeout: Duration::from_secs(timeout),
+            graceful_timeout: Duration::from_secs(
+                parse("GPE_GRACEFUL_TIMEOUT", "seconds")?.unwrap_or(30),
+            ),
+            max_requests: parse("GPE_MAX_REQUESTS", "a non-negative integer")?.unwrap_or(0),
+            listen_fds,
+            fd_names,
+            heartbeat,
+            taken: AtomicBool::new(false),
+        })
+    }
+
+    /// The worker's age under the master (1, 2, ...); 0 when standalone.
+    pub fn worker_id(&self) -> u64 {
+        self.worker_id
+    }
+
+    /// Whether a master started this process (it passed listeners or a worker id).
+    pub fn is_managed(&self) -> bool {
+        self.listen_fds > 0 || self.worker_id > 0
+    }
+
+    /// Requests after which the worker should exit gracefully (0: no limit).
+    pub fn max_requests(&self) -> u64 {
+        self.max_requests
+    }
+
+    /// The master's heartbeat timeout (zero: none).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// How long the worker may take to finish in-flight work after TERM.
+    pub fn graceful_timeout(&self) -> Duration {
+        self.graceful_timeout
+    }
+
+    /// Whether the master that started us is gone (our parent pid changed).
+    pub fn parent_changed(&self) -> bool {
+        self.master_pid
+            .is_some_and(|p| nix::unistd::getppid().as_raw() as u32 != p)
+    }
+
+    /// Heartbeat now if the last one is older than a quarter of the timeout. Cheap enough for
+    /// every loop iteration.
+    pub fn notify(&self) {
+        if let Some(h) = &self.heartbeat {
+            h.notify();
+        }
+    }
+
+    /// Heartbeat from a background thread for as long as the process lives (for frameworks whose
+    /// loop is not ours to call [`notify`](Self::notify) from). A stuck request then no longer
+    /// stops the heartbeat: prefer `notify` where you can.
+    pub fn start_heartbeat(&self) {
+        let Some(h) = self.heartbeat.clone() else {
+            return;
+        };
+        let period = (h.inner.period / 2).max(Duration::from_millis(100));
+        let spawned = std::thread::Builder::new()
+            .name("gpe-heartbeat".to_owned())
+            .spawn(move || loop {
+                h.beat();
+                std::thread::sleep(period);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the heartbeat thread");
+        }
+    }
+
+    /// The inherited listeners, in `--bind` order, named as in `LISTEN_FDNAMES`. Taken once.
+    ///
+    /// # Errors
+    /// When called twice, or an inherited fd is not a listening stream socket.
+    pub fn named_listeners(&self) -> Result<Vec<(String, Listener)>, WorkerError> {
+        if self.taken.swap(true, Ordering::SeqCst) {
+            return Err(WorkerError::AlreadyTaken);
+        }
+        let mut out = Vec::with_capacity(self.listen_fds);
+        for i in 0..self.listen_fds {
+            let fd = 3 + i as RawFd;
+            let owned = crate::sys::fd::adopt_inherited(fd).ok_or(WorkerError::NotAListener {
+                fd,
+                why: "not open, or already taken".to_owned(),
+            })?;
+            let name = self
+                .fd_names
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("fd://{fd}"));
+            out.push((name, to_listener(owned)?));
+        }
+        Ok(out)
+    }
+
+    /// The inherited listeners (see [`named_listeners`](Self::named_listeners)).
+    ///
+    /// # Errors
+    /// As `named_listeners`.
+    pub fn listeners(&self) -> Result<Vec<Listener>, WorkerError> {
+        Ok(self
+            .named_listeners()?
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect())
+    }
+
+    /// The inherited listeners, or, standalone, one bound to `GPE_BIND` (`host:port` or
+    /// `unix:/path`; default `127.0.0.1:8000`).
+    ///
+    /// # Errors
+    /// As `listeners`, or when binding fails.
+    pub fn listeners_or_bind(&self) -> Result<Vec<Listener>, WorkerError> {
+        if self.listen_fds > 0 {
+            return self.listeners();
+        }
+        let addr = var("GPE_BIND").unwrap_or_else(|| "127.0.0.1:8000".to_owned());
+        let bind_err = |source| WorkerError::Bind {
+            addr: addr.clone(),
+            source,
+        };
+        let listener = match addr.strip_prefix("unix:") {
+            Some(path) => Listener::Unix(UnixListener::bind(path).map_err(bind_err)?),
+            None => {
+                let addrs: Vec<_> = addr.to_socket_addrs().map_err(bind_err)?.collect();
+                Listener::Tcp(TcpListener::bind(&addrs[..]).map_err(bind_err)?)
+            }
+        };
+        tracing::info!(addr = %addr, "standalone: listening");
+        Ok(vec![listener])
+    }
+}
+
+fn to_listener(fd: OwnedFd) -> Result<Listener, WorkerError> {
+    let raw = fd.as_raw_fd();
+    let bad = |why: String| WorkerError::NotAListener { fd: raw, why };
+    let accepting = getsockopt(&fd, sockopt::AcceptConn).map_err(|e| bad(e.to_string()))?;
+    if !accepting {
+        return Err(bad("it is not listening".to_owned()));
+    }
+    let flags =
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFD).map_err(|e| bad(e.to_string()))?;
+    let mut flags = nix::fcntl::FdFlag::from_bits_truncate(flags);
+    flags.insert(nix::fcntl::FdFlag::FD_CLOEXEC);
+    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(flags)).map_err(|e| bad(e.to_string()))?;
+    let addr: SockaddrStorage =
+        nix::sys::socket::getsockname(raw).map_err(|e| bad(e.to_string()))?;
+    match addr.family() {
+        Some(AddressFamily::Unix) => Ok(Listener::Unix(UnixListener::from(fd))),
+        Some(AddressFamily::Inet | AddressFamily::Inet6) => {
+            Ok(Listener::Tcp(TcpListener::from(fd)))
+        }
+        other => Err(bad(format!("unsupported address family {other:?}"))),
+    }
+}
+
+/// The heartbeat file: touching it (a `fchmod` that changes its ctime) tells the master the
+/// worker is alive.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    inner: Arc<HeartbeatInner>,
+}
+
+#[derive(Debug)]
+struct HeartbeatInner {
+    file: File,
+    period: Duration,
+    started: Instant,
+    last_ms: AtomicU64,
+    toggle: Mutex<bool>,
+}
+
+impl Heartbeat {
+    fn adopt(fd: RawFd, timeout: Duration) -> Result<Heartbeat, WorkerError> {
+        let owned = crate::sys::fd::adopt_inherited(fd).ok_or(WorkerError::InvalidVar {
+            var: "GPE_HEARTBEAT_FD",
+            value: fd.to_string(),
+            expected: "an open descriptor inherited from gpe-master",
+        })?;
+        let hb = Heartbeat {
+            inner: Arc::new(HeartbeatInner {
+                file: File::from(owned),
+                period: (timeout / 4).max(Duration::from_millis(100)),
+                started: Instant::now(),
+                last_ms: AtomicU64::new(0),
+                toggle: Mutex::new(false),
+            }),
+        };
+        hb.beat();
+        Ok(hb)
+    }
+
+    /// Touch the file now.
+    pub fn beat(&self) {
+        let mut t = self.inner.toggle.lock().unwrap_or_else(|p| p.into_inner());
+        *t = !*t;
+        let mode = if *t { 0o600 } else { 0o400 };
+        if let Err(e) = nix::sys::stat::fchmod(
+            self.inner.file.as_fd(),
+            nix::sys::stat::Mode::from_bits_truncate(mode),
+        ) {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+        let now = self.inner.started.elapsed().as_millis() as u64;
+        self.inner.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Touch the file if the last beat is older than a quarter of the timeout.
+    pub fn notify(&self) {
+        let now = self.inner.started.elapsed().as_millis() as u64;
+        let last = self.inner.last_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= self.inner.period.as_millis() as u64 {
+            self.beat();
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Helpers shared by gpe-core's integration tests: child processes and sample maps.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use prometheus::proto::{MetricFamily, MetricType};
+
+pub type Labels = BTreeMap<String, String>;
+pub type Samples = BTreeMap<(String, Labels), f64>;
+
+/// The env var a re-executed test binary reads to know it is a child, and what to do.
+pub const CHILD_ENV: &str = "GPE_TEST_CHILD";
+
+/// Re-run this test binary as a child process running the test `child_test` with `action`.
+pub fn spawn_child(child_test: &str, dir: &Path, action: &str, stdin_piped: bool) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            child_test,
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, action)
+        .env("PROMETHEUS_MULTIPROC_DIR", dir)
+        .stdin(if stdin_piped {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn child test process")
+}
+
+/// Wait for a line `ready` on the child's stdout.
+pub fn wait_ready(child: &mut Child) {
+    use std::io::BufRead;
+    let out = child.stdout.as_mut().unwrap();
+    let mut reader = std::io::BufReader::new(out);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).unwrap();
+        assert!(n > 0, "child exited before it was ready");
+        if line.trim_end().ends_with("gpe-child-ready") {
+            return;
+        }
+    }
+}
+
+pub fn wait_success(child: &mut Child) {
+    let status = child.wait().unwrap();
+    assert!(status.success(), "child failed: {status}");
+}
+
+/// Flatten families into samples the way Python's exposition names them.
+pub fn samples(families: &[MetricFamily]) -> Samples {
+    let mut out = Samples::new();
+    for mf in families {
+        for m in mf.get_metric() {
+            let labels: Labels = m
+                .get_label()
+                .iter()
+                .map(|l| (l.name().to_owned(), l.value().to_owned()))
+                .collect();
+            match mf.get_field_type() {
+                MetricType::COUNTER => {
+                    out.insert((mf.name().to_owned(), labels), m.get_counter().get_value());
+                }
+                MetricType::GAUGE => {
+                    out.insert((mf.name().to_owned(), labels), m.get_gauge().get_value());
+                }
+                MetricType::HISTOGRAM => {
+                    let h = m.get_histogram();
+                    for b in h.get_bucket() {
+                        let mut l = labels.clone();
+                        l.insert("le".into(), fmt_le(b.upper_bound()));
+                        out.insert(
+                            (format!("{}_bucket", mf.name()), l),
+                            b.cumulative_count() as f64,
+                        );
+                    }
+                    let mut l = labels.clone();
+                    l.insert("le".into(), "+Inf".into());
+                    out.insert(
+                        (format!("{}_bucket", mf.name()), l),
+                        h.get_sample_count() as f64,
+                    );
+                    out.insert(
+                        (format!("{}_count", mf.name()), labels.clone()),
+                        h.get_sample_count() as f64,
+                    );
+                    out.insert((format!("{}_sum", mf.name()), labels), h.get_sample_sum());
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// A canonical spelling of a bucket bound, so Python's and ours compare equal.
+pub fn fmt_le(v: f64) -> String {
+    if v.is_infinite() {
+        "+Inf".into()
+    } else {
+        format!("{v:e}")
+    }
+}
+
+pub fn value(s: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let l: Labels = labels
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect();
+    s.get(&(name.to_owned(), l)).copied()
+}
+
+/// Poll `f` until it returns true or the deadline passes.
+pub fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+pub fn python_available() -> bool {
+    Command::new("python3")
+        .args(["-c", "import prometheus_client"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+pub fn require_python() {
+    assert!(
+        python_available(),
+        "python3 with prometheus_client is required: run `bash .ci/deps` (pip install prometheus_client==0.26.0)"
+    );
+}

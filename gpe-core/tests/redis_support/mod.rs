@@ -1,0 +1,272 @@
+//! A private `redis-server` per test, on a free loopback port, killed on drop.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    /// `(cert, key)` PEM files: serve TLS only (then `try_cmd` cannot talk to it).
+    tls: Option<(String, String)>,
+}
+
+const BIN: &str = "redis-server";
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        Self::start_with(None)
+    }
+
+    /// A TLS-only server with this certificate and key (PEM files).
+    pub fn start_tls(cert: &Path, key: &Path) -> RedisServer {
+        Self::start_with(Some((
+            cert.display().to_string(),
+            key.display().to_string(),
+        )))
+    }
+
+    fn start_with(tls: Option<(String, String)>) -> RedisServer {
+        assert!(
+            Path::new("/usr/bin/redis-server").exists()
+                || Command::new(BIN).arg("--version").output().is_ok(),
+            "redis-server is required for these tests: run `bash .ci/deps`"
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut s = RedisServer {
+            port,
+            child: None,
+            tls,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let mut args: Vec<&str> = vec!["--port", &port];
+        if let Some((cert, key)) = &self.tls {
+            args = vec![
+                "--port",
+                "0",
+                "--tls-port",
+                &port,
+                "--tls-cert-file",
+                cert,
+                "--tls-key-file",
+                key,
+                "--tls-auth-clients",
+                "no",
+            ];
+        }
+        let child = Command::new(BIN)
+            .args(args)
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--loglevel",
+                "warning",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server (run `bash .ci/deps`)");
+        self.child = Some(child);
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            let up = if self.tls.is_some() {
+                TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            } else {
+                self.try_cmd(&["PING"]).is_some()
+            };
+            if up {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {} did not start", self.port);
+    }
+
+    /// SIGKILL the server (its data is lost: no persistence).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// One command over RESP, `None` when the server is unreachable.
+    pub fn try_cmd(&self, args: &[&str]) -> Option<Resp> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let mut req = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            req.extend_from_slice(a.as_bytes());
+            req.extend_from_slice(b"\r\n");
+        }
+        s.write_all(&req).ok()?;
+        let mut r = Reader {
+            s,
+            buf: Vec::new(),
+            pos: 0,
+        };
+        r.value()
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Resp {
+        self.try_cmd(args).expect("redis reachable")
+    }
+
+    /// Every key of the database.
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        match self.cmd(&["KEYS", pattern]) {
+            Resp::Array(a) => a.into_iter().filter_map(|v| v.text()).collect(),
+            other => panic!("KEYS: {other:?}"),
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resp {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Vec<Resp>),
+}
+
+impl Resp {
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Resp::Simple(s) => Some(s.clone()),
+            Resp::Bulk(Some(b)) => String::from_utf8(b.clone()).ok(),
+            _ => None,
+        }
+    }
+    pub fn int(&self) -> i64 {
+        match self {
+            Resp::Int(i) => *i,
+            other => panic!("not an integer: {other:?}"),
+        }
+    }
+}
+
+struct Reader {
+    s: TcpStream,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Reader {
+    fn fill(&mut self) -> Option<()> {
+        let mut chunk = [0u8; 65536];
+        let n = self.s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Some(())
+    }
+    fn line(&mut self) -> Option<String> {
+        loop {
+            if let Some(i) = self.buf[self.pos..].windows(2).position(|w| w == b"\r\n") {
+                let l = String::from_utf8_lossy(&self.buf[self.pos..self.pos + i]).into_owned();
+                self.pos += i + 2;
+                return Some(l);
+            }
+            self.fill()?;
+        }
+    }
+    fn value(&mut self) -> Option<Resp> {
+        let l = self.line()?;
+        let (t, rest) = l.split_at(1);
+        Some(match t {
+            "+" => Resp::Simple(rest.to_owned()),
+            "-" => Resp::Error(rest.to_owned()),
+            ":" => Resp::Int(rest.parse().ok()?),
+            "$" => {
+                let n: i64 = rest.parse().ok()?;
+                if n < 0 {
+                    return Some(Resp::Bulk(None));
+                }
+                let n = n as usize;
+                while self.buf.len() < self.pos + n + 2 {
+                    self.fill()?;
+                }
+                let b = self.buf[self.pos..self.pos + n].to_vec();
+                self.pos += n + 2;
+                Resp::Bulk(Some(b))
+            }
+            "*" => {
+                let n: i64 = rest.parse().ok()?;
+                let mut v = Vec::new();
+                for _ in 0..n.max(0) {
+                    v.push(self.value()?);
+                }
+                Resp::Array(v)
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// Every log line of this test binary (a global subscriber; the sync logs from its own thread).
+pub fn logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || LogWriter(sink.clone()))
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buf
+    })
+    .clone()
+}
+
+pub fn log_text() -> String {
+    String::from_utf8_lossy(&logs().lock().unwrap()).into_owned()
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

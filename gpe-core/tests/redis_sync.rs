@@ -1,0 +1,428 @@
+//! The Redis sync against a real `redis-server` (one per test, on a free loopback port) and real
+//! writer processes: exactness, outages, SIGKILLed writers, churn.
+#![cfg(feature = "redis")]
+
+mod common;
+mod redis_support;
+
+use std::io::{BufRead, Write};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use common::*;
+use gpe_core::redis::{RedisCollector, RedisConfig, RedisSync, SyncSource};
+use gpe_core::{Counter, CounterVec, GaugeMode, GaugeVec, HistogramVec, LivePids, Liveness};
+use gpe_core::{MultiProcessCollector, Store};
+use prometheus::{HistogramOpts, Opts};
+use redis_support::*;
+
+const BUCKETS: [f64; 3] = [0.1, 1.0, 10.0];
+
+/// The body of every child process. Not a test of its own: it only runs when re-executed.
+#[test]
+#[ignore = "runs only as a child process of the other tests"]
+fn child() {
+    let Ok(action) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let dir = std::env::var("PROMETHEUS_MULTIPROC_DIR").unwrap();
+    let store = Store::open(&dir).unwrap();
+    let parts: Vec<&str> = action.split(':').collect();
+    let ready = || {
+        println!("gpe-child-ready");
+        std::io::stdout().flush().unwrap();
+    };
+    let wait_stdin = || {
+        let mut s = String::new();
+        let _ = std::io::stdin().read_line(&mut s);
+    };
+    match parts[0] {
+        "hammer" => {
+            let n: usize = parts[1].parse().unwrap();
+            let me = std::process::id() as f64;
+            let c = CounterVec::new(Opts::new("req_total", "Requests."), &["w"], &store).unwrap();
+            let h = HistogramVec::new(
+                HistogramOpts::new("lat_seconds", "Latency.").buckets(BUCKETS.to_vec()),
+                &["route"],
+                &store,
+            )
+            .unwrap()
+            .with_label_values(&["/a"])
+            .unwrap();
+            for i in 0..n {
+                c.with_label_values(&[if i % 2 == 0 { "even" } else { "odd" }])
+                    .unwrap()
+                    .inc();
+                h.observe((i % 13) as f64 * 0.9);
+            }
+            for mode in GaugeMode::ALL_MODES {
+                GaugeVec::new(Opts::new(format!("g_{mode}"), "G."), &["k"], mode, &store)
+                    .unwrap()
+                    .with_label_values(&["v"])
+                    .unwrap()
+                    .set(me);
+            }
+            ready();
+            wait_stdin();
+        }
+        "slow" => {
+            let n: usize = parts[1].parse().unwrap();
+            let c = Counter::new("slow_total", "Slow.", &store).unwrap();
+            ready();
+            for _ in 0..n {
+                c.inc();
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            println!("gpe-child-ready");
+            std::io::stdout().flush().unwrap();
+            wait_stdin();
+        }
+        "cmd" => {
+            let c = Counter::new("cmd_total", "On command.", &store).unwrap();
+            ready();
+            for line in std::io::stdin().lock().lines() {
+                let line = line.unwrap();
+                let k: f64 = line.trim().parse().unwrap();
+                c.inc_by(k);
+                println!("gpe-child-ready");
+                std::io::stdout().flush().unwrap();
+            }
+        }
+        "once" => {
+            Counter::new("churn_total", "Short-lived.", &store)
+                .unwrap()
+                .inc();
+            gpe_core::Gauge::new("churn_sum", "Sum.", GaugeMode::Sum, &store)
+                .unwrap()
+                .set(1.0);
+            gpe_core::Gauge::new("churn_live", "Livesum.", GaugeMode::LiveSum, &store)
+                .unwrap()
+                .set(1.0);
+        }
+        other => panic!("unknown child action {other}"),
+    }
+}
+
+fn config(server: &RedisServer, prefix: &str, host: &str) -> RedisConfig {
+    RedisConfig::new(&server.url())
+        .unwrap()
+        .with_prefix(prefix)
+        .unwrap()
+        .with_host_id(host)
+        .unwrap()
+        .with_interval(Duration::from_millis(100))
+        .unwrap()
+        .with_timeouts(Duration::from_millis(500), Duration::from_millis(500))
+        .unwrap()
+        .with_max_backoff(Duration::from_millis(400))
+}
+
+/// Redis samples with the `host` label removed, to compare with the files' (which have `pid`).
+fn redis_samples(c: &RedisCollector) -> Samples {
+    let fams = c.try_gather().expect("redis readable");
+    samples(&fams)
+        .into_iter()
+        .map(|((n, mut l), v)| {
+            l.remove("host");
+            ((n, l), v)
+        })
+        .collect()
+}
+
+fn file_samples(dir: &std::path::Path, live: &LivePids) -> Samples {
+    samples(
+        &MultiProcessCollector::new(dir)
+            .with_liveness(Liveness::Pids(live.clone()))
+            .with_auto_compact(false)
+            .gather(),
+    )
+}
+
+/// Commands clients sent since `CONFIG RESETSTAT`, by name. `INFO commandstats` also counts the
+/// commands our Lua scripts run inside Redis; those (and `INFO`/`CONFIG` of the test) are left
+/// out, so what remains is what crossed the network.
+fn client_commands(server: &RedisServer) -> std::collections::BTreeMap<String, i64> {
+    const IN_SCRIPTS: [&str; 14] = [
+        "type",
+        "zscore",
+        "zadd",
+        "time",
+        "hset",
+        "hget",
+        "hgetall",
+        "del",
+        "zrem",
+        "rename",
+        "zrange",
+        "zrangebyscore",
+        "zremrangebyscore",
+        "info",
+    ];
+    let Some(info) = server.cmd(&["INFO", "commandstats"]).text() else {
+        panic!("INFO")
+    };
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            (!IN_SCRIPTS.contains(&name) && !name.starts_with("config"))
+                .then(|| (name.to_owned(), calls))
+        })
+        .collect()
+}
+
+fn close(mut c: Child) {
+    drop(c.stdin.take());
+    let _ = c.wait();
+}
+
+#[test]
+fn four_writers_redis_aggregate_equals_file_aggregate() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let live = LivePids::new();
+    let mut kids = Vec::new();
+    for _ in 0..4 {
+        let mut c = spawn_child("child", dir.path(), "hammer:5000", true);
+        wait_ready(&mut c);
+        live.insert(c.id());
+        kids.push(c);
+    }
+    let cfg = config(&server, "gpe:test", "host-a");
+    let sync = RedisSync::new(
+        cfg.clone(),
+        SyncSource::dir(dir.path(), Liveness::Pids(live.clone())),
+    )
+    .unwrap()
+    .spawn()
+    .unwrap();
+    let report = sync.flush_now().unwrap();
+    assert_eq!(report.folded, 0);
+    let collector = RedisCollector::new(cfg).unwrap();
+    let files = file_samples(dir.path(), &live);
+    let redis = redis_samples(&collector);
+    assert_eq!(redis, files);
+    assert_eq!(value(&redis, "req_total", &[("w", "even")]), Some(10_000.0));
+    assert_eq!(
+        value(&redis, "lat_seconds_count", &[("route", "/a")]),
+        Some(20_000.0)
+    );
+    // `all` gauges: one series per process, with pid and host.
+    let all: Vec<_> = samples(&collector.gather())
+        .into_iter()
+        .filter(|((n, _), _)| n == "g_all")
+        .collect();
+    assert_eq!(all.len(), 4);
+    assert!(all
+        .iter()
+        .all(|((_, l), _)| l["host"] == "host-a" && l.contains_key("pid")));
+    // Nothing changed: the next sync sends no values, only heartbeats.
+    let report = sync.flush_now().unwrap();
+    assert_eq!((report.processes, report.values), (4, 0));
+    // One command per sync for the whole host (the Lua write), whatever the number of processes.
+    server.cmd(&["CONFIG", "RESETSTAT"]);
+    let t = Instant::now();
+    for _ in 0..10 {
+        sync.flush_now().unwrap();
+    }
+    let ticks = (t.elapsed().as_millis() / 100) as i64 + 2;
+    let calls = client_commands(&server);
+    assert!(
+        calls.get("evalsha").copied().unwrap_or(0) <= 10 + ticks && calls.len() == 1,
+        "{calls:?} for 10 syncs + {ticks} ticks"
+    );
+    for c in kids {
+        close(c);
+    }
+    sync.shutdown().unwrap();
+}
+
+#[test]
+fn redis_killed_and_restarted_converges_with_one_warning_per_outage() {
+    logs();
+    let mut server = RedisServer::start();
+    let port = server.port.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let live = LivePids::new();
+    let mut kids = Vec::new();
+    for _ in 0..2 {
+        let mut c = spawn_child("child", dir.path(), "slow:4000", true);
+        wait_ready(&mut c);
+        live.insert(c.id());
+        kids.push(c);
+    }
+    let cfg = config(&server, "gpe:outage", "h");
+    let sync = RedisSync::new(
+        cfg.clone(),
+        SyncSource::dir(dir.path(), Liveness::Pids(live.clone())),
+    )
+    .unwrap()
+    .spawn()
+    .unwrap();
+    let collector = RedisCollector::new(cfg).unwrap();
+    eventually("first values in Redis", Duration::from_secs(10), || {
+        collector
+            .try_gather()
+            .map(|f| value(&samples(&f), "slow_total", &[]).unwrap_or(0.0) > 0.0)
+            .unwrap_or(false)
+    });
+    server.kill();
+    let warned = |port: &str| {
+        log_text()
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains(port) && l.contains("what=\"sync\""))
+            .count()
+    };
+    eventually(
+        "the sync notices the outage",
+        Duration::from_secs(10),
+        || warned(&port) >= 1,
+    );
+    // Writers keep going; requests never touch Redis. Let several retries fail.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(1500) {
+        assert!(sync.flush_now().is_err());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.restart();
+    for c in &mut kids {
+        wait_ready(c); // all 4000 increments done
+    }
+    let files = file_samples(dir.path(), &live);
+    assert_eq!(value(&files, "slow_total", &[]), Some(8000.0));
+    eventually(
+        "Redis converges to the local totals",
+        Duration::from_secs(15),
+        || {
+            let _ = sync.flush_now();
+            collector
+                .try_gather()
+                .map(|f| samples(&f) == files)
+                .unwrap_or(false)
+        },
+    );
+    assert_eq!(warned(&port), 1, "{}", log_text());
+    let recovered = log_text()
+        .lines()
+        .filter(|l| {
+            l.contains(&port) && l.contains("reachable again") && l.contains("what=\"sync\"")
+        })
+        .count();
+    assert_eq!(recovered, 1);
+    for c in kids {
+        close(c);
+    }
+}
+
+#[test]
+fn sigkilled_writer_last_increments_reach_redis_then_fold() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let live = LivePids::new();
+    let mut child = spawn_child("child", dir.path(), "cmd", true);
+    wait_ready(&mut child);
+    live.insert(child.id());
+    let cfg = config(&server, "gpe:kill", "h")
+        .with_interval(Duration::from_secs(3600))
+        .unwrap();
+    let sync = RedisSync::new(
+        cfg.clone(),
+        SyncSource::dir(dir.path(), Liveness::Pids(live.clone())),
+    )
+    .unwrap()
+    .spawn()
+    .unwrap();
+    let collector = RedisCollector::new(cfg).unwrap();
+    let total = |c: &RedisCollector| value(&samples(&c.try_gather().unwrap()), "cmd_total", &[]);
+    let send = |c: &mut Child, k: u32| {
+        writeln!(c.stdin.as_mut().unwrap(), "{k}").unwrap();
+        wait_ready(c);
+    };
+    send(&mut child, 100);
+    sync.flush_now().unwrap();
+    assert_eq!(total(&collector), Some(100.0));
+    // Increments after the last sync, then SIGKILL: the master's final flush gets them.
+    send(&mut child, 23);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    sync.flush_now().unwrap();
+    assert_eq!(total(&collector), Some(123.0));
+    assert_eq!(server.keys("gpe:kill:proc:*").len(), 1);
+    // Marked dead: folded into the archive, totals unchanged, its keys gone.
+    live.remove(child.id());
+    let report = sync.flush_now().unwrap();
+    assert_eq!(report.folded, 1);
+    assert_eq!(total(&collector), Some(123.0));
+    assert!(server.keys("gpe:kill:proc:*").is_empty());
+    assert_eq!(server.cmd(&["ZCARD", "gpe:kill:heartbeat"]).int(), 0);
+    // Local compaction of the same files: Redis is not counted twice.
+    MultiProcessCollector::new(dir.path())
+        .with_liveness(Liveness::Pids(live.clone()))
+        .compact()
+        .unwrap();
+    sync.flush_now().unwrap();
+    assert_eq!(total(&collector), Some(123.0));
+    assert_eq!(
+        samples(&collector.try_gather().unwrap()),
+        file_samples(dir.path(), &live)
+    );
+}
+
+#[test]
+fn three_hundred_short_lived_processes_bounded_keys_exact_counters() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&server, "gpe:churn", "h");
+    let sync = RedisSync::new(cfg.clone(), SyncSource::dir(dir.path(), Liveness::PidCheck))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let collector = RedisCollector::new(cfg).unwrap();
+    let files = MultiProcessCollector::new(dir.path());
+    let mut last = 0.0;
+    let mut max_keys = 0;
+    for batch in 0..30 {
+        let mut kids: Vec<_> = (0..10)
+            .map(|_| spawn_child("child", dir.path(), "once", false))
+            .collect();
+        for k in &mut kids {
+            wait_success(k);
+        }
+        // As the master does after reaping: final flush, then local compaction.
+        let _ = sync.flush_now();
+        if batch % 3 == 2 {
+            files.compact().unwrap();
+        }
+        let v = value(
+            &samples(&collector.try_gather().unwrap()),
+            "churn_total",
+            &[],
+        )
+        .unwrap_or(0.0);
+        assert!(v >= last, "counter went down: {last} -> {v}");
+        assert!(v <= f64::from((batch + 1) * 10), "counted twice: {v}");
+        last = v;
+        let n = server.keys("gpe:churn:*").len();
+        max_keys = max_keys.max(n);
+    }
+    sync.flush_now().unwrap();
+    let s = samples(&collector.try_gather().unwrap());
+    assert_eq!(value(&s, "churn_total", &[]), Some(300.0));
+    assert_eq!(value(&s, "churn_sum", &[]), Some(300.0));
+    assert_eq!(
+        value(&s, "churn_live", &[]),
+        None,
+        "dead processes' livesum gauges are dropped"
+    );
+    // Only archives and the heartbeat set remain, whatever the number of processes that lived.
+    let keys = server.keys("gpe:churn:*");
+    assert!(keys.len() <= 4, "{keys:?}");
+    assert!(max_keys <= 3 * 10 + 4, "{max_keys} keys at once");
+    files.compact().unwrap();
+    assert_eq!(s, samples(&files.gather()));
+}

@@ -1,0 +1,502 @@
+//! The `/metrics` server over real sockets: what it serves parses with independent parsers
+//! (Python `prometheus_client`, `promtool check metrics`), TLS with a test CA, client
+//! certificates enforced, basic auth, garbage and slow clients.
+#![cfg(feature = "server")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gpe_core::config::{BasicAuth, TlsFiles};
+use gpe_core::server::{MetricsServer, ServerConfig, ServerHandle};
+use gpe_core::{CounterVec, GaugeMode, GaugeVec, HistogramVec, MultiProcessCollector, Store};
+use prometheus::{HistogramOpts, Opts};
+
+fn localhost() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// A store with every metric type and labels that need escaping.
+fn populated_store(dir: &Path) -> Store {
+    let store = Store::open(dir).unwrap();
+    let requests = CounterVec::new(
+        Opts::new("gunicorn_worker_requests_total", "Total requests."),
+        &["method", "endpoint"],
+        &store,
+    )
+    .unwrap();
+    requests
+        .with_label_values(&["GET", "/users/{id}"])
+        .unwrap()
+        .inc_by(3.0);
+    requests
+        .with_label_values(&["POST", "quote\" back\\slash \n newline ü"])
+        .unwrap()
+        .inc();
+    let mem = GaugeVec::new(
+        Opts::new("gunicorn_worker_memory_bytes", "Resident memory."),
+        &["worker_id"],
+        GaugeMode::LiveAll,
+        &store,
+    )
+    .unwrap();
+    mem.with_label_values(&["1"]).unwrap().set(1.5e6);
+    let latency = HistogramVec::new(
+        HistogramOpts::new("gunicorn_worker_request_duration_seconds", "Latency.")
+            .buckets(vec![0.01, 0.1, 1.0]),
+        &["endpoint"],
+        &store,
+    )
+    .unwrap();
+    for v in [0.005, 0.05, 0.5, 5.0] {
+        latency.with_label_values(&["/"]).unwrap().observe(v);
+    }
+    store
+}
+
+fn serve(dir: &Path, config: ServerConfig) -> ServerHandle {
+    let collector = MultiProcessCollector::new(dir);
+    MetricsServer::bind(config, Arc::new(move || collector.gather()))
+        .unwrap()
+        .spawn_thread()
+        .unwrap()
+}
+
+/// One raw HTTP/1.1 exchange; returns the whole response (head and body) as bytes.
+fn raw(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+fn get(addr: SocketAddr, path: &str, headers: &str) -> (u16, String, String) {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n");
+    split(&raw(addr, req.as_bytes()))
+}
+
+fn split(response: &[u8]) -> (u16, String, String) {
+    let text = String::from_utf8_lossy(response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    (status, head.to_owned(), body.to_owned())
+}
+
+fn python_parse(format: &str, body: &str) -> String {
+    let script = r#"
+import sys
+fmt = sys.argv[1]
+text = sys.stdin.read()
+if fmt == "openmetrics":
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+else:
+    from prometheus_client.parser import text_string_to_metric_families
+out = []
+for fam in text_string_to_metric_families(text):
+    for s in fam.samples:
+        labels = ",".join("%s=%r" % kv for kv in sorted(s.labels.items()))
+        out.append("%s|%s{%s} %r" % (fam.type, s.name, labels, float(s.value)))
+print("\n".join(sorted(out)))
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script, format])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 (installed by .ci/deps)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client could not parse the {format} exposition:\n{}\n---\n{body}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn exposition_parses_with_python_and_promtool() {
+    common::require_python();
+    let dir = tempfile::tempdir().unwrap();
+    let _store = populated_store(dir.path());
+    let server = serve(dir.path(), ServerConfig::new(localhost()));
+    let addr = server.local_addr();
+
+    let (status, head, text) = get(addr, "/metrics", "");
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let parsed = python_parse("text", &text);
+    assert!(
+        parsed.contains(
+            "counter|gunicorn_worker_requests_total{endpoint='/users/{id}',method='GET'} 3.0"
+        ),
+        "{parsed}"
+    );
+    assert!(
+        parsed.contains(r#"endpoint='quote" back\\slash \n newline ü',method='POST'} 1.0"#),
+        "escaped labels must survive: {parsed}"
+    );
+    assert!(
+        parsed
+            .contains("histogram|gunicorn_worker_request_duration_seconds_count{endpoint='/'} 4.0"),
+        "{parsed}"
+    );
+    assert!(
+        parsed.contains(
+            "histogram|gunicorn_worker_request_duration_seconds_bucket{endpoint='/',le='+Inf'} 4.0"
+        ),
+        "{parsed}"
+    );
+    assert!(
+        parsed.contains("gauge|gunicorn_worker_memory_bytes{pid="),
+        "{parsed}"
+    );
+
+    let (status, head, om) = get(
+        addr,
+        "/metrics",
+        "Accept: application/openmetrics-text;version=1.0.0\r\n",
+    );
+    assert_eq!(status, 200);
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    let parsed_om = python_parse("openmetrics", &om);
+    assert!(
+        parsed_om.contains(
+            "counter|gunicorn_worker_requests_total{endpoint='/users/{id}',method='GET'} 3.0"
+        ),
+        "{parsed_om}"
+    );
+
+    // promtool (Debian's `prometheus` package) is the reference linter of the text format.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (installed by .ci/deps)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool: {report}\n---\n{text}"
+    );
+}
+
+#[test]
+fn gzip_when_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = populated_store(dir.path());
+    let server = serve(dir.path(), ServerConfig::new(localhost()));
+    let req =
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAccept-Encoding: gzip\r\n\r\n";
+    let response = raw(server.local_addr(), req);
+    let at = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&response[..at]).to_ascii_lowercase();
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&response[at + 4..])
+        .read_to_string(&mut text)
+        .unwrap();
+    assert!(
+        text.contains("gunicorn_worker_requests_total{endpoint=\"/users/{id}\",method=\"GET\"} 3"),
+        "{text}"
+    );
+}
+
+#[test]
+fn paths_methods_garbage_and_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(
+        dir.path(),
+        ServerConfig::new(localhost()).header_timeout(Duration::from_millis(500)),
+    );
+    let addr = server.local_addr();
+    assert_eq!(get(addr, "/health", "").0, 200);
+    assert_eq!(get(addr, "/nope", "").0, 404);
+    let (status, head, _) = split(&raw(
+        addr,
+        b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    ));
+    assert_eq!(status, 405);
+    assert!(
+        head.to_ascii_lowercase().contains("allow: get, head"),
+        "{head}"
+    );
+
+    // Garbage gets 400 and the server keeps serving.
+    let (status, _, _) = split(&raw(addr, b"\x16\x03\x01 this is not http\r\n\r\n"));
+    assert_eq!(status, 400);
+    // A request head larger than the limit is refused (431) instead of buffered.
+    let huge = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let (status, _, _) = split(&raw(addr, huge.as_bytes()));
+    assert_eq!(status, 431);
+    assert_eq!(get(addr, "/metrics", "").0, 200);
+
+    // A client that connects and sends nothing is disconnected after the header timeout.
+    let mut idle = TcpStream::connect(addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    let _ = idle.read_to_end(&mut buf);
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "an idle client was kept {:?}",
+        start.elapsed()
+    );
+    assert_eq!(get(addr, "/health", "").0, 200);
+}
+
+#[test]
+fn basic_auth_rejects_bad_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = populated_store(dir.path());
+    let auth = BasicAuth {
+        user: "prom".into(),
+        password: "s3cret".into(),
+    };
+    let server = serve(
+        dir.path(),
+        ServerConfig::new(localhost()).basic_auth(Some(auth)),
+    );
+    let addr = server.local_addr();
+    let (status, head, _) = get(addr, "/metrics", "");
+    assert_eq!(status, 401);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: basic"),
+        "{head}"
+    );
+    // prom:wrong
+    assert_eq!(
+        get(
+            addr,
+            "/metrics",
+            "Authorization: Basic cHJvbTp3cm9uZw==\r\n"
+        )
+        .0,
+        401
+    );
+    // prom:s3cre (a prefix of the password)
+    assert_eq!(
+        get(
+            addr,
+            "/metrics",
+            "Authorization: Basic cHJvbTpzM2NyZQ==\r\n"
+        )
+        .0,
+        401
+    );
+    let (status, _, body) = get(
+        addr,
+        "/metrics",
+        "Authorization: Basic cHJvbTpzM2NyZXQ=\r\n",
+    );
+    assert_eq!(status, 200);
+    assert!(body.contains("gunicorn_worker_requests_total"), "{body}");
+}
+
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: rcgen::Certificate,
+    client_cert: rcgen::Certificate,
+    client_key: rcgen::KeyPair,
+}
+
+fn pki() -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        SanType,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "gpe test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+
+    let mut server_params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    server_params
+        .subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert = server_params.signed_by(&server_key, &ca, &ca_key).unwrap();
+
+    let mut client_params = CertificateParams::new(Vec::new()).unwrap();
+    client_params
+        .distinguished_name
+        .push(DnType::CommonName, "prometheus");
+    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client_key = KeyPair::generate().unwrap();
+    let client_cert = client_params.signed_by(&client_key, &ca, &ca_key).unwrap();
+
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.path().join("server.pem"), server_cert.pem()).unwrap();
+    std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).unwrap();
+    Pki {
+        dir,
+        ca,
+        client_cert,
+        client_key,
+    }
+}
+
+/// GET /metrics over TLS; `Err` when the handshake or the exchange fails.
+fn tls_get(addr: SocketAddr, pki: &Pki, with_client_cert: bool) -> Result<String, std::io::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = if with_client_cert {
+        let key = rustls_pki_types::PrivatePkcs8KeyDer::from(pki.client_key.serialize_der());
+        builder
+            .with_client_auth_cert(vec![pki.client_cert.der().clone()], key.into())
+            .unwrap()
+    } else {
+        builder.with_no_client_auth()
+    };
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let sock = TcpStream::connect(addr)?;
+    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    tls.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+#[test]
+fn tls_serves_with_a_test_certificate() {
+    let pki = pki();
+    let metrics = tempfile::tempdir().unwrap();
+    let _store = populated_store(metrics.path());
+    let files = TlsFiles::new(
+        pki.dir.path().join("server.pem"),
+        pki.dir.path().join("server.key"),
+    );
+    let server = serve(
+        metrics.path(),
+        ServerConfig::new(localhost()).tls(Some(files)),
+    );
+    let response = tls_get(server.local_addr(), &pki, false).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains("gunicorn_worker_requests_total"),
+        "{response}"
+    );
+    // Plain HTTP on the TLS port gets no metrics.
+    let (status_line, _) = {
+        let r = raw(
+            server.local_addr(),
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        let t = String::from_utf8_lossy(&r).into_owned();
+        (t.lines().next().unwrap_or("").to_owned(), t)
+    };
+    assert!(!status_line.contains("200"), "{status_line}");
+}
+
+#[test]
+fn required_client_certificate_is_enforced() {
+    let pki = pki();
+    let metrics = tempfile::tempdir().unwrap();
+    let _store = populated_store(metrics.path());
+    let files = TlsFiles::new(
+        pki.dir.path().join("server.pem"),
+        pki.dir.path().join("server.key"),
+    )
+    .client_ca(pki.dir.path().join("ca.pem"), true);
+    let server = serve(
+        metrics.path(),
+        ServerConfig::new(localhost()).tls(Some(files)),
+    );
+    let without = tls_get(server.local_addr(), &pki, false);
+    assert!(
+        !matches!(&without, Ok(r) if r.starts_with("HTTP/1.1 200")),
+        "a client without a certificate was served: {without:?}"
+    );
+    let with = tls_get(server.local_addr(), &pki, true).unwrap();
+    assert!(with.starts_with("HTTP/1.1 200"), "{with}");
+}
+
+#[test]
+fn bad_tls_files_are_errors_naming_the_file() {
+    let pki = pki();
+    let missing = pki.dir.path().join("nope.pem");
+    let files = TlsFiles::new(&missing, pki.dir.path().join("server.key"));
+    let err = MetricsServer::bind(
+        ServerConfig::new(localhost()).tls(Some(files)),
+        Arc::new(Vec::new),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("nope.pem"), "{err}");
+    // A certificate file given as the key.
+    let files = TlsFiles::new(
+        pki.dir.path().join("server.pem"),
+        pki.dir.path().join("ca.pem"),
+    );
+    let err = MetricsServer::bind(
+        ServerConfig::new(localhost()).tls(Some(files)),
+        Arc::new(Vec::new),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("ca.pem"), "{err}");
+    // Client auth required without a CA to check against.
+    let mut files = TlsFiles::new(
+        pki.dir.path().join("server.pem"),
+        pki.dir.path().join("server.key"),
+    );
+    files.client_auth_required = true;
+    let err = MetricsServer::bind(
+        ServerConfig::new(localhost()).tls(Some(files)),
+        Arc::new(Vec::new),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("PROMETHEUS_SSL_CLIENT_CAFILE"),
+        "{err}"
+    );
+}

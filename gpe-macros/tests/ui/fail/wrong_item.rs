@@ -1,0 +1,3 @@
+#[gpe_core::instrument_worker(sync)]
+fn handle() {}
+fn main() {}

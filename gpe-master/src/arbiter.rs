@@ -1,0 +1,648 @@
+//! The arbiter: spawns, supervises and replaces workers, acting on signals like gunicorn's.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use gpe_core::LivePids;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::bind::Bound;
+use crate::metrics::MasterMetrics;
+use crate::reexec::PidFile;
+use crate::signals::{dup_high, Signals};
+use crate::MasterError;
+
+/// gunicorn's WORKER_BOOT_ERROR and APP_LOAD_ERROR: the master halts instead of respawning.
+const BOOT_ERRORS: [i32; 2] = [3, 4];
+
+/// Settings the arbiter needs, resolved from the command line.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) program: OsString,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) workers: u32,
+    pub(crate) timeout: Duration,
+    pub(crate) graceful_timeout: Duration,
+    pub(crate) max_requests: u64,
+    pub(crate) max_requests_jitter: u64,
+    pub(crate) worker_tmp_dir: PathBuf,
+    pub(crate) metrics_dir: PathBuf,
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
+    /// Whether the master is daemonized (WINCH only acts then, as in gunicorn).
+    pub(crate) daemon: bool,
+    /// Our own executable and arguments, to re-exec on USR2.
+    pub(crate) exe: PathBuf,
+    pub(crate) argv: Vec<OsString>,
+}
+
+/// The state of a USR2 upgrade (see [`crate::reexec`]).
+#[derive(Debug)]
+pub(crate) struct Upgrade {
+    pub(crate) pidfile: Option<PidFile>,
+    /// The `/metrics` listener, to hand to a new master.
+    pub(crate) metrics_fd: Option<OwnedFd>,
+    /// The old master, while this one is not promoted.
+    pub(crate) old_master: Option<i32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Graceful,
+    Fast,
+}
+
+#[derive(Debug)]
+struct Worker {
+    age: u64,
+    heartbeat: File,
+    spawned_ctime: (i64, i64),
+    aborted_at: Option<Instant>,
+    stopping: Option<Stop>,
+    /// The reason the master replaces it for (hup), when it asked it to stop.
+    replaced_for: Option<&'static str>,
+    last_cpu: Option<(Instant, f64)>,
+}
+
+/// The master's state.
+#[derive(Debug)]
+pub(crate) struct Arbiter {
+    settings: Settings,
+    listeners: Vec<Bound>,
+    workers: BTreeMap<i32, Worker>,
+    num_workers: u32,
+    age: u64,
+    metrics: MasterMetrics,
+    live: LivePids,
+    signals: Signals,
+    halt: Option<(i32, String)>,
+    next_spawn: Instant,
+    crash_backoff: Duration,
+    master_cpu: f64,
+    on_usr1: OnUsr1,
+    upgrade: Upgrade,
+    /// The new master started by USR2, while it runs.
+    reexec_pid: Option<i32>,
+    /// The sync of this host's files to Redis, when `REDIS_ENABLED`.
+    redis: Option<gpe_core::redis::SyncHandle>,
+}
+
+/// What USR1 does besides forwarding the signal: reopen the log files.
+pub(crate) struct OnUsr1(pub(crate) Box<dyn FnMut()>);
+
+impl std::fmt::Debug for OnUsr1 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<reopen logs>")
+    }
+}
+
+fn ctime(f: &File) -> (i64, i64) {
+    f.metadata()
+        .map(|m| (m.ctime(), m.ctime_nsec()))
+        .unwrap_or((0, 0))
+}
+
+fn jitter(max: u64) -> u64 {
+    if max == 0 {
+        return 0;
+    }
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish() % (max + 1)
+}
+
+impl Arbiter {
+    pub(crate) fn new(
+        settings: Settings,
+        listeners: Vec<Bound>,
+        metrics: MasterMetrics,
+        live: LivePids,
+        signals: Signals,
+        on_usr1: OnUsr1,
+        upgrade: Upgrade,
+    ) -> Arbiter {
+        Arbiter {
+            num_workers: settings.workers,
+            settings,
+            listeners,
+            workers: BTreeMap::new(),
+            age: 0,
+            metrics,
+            live,
+            signals,
+            halt: None,
+            next_spawn: Instant::now(),
+            crash_backoff: Duration::ZERO,
+            master_cpu: 0.0,
+            on_usr1,
+            upgrade,
+            reexec_pid: None,
+            redis: None,
+        }
+    }
+
+    /// Sync the store to Redis; flushed after each reap, before compaction.
+    pub(crate) fn with_redis(mut self, sync: Option<gpe_core::redis::SyncHandle>) -> Arbiter {
+        self.redis = sync;
+        self
+    }
+
+    /// Run until stopped; returns the process exit code.
+    pub(crate) fn run(&mut self) -> i32 {
+        self.manage_workers();
+        loop {
+            self.reap();
+            self.check_promotion();
+            if let Some((code, why)) = self.halt.take() {
+                tracing::error!("{why}");
+                self.stop(Stop::Fast);
+                return code;
+            }
+            for (sig, name) in self.signals.take() {
+                self.metrics.signals.with_label_values(&[name]).inc();
+                if sig != libc_sig::CHLD {
+                    tracing::info!("Handling signal: {name}");
+                }
+                match sig {
+                    libc_sig::TERM => {
+                        self.stop(Stop::Graceful);
+                        return 0;
+                    }
+                    libc_sig::INT | libc_sig::QUIT => {
+                        self.stop(Stop::Fast);
+                        return 0;
+                    }
+                    libc_sig::HUP => self.reload(),
+                    libc_sig::TTIN => self.num_workers += 1,
+                    libc_sig::TTOU if self.num_workers > 1 => self.num_workers -= 1,
+                    libc_sig::USR1 => {
+                        (self.on_usr1.0)();
+                        self.signal_all(Signal::SIGUSR1);
+                    }
+                    libc_sig::USR2 => self.reexec(),
+                    libc_sig::WINCH if self.settings.daemon => {
+                        // gunicorn: stop the workers, keep the master (for a USR2 upgrade).
+                        tracing::info!("graceful stop of workers");
+                        self.num_workers = 0;
+                        self.manage_workers();
+                    }
+                    libc_sig::WINCH => {
+                        tracing::debug!("SIGWINCH ignored: not daemonized");
+                    }
+                    _ => {} // CHLD: reaped at the top of the loop.
+                }
+            }
+            self.reap();
+            self.murder_workers();
+            self.manage_workers();
+            self.sample();
+            self.signals.wait(Duration::from_secs(1));
+        }
+    }
+
+    /// USR2: start a new master that inherits the listeners (gunicorn's binary upgrade).
+    fn reexec(&mut self) {
+        if let Some(pid) = self.reexec_pid {
+            tracing::warn!("USR2 ignored: a new master (pid {pid}) is already running");
+            return;
+        }
+        if let Some(old) = self.upgrade.old_master {
+            tracing::warn!(
+                "USR2 ignored: this master is not promoted yet (old master pid {old} still runs)"
+            );
+            return;
+        }
+        match crate::reexec::spawn_new_master(
+            &self.settings.exe,
+            &self.settings.argv,
+            &self.listeners,
+            self.upgrade.metrics_fd.as_ref(),
+        ) {
+            Ok(child) => {
+                let pid = child.id() as i32;
+                tracing::info!("Re-executing: new master pid {pid}; send TERM to this one (pid {}) once it serves", std::process::id());
+                self.reexec_pid = Some(pid);
+                if let Some(p) = &mut self.upgrade.pidfile {
+                    p.rename_to_oldbin();
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "USR2: cannot start a new master"),
+        }
+    }
+
+    /// A re-exec'd master takes over the pidfile once the old master is gone.
+    fn check_promotion(&mut self) {
+        let Some(old) = self.upgrade.old_master else {
+            return;
+        };
+        if nix::unistd::getppid().as_raw() != old {
+            tracing::info!("Master promoted: the old master (pid {old}) is gone");
+            self.upgrade.old_master = None;
+            if let Some(p) = &mut self.upgrade.pidfile {
+                p.rename_to_configured();
+            }
+        }
+    }
+
+    fn signal_all(&self, sig: Signal) {
+        for pid in self.workers.keys() {
+            let _ = kill(Pid::from_raw(*pid), sig);
+        }
+    }
+
+    /// HUP: new workers first, then the old ones are stopped gracefully.
+    fn reload(&mut self) {
+        self.metrics.reloads.inc();
+        // As gunicorn: a reload starts the configured number of workers (undoing TTIN/TTOU/WINCH).
+        self.num_workers = self.settings.workers;
+        let old: Vec<i32> = self.workers.keys().copied().collect();
+        for _ in 0..self.num_workers {
+            self.spawn_worker();
+        }
+        for pid in old {
+            if let Some(w) = self.workers.get_mut(&pid) {
+                w.stopping = Some(Stop::Graceful);
+                w.replaced_for = Some("hup");
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+        }
+    }
+
+    fn live_count(&self) -> usize {
+        self.workers
+            .values()
+            .filter(|w| w.stopping.is_none())
+            .count()
+    }
+
+    /// Spawn missing workers; stop the oldest extra ones.
+    fn manage_workers(&mut self) {
+        if self.halt.is_some() {
+            return; // a boot error was just reaped: the loop halts, nothing is respawned.
+        }
+        let want = self.num_workers as usize;
+        while self.live_count() < want {
+            if Instant::now() < self.next_spawn {
+                break;
+            }
+            if !self.spawn_worker() {
+                break;
+            }
+        }
+        let running: Vec<(u64, i32)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.stopping.is_none())
+            .map(|(pid, w)| (w.age, *pid))
+            .collect();
+        if running.len() > want {
+            let mut by_age = running;
+            by_age.sort_unstable();
+            for (_, pid) in by_age.into_iter().take(self.live_count() - want) {
+                if let Some(w) = self.workers.get_mut(&pid) {
+                    w.stopping = Some(Stop::Graceful);
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                }
+            }
+        }
+        self.metrics.workers.set(self.live_count() as i64);
+    }
+
+    fn spawn_worker(&mut self) -> bool {
+        match self.try_spawn() {
+            Ok(pid) => {
+                tracing::info!("Booting worker with pid: {pid}");
+                true
+            }
+            Err(e) => {
+                self.halt = Some((1, format!("cannot start a worker: {e}")));
+                false
+            }
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<i32, MasterError> {
+        self.age += 1;
+        let age = self.age;
+        let s = &self.settings;
+        let n = self.listeners.len();
+        let spawn_err =
+            |e: std::io::Error| MasterError::Spawn(s.program.to_string_lossy().into_owned(), e);
+        let mut fds: Vec<OwnedFd> = Vec::with_capacity(n + 1);
+        let high = 3 + n as i32 + 64;
+        for l in &self.listeners {
+            fds.push(dup_high(l.fd.as_fd(), high).map_err(spawn_err)?);
+        }
+        let heartbeat = tempfile::tempfile_in(&s.worker_tmp_dir).map_err(spawn_err)?;
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg("export LISTEN_PID=$$; exec \"$0\" \"$@\"")
+            .arg(&s.program)
+            .args(&s.args)
+            .env("LISTEN_FDS", n.to_string())
+            .env(
+                "LISTEN_FDNAMES",
+                self.listeners
+                    .iter()
+                    .map(|l| l.name.replace(':', "%3A"))
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            )
+            .env("GPE_WORKER_ID", age.to_string())
+            .env("GPE_MASTER_PID", std::process::id().to_string())
+            .env("GPE_TIMEOUT", s.timeout.as_secs().to_string())
+            .env(
+                "GPE_GRACEFUL_TIMEOUT",
+                s.graceful_timeout.as_secs().to_string(),
+            )
+            .env(
+                "GPE_MAX_REQUESTS",
+                if s.max_requests == 0 {
+                    0
+                } else {
+                    s.max_requests + jitter(s.max_requests_jitter)
+                }
+                .to_string(),
+            )
+            .env("PROMETHEUS_MULTIPROC_DIR", &s.metrics_dir)
+            .env_remove("LISTEN_PID");
+        for var in crate::reexec::VARS {
+            cmd.env_remove(var);
+        }
+        if !s.timeout.is_zero() {
+            fds.push(dup_high(heartbeat.as_fd(), high).map_err(spawn_err)?);
+            cmd.env("GPE_HEARTBEAT_FD", (3 + n).to_string());
+        } else {
+            cmd.env_remove("GPE_HEARTBEAT_FD");
+        }
+        if let Some(uid) = s.uid {
+            cmd.uid(uid);
+        }
+        if let Some(gid) = s.gid {
+            cmd.gid(gid);
+        }
+        let child = crate::sys::spawn_with_fds(cmd, &fds, nix::unistd::getpid(), true)
+            .map_err(spawn_err)?;
+        drop(fds);
+        let pid = child.id() as i32;
+        self.live.insert(pid as u32);
+        self.metrics.spawns.inc();
+        self.workers.insert(
+            pid,
+            Worker {
+                age,
+                spawned_ctime: ctime(&heartbeat),
+                heartbeat,
+                aborted_at: None,
+                stopping: None,
+                replaced_for: None,
+                last_cpu: None,
+            },
+        );
+        Ok(pid)
+    }
+
+    /// Reap every exited child; record why it exited.
+    fn reap(&mut self) {
+        let mut reaped = false;
+        loop {
+            let status = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(s) => s,
+            };
+            let (pid, code, sig) = match status {
+                WaitStatus::Exited(pid, code) => (pid, Some(code), None),
+                WaitStatus::Signaled(pid, sig, _) => (pid, None, Some(sig)),
+                _ => continue,
+            };
+            if Some(pid.as_raw()) == self.reexec_pid {
+                tracing::warn!("The new master (pid {pid}) exited; this one keeps serving");
+                self.reexec_pid = None;
+                if let Some(p) = &mut self.upgrade.pidfile {
+                    p.rename_to_configured();
+                }
+                continue;
+            }
+            let Some(w) = self.workers.remove(&pid.as_raw()) else {
+                continue;
+            };
+            reaped = true;
+            self.live.remove(pid.as_raw() as u32);
+            self.metrics
+                .worker_memory
+                .remove_label_values(&[&w.age.to_string(), &pid.as_raw().to_string()])
+                .ok();
+            self.metrics
+                .worker_cpu
+                .remove_label_values(&[&w.age.to_string(), &pid.as_raw().to_string()])
+                .ok();
+            let reason = match (code, sig) {
+                (Some(c), _) if BOOT_ERRORS.contains(&c) && w.stopping.is_none() => {
+                    let what = if c == 3 {
+                        "Worker failed to boot"
+                    } else {
+                        "App failed to load"
+                    };
+                    self.halt = Some((c, format!("{what} (worker pid {pid} exited with {c}): stopping instead of respawning. Check the worker's own error output above.")));
+                    "boot_error"
+                }
+                (Some(0), _) if w.stopping.is_some() => "graceful",
+                (Some(0), _) => "max_requests",
+                (Some(_), _) => "crash",
+                (_, Some(_)) if w.aborted_at.is_some() => "timeout",
+                (_, Some(Signal::SIGKILL)) if w.stopping.is_none() => {
+                    tracing::error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?");
+                    "killed"
+                }
+                (_, Some(Signal::SIGTERM | Signal::SIGQUIT | Signal::SIGINT))
+                    if w.stopping.is_some() =>
+                {
+                    "graceful"
+                }
+                _ => "crash",
+            };
+            tracing::info!(reason, "Worker exiting (pid: {pid})");
+            self.metrics.exits.with_label_values(&[reason]).inc();
+            match (w.stopping, w.replaced_for) {
+                (None, _) if reason != "boot_error" => {
+                    self.metrics.restarts.with_label_values(&[reason]).inc();
+                    if reason == "crash" && w.aborted_at.is_none() {
+                        // A crash loop is backed off, up to 10 s between attempts.
+                        self.crash_backoff = (self.crash_backoff * 2)
+                            .max(Duration::from_millis(100))
+                            .min(Duration::from_secs(10));
+                        self.next_spawn = Instant::now() + self.crash_backoff;
+                    } else {
+                        self.crash_backoff = Duration::ZERO;
+                    }
+                }
+                (Some(_), Some(why)) => {
+                    self.metrics.restarts.with_label_values(&[why]).inc();
+                }
+                _ => {}
+            }
+        }
+        if reaped {
+            self.metrics.workers.set(self.live_count() as i64);
+            if let Some(sync) = &self.redis {
+                // The dead workers' last values reach Redis (or the sync's memory, during an
+                // outage) before compaction removes their files.
+                if let Err(e) = sync.flush_now() {
+                    tracing::debug!(error = %e, "Redis flush after reaping deferred");
+                }
+            }
+            // Liveness by pid check, not by our child table: during a USR2 upgrade the other
+            // master's workers write into the same directory and must not be folded.
+            let collector = gpe_core::MultiProcessCollector::new(&self.settings.metrics_dir)
+                .with_liveness(gpe_core::Liveness::PidCheck);
+            if let Err(e) = collector.compact() {
+                tracing::warn!(error = %e, "compaction of dead workers' metrics failed");
+            }
+        }
+    }
+
+    /// Heartbeat timeouts: ABRT, then KILL on the next pass.
+    fn murder_workers(&mut self) {
+        if self.settings.timeout.is_zero() {
+            return;
+        }
+        let now = SystemTime::now();
+        for (pid, w) in &mut self.workers {
+            let (secs, nanos) = ctime(&w.heartbeat);
+            if (secs, nanos) == w.spawned_ctime || w.stopping.is_some() {
+                continue; // never heartbeated: a plain socket-activated binary, not supervised.
+            }
+            let last = SystemTime::UNIX_EPOCH
+                + Duration::new(secs.max(0) as u64, nanos.clamp(0, 999_999_999) as u32);
+            let silent = now.duration_since(last).unwrap_or_default();
+            if silent <= self.settings.timeout {
+                continue;
+            }
+            match w.aborted_at {
+                None => {
+                    tracing::error!("WORKER TIMEOUT (pid:{pid})");
+                    w.aborted_at = Some(Instant::now());
+                    let _ = kill(Pid::from_raw(*pid), Signal::SIGABRT);
+                }
+                Some(at) if at.elapsed() > Duration::from_secs(1) => {
+                    let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    fn sample(&mut self) {
+        if let Some((rss, cpu)) = crate::procfs::sample(std::process::id()) {
+            self.metrics.memory.set(rss as i64);
+            if cpu >= self.master_cpu {
+                self.metrics.cpu_seconds.set(cpu);
+                self.master_cpu = cpu;
+            }
+        }
+        for (pid, w) in &mut self.workers {
+            let Some((rss, cpu)) = crate::procfs::sample(*pid as u32) else {
+                continue;
+            };
+            let labels = [w.age.to_string(), pid.to_string()];
+            let labels = [labels[0].as_str(), labels[1].as_str()];
+            self.metrics
+                .worker_memory
+                .with_label_values(&labels)
+                .set(rss as f64);
+            let now = Instant::now();
+            if let Some((at, before)) = w.last_cpu {
+                let dt = now.duration_since(at).as_secs_f64();
+                if dt > 0.0 {
+                    self.metrics
+                        .worker_cpu
+                        .with_label_values(&labels)
+                        .set(((cpu - before) / dt * 100.0).max(0.0));
+                }
+            }
+            w.last_cpu = Some((now, cpu));
+        }
+    }
+
+    /// Stop every worker (TERM or QUIT), wait up to the graceful timeout, then KILL.
+    fn stop(&mut self, how: Stop) {
+        let sig = match how {
+            Stop::Graceful => Signal::SIGTERM,
+            Stop::Fast => Signal::SIGQUIT,
+        };
+        for (pid, w) in &mut self.workers {
+            w.stopping = Some(how);
+            let _ = kill(Pid::from_raw(*pid), sig);
+        }
+        let deadline = Instant::now() + self.settings.graceful_timeout;
+        while !self.workers.is_empty() && Instant::now() < deadline {
+            self.reap();
+            if self.workers.is_empty() {
+                break;
+            }
+            let _ = self.signals.take();
+            self.signals.wait(Duration::from_millis(50));
+        }
+        if !self.workers.is_empty() {
+            tracing::warn!(
+                left = self.workers.len(),
+                "graceful timeout passed: killing the remaining workers"
+            );
+            self.signal_all(Signal::SIGKILL);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !self.workers.is_empty() && Instant::now() < deadline {
+                self.reap();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        tracing::info!("Shutting down: Master");
+    }
+}
+
+impl Drop for Arbiter {
+    fn drop(&mut self) {
+        if let Some(sync) = self.redis.take() {
+            if let Err(e) = sync.shutdown() {
+                tracing::warn!(error = %e, "final Redis flush failed; Redis misses the last values");
+            }
+        }
+        if self.reexec_pid.is_some() {
+            // The new master still serves our unix sockets: leave the files.
+            for l in &mut self.listeners {
+                l.keep_path();
+            }
+        }
+        if let Some(p) = &self.upgrade.pidfile {
+            p.remove();
+        }
+    }
+}
+
+/// Signal numbers as constants usable in patterns.
+mod libc_sig {
+    pub(super) const HUP: i32 = signal_hook::consts::SIGHUP;
+    pub(super) const TERM: i32 = signal_hook::consts::SIGTERM;
+    pub(super) const INT: i32 = signal_hook::consts::SIGINT;
+    pub(super) const QUIT: i32 = signal_hook::consts::SIGQUIT;
+    pub(super) const TTIN: i32 = signal_hook::consts::SIGTTIN;
+    pub(super) const TTOU: i32 = signal_hook::consts::SIGTTOU;
+    pub(super) const USR1: i32 = signal_hook::consts::SIGUSR1;
+    pub(super) const USR2: i32 = signal_hook::consts::SIGUSR2;
+    pub(super) const WINCH: i32 = signal_hook::consts::SIGWINCH;
+    pub(super) const CHLD: i32 = signal_hook::consts::SIGCHLD;
+}

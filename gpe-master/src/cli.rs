@@ -1,0 +1,146 @@
+//! Command line, modelled on gunicorn's (flags also read from `GUNICORN_CMD_ARGS`).
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// gpe-master: a gunicorn-compatible pre-fork master for any worker binary.
+///
+/// Binds the listeners, starts WORKERS copies of WORKER_BINARY (passing the sockets by systemd
+/// socket activation), supervises them like gunicorn's arbiter, and serves /metrics for the whole
+/// host. Signals: HUP reload, TERM graceful stop, INT/QUIT fast stop, TTIN/TTOU one worker
+/// more/less, USR1 reopen logs, CHLD reap and respawn.
+#[derive(Debug, Clone, Parser)]
+// args_override_self: a flag given twice keeps its last value, so the command line overrides
+// GUNICORN_CMD_ARGS (whose words come first), as in gunicorn.
+#[command(name = "gpe-master", version, about, long_about = None, args_override_self = true)]
+pub(crate) struct Cli {
+    /// Number of worker processes.
+    #[arg(short = 'w', long, env = "WEB_CONCURRENCY", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) workers: u32,
+
+    /// Socket to bind: HOST:PORT, `[V6ADDR]:PORT`, unix:PATH or fd://FD. Repeatable.
+    #[arg(short = 'b', long = "bind", value_name = "ADDRESS")]
+    pub(crate) bind: Vec<String>,
+
+    /// Maximum number of pending connections.
+    #[arg(long, default_value_t = 2048)]
+    pub(crate) backlog: i32,
+
+    /// Set SO_REUSEPORT on the listening sockets.
+    #[arg(long)]
+    pub(crate) reuse_port: bool,
+
+    /// Workers silent (no heartbeat) for this many seconds are killed and replaced; 0 disables.
+    #[arg(short = 't', long, default_value_t = 30)]
+    pub(crate) timeout: u64,
+
+    /// Seconds workers get to finish after TERM before they are killed.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) graceful_timeout: u64,
+
+    /// Requests a worker serves before it is replaced (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) max_requests: u64,
+
+    /// Random 0..=N added to --max-requests per worker, so workers do not restart together.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) max_requests_jitter: u64,
+
+    /// Write the master's pid to this file.
+    #[arg(short = 'p', long = "pid", value_name = "FILE")]
+    pub(crate) pidfile: Option<PathBuf>,
+
+    /// Detach from the terminal: fork into the background, new session, stdio on /dev/null
+    /// (log with --error-logfile). The working directory is kept.
+    #[arg(short = 'D', long)]
+    pub(crate) daemon: bool,
+
+    /// Switch worker processes to this user (name or uid).
+    #[arg(short = 'u', long)]
+    pub(crate) user: Option<String>,
+
+    /// Switch worker processes to this group (name or gid).
+    #[arg(short = 'g', long)]
+    pub(crate) group: Option<String>,
+
+    /// Umask of the master and its workers (octal, e.g. 0o22 or 022).
+    #[arg(short = 'm', long, value_parser = parse_umask)]
+    pub(crate) umask: Option<u32>,
+
+    /// Directory of the workers' heartbeat files (default: the system temp dir).
+    #[arg(long)]
+    pub(crate) worker_tmp_dir: Option<PathBuf>,
+
+    /// Check the configuration (flags, worker binary, bind addresses) and exit.
+    #[arg(long)]
+    pub(crate) check_config: bool,
+
+    /// Process name used in logs.
+    #[arg(short = 'n', long)]
+    pub(crate) name: Option<String>,
+
+    /// Log level: trace, debug, info, warning, error, critical.
+    #[arg(long, default_value = "info", value_parser = ["trace", "debug", "info", "warning", "warn", "error", "critical"])]
+    pub(crate) log_level: String,
+
+    /// Write the master's log to this file ("-" for stderr); reopened on USR1.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) error_logfile: Option<PathBuf>,
+
+    /// Address of the host's /metrics server (default from PROMETHEUS_BIND_ADDRESS and
+    /// PROMETHEUS_METRICS_PORT, else 127.0.0.1:9091).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) metrics_bind: Option<SocketAddr>,
+
+    /// Do not serve /metrics.
+    #[arg(long)]
+    pub(crate) no_metrics: bool,
+
+    /// The worker binary, then its arguments.
+    #[arg(required = true, num_args = 1.., trailing_var_arg = true, value_name = "WORKER_BINARY [ARGS]")]
+    pub(crate) command: Vec<OsString>,
+}
+
+fn parse_umask(s: &str) -> Result<u32, String> {
+    let digits = s.trim_start_matches("0o");
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal umask such as 022"))
+}
+
+impl Cli {
+    /// Parse `GUNICORN_CMD_ARGS` (shell words, placed before the real arguments, like gunicorn)
+    /// and the command line. Exits with status 2 and a message naming the flag on bad input.
+    pub(crate) fn from_env_and_args() -> Cli {
+        let mut args: Vec<OsString> = std::env::args_os().collect();
+        if let Ok(extra) = std::env::var("GUNICORN_CMD_ARGS") {
+            match shlex::split(&extra) {
+                Some(words) => {
+                    let at = 1.min(args.len());
+                    args.splice(at..at, words.into_iter().map(OsString::from));
+                }
+                None => {
+                    eprintln!("gpe-master: GUNICORN_CMD_ARGS={extra:?} is not valid shell words (unbalanced quote?)");
+                    std::process::exit(2);
+                }
+            }
+        }
+        Cli::parse_from(args)
+    }
+
+    /// The bind addresses, with gunicorn's default.
+    pub(crate) fn binds(&self) -> Vec<String> {
+        if self.bind.is_empty() {
+            match std::env::var("PORT") {
+                Ok(port) if !port.is_empty() => vec![format!("0.0.0.0:{port}")],
+                _ => vec!["127.0.0.1:8000".to_owned()],
+            }
+        } else {
+            self.bind.clone()
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The master's own metrics (`gunicorn_master_*`) and the host's `/metrics` endpoint.
+
+use std::sync::Arc;
+
+use gpe_core::prometheus::proto::MetricFamily;
+use gpe_core::{LivePids, Liveness, MultiProcessCollector};
+use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+use crate::MasterError;
+
+/// Counters and gauges of the master, in an in-process registry merged into the host's scrape.
+#[derive(Debug, Clone)]
+pub(crate) struct MasterMetrics {
+    pub(crate) registry: Registry,
+    pub(crate) signals: IntCounterVec,
+    pub(crate) restarts: IntCounterVec,
+    pub(crate) exits: IntCounterVec,
+    pub(crate) spawns: IntCounter,
+    pub(crate) reloads: IntCounter,
+    pub(crate) workers: IntGauge,
+    pub(crate) memory: IntGauge,
+    pub(crate) cpu_seconds: Gauge,
+    pub(crate) worker_memory: GaugeVec,
+    pub(crate) worker_cpu: GaugeVec,
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    m: T,
+) -> Result<T, MasterError> {
+    r.register(Box::new(m.clone()))
+        .map_err(|e| MasterError::Metrics(e.to_string()))?;
+    Ok(m)
+}
+
+impl MasterMetrics {
+    pub(crate) fn new() -> Result<MasterMetrics, MasterError> {
+        let r = Registry::new();
+        let e = |e: prometheus::Error| MasterError::Metrics(e.to_string());
+        Ok(MasterMetrics {
+            signals: reg(&r, IntCounterVec::new(Opts::new("gunicorn_master_signals_total", "Signals received by the master, by signal."), &["signal"]).map_err(e)?)?,
+            restarts: reg(&r, IntCounterVec::new(Opts::new("gunicorn_master_worker_restart_total", "Workers replaced by the master, by reason."), &["reason"]).map_err(e)?)?,
+            exits: reg(&r, IntCounterVec::new(Opts::new("gunicorn_master_worker_exits_total", "Worker exits, by reason."), &["reason"]).map_err(e)?)?,
+            spawns: reg(&r, IntCounter::new("gunicorn_master_worker_spawns_total", "Workers started by the master.").map_err(e)?)?,
+            reloads: reg(&r, IntCounter::new("gunicorn_master_reloads_total", "Reloads (HUP) performed.").map_err(e)?)?,
+            workers: reg(&r, IntGauge::new("gunicorn_master_workers", "Live worker processes.").map_err(e)?)?,
+            memory: reg(&r, IntGauge::new("gunicorn_master_memory_bytes", "Resident memory of the master.").map_err(e)?)?,
+            cpu_seconds: reg(&r, Gauge::new("gunicorn_master_cpu_seconds", "CPU time used by the master (user + system), in seconds.").map_err(e)?)?,
+            worker_memory: reg(&r, GaugeVec::new(Opts::new("gunicorn_master_worker_memory_bytes", "Resident memory of each live worker, read by the master from /proc."), &["worker_id", "pid"]).map_err(e)?)?,
+            worker_cpu: reg(&r, GaugeVec::new(Opts::new("gunicorn_master_worker_cpu_percent", "CPU use of each live worker since the previous sample, read by the master from /proc."), &["worker_id", "pid"]).map_err(e)?)?,
+            registry: r,
+        })
+    }
+
+    /// The whole host's families: every worker's files plus the master's registry.
+    pub(crate) fn source(
+        &self,
+        dir: &std::path::Path,
+        live: LivePids,
+    ) -> Arc<dyn Fn() -> Vec<MetricFamily> + Send + Sync> {
+        let collector = MultiProcessCollector::new(dir)
+            .with_liveness(Liveness::Pids(live))
+            .with_registry(self.registry.clone());
+        Arc::new(move || collector.gather())
+    }
+}

@@ -1,0 +1,507 @@
+//! Shared harness of the gpe-master integration tests: start the real `gpe-master` binary with the
+//! real `example-socket-activated` worker, talk HTTP/1.0 to it over std `TcpStream`s, read its
+//! `/metrics`, and poll conditions against a deadline (never a bare sleep as synchronisation).
+//!
+//! Every master runs in its own temp dir (cwd, `PROMETHEUS_MULTIPROC_DIR`, `--pid`, log file) and
+//! is owned by a [`Master`] guard whose `Drop` kills it and its workers, pass or fail.
+//!
+//! Tests in one binary run in parallel threads; they share nothing but the machine (each master
+//! has its own ports and directory), so no lock is needed.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The default patience for anything a loaded 2-core machine may be slow at.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(15);
+
+/// The `gpe-master` binary under test.
+pub(crate) fn master_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_gpe-master"))
+}
+
+/// `target/<profile>/example-socket-activated`, next to `gpe-master`; built once (into a private
+/// target dir, so the build never waits on the lock held by the running `cargo test`) if missing.
+pub(crate) fn worker_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let next_to_master = master_bin()
+            .parent()
+            .expect("gpe-master has a parent dir")
+            .join("example-socket-activated");
+        if next_to_master.is_file() {
+            return next_to_master;
+        }
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("worker-build");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(&cargo)
+            .args(["build", "-p", "example-socket-activated"])
+            .env("CARGO_TARGET_DIR", &target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status();
+        let built = target.join("debug").join("example-socket-activated");
+        match status {
+            Ok(s) if s.success() && built.is_file() => built,
+            other => panic!(
+                "{} is missing and `cargo build -p example-socket-activated` failed ({other:?}): \
+                 build it first with `cargo build -p example-socket-activated`",
+                next_to_master.display()
+            ),
+        }
+    })
+    .clone()
+}
+
+/// A port that was free a moment ago (the master cannot report the port of `--bind HOST:0`).
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
+}
+
+/// Poll `check` until it returns `Some`, or panic after `within` with `what` and the last value
+/// seen described by `on_timeout`.
+pub(crate) fn eventually<T>(
+    within: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+    on_timeout: impl FnOnce() -> String,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {within:?} waiting for {what}\n{}",
+                on_timeout()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// One HTTP/1.0 GET; the whole response (status line, headers, body).
+pub(crate) fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    if !out.starts_with("HTTP/1.") {
+        return Err(std::io::Error::other(format!(
+            "not an HTTP response: {out:?}"
+        )));
+    }
+    Ok(out)
+}
+
+/// The pid in a worker's `hello from pid N` answer.
+pub(crate) fn pid_in(response: &str) -> Option<i32> {
+    response
+        .split("hello from pid ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The value of the sample `series` (name plus exact label text, e.g.
+/// `gunicorn_master_signals_total{signal="ttin"}`) in a text exposition.
+pub(crate) fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}
+
+/// Whether `pid` is a running (not zombie) process.
+pub(crate) fn running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Running children of `parent`, sorted.
+pub(crate) fn children(parent: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(i) = stat.rfind(')') else { continue };
+        let mut f = stat[i + 1..].split_whitespace();
+        let state = f.next();
+        let ppid = f.next().and_then(|p| p.parse::<i32>().ok());
+        if ppid == Some(parent) && state != Some("Z") && state != Some("X") {
+            out.push(pid);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Number of threads of `pid` (the example worker runs one thread per in-flight request).
+pub(crate) fn threads(pid: i32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `GPE_WORKER_ID` of a running worker (its age), read from `/proc/PID/environ`.
+pub(crate) fn worker_id(pid: i32) -> Option<u64> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"GPE_WORKER_ID="))
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+}
+
+/// How to start a master.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// `--workers N`, or `None` to pass no `--workers` flag.
+    pub(crate) workers: Option<u32>,
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+}
+
+impl Options {
+    pub(crate) fn workers(n: u32) -> Options {
+        Options {
+            workers: Some(n),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// No `--workers` flag (to test `GUNICORN_CMD_ARGS` or `WEB_CONCURRENCY`).
+    pub(crate) fn default_workers() -> Options {
+        Options {
+            workers: None,
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    pub(crate) fn arg(mut self, a: &str) -> Options {
+        self.args.push(a.to_owned());
+        self
+    }
+
+    pub(crate) fn env(mut self, k: &str, v: &str) -> Options {
+        self.env.push((k.to_owned(), v.to_owned()));
+        self
+    }
+}
+
+/// A `Command` for `gpe-master` with a clean environment (no inherited gunicorn or gpe settings),
+/// plain-text logs, and `dir` as its working directory.
+pub(crate) fn master_command(dir: &Path) -> Command {
+    let mut cmd = Command::new(master_bin());
+    for var in [
+        "GUNICORN_CMD_ARGS",
+        "WEB_CONCURRENCY",
+        "PORT",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "RUST_LOG",
+        "PROMETHEUS_METRICS_PORT",
+        "PROMETHEUS_BIND_ADDRESS",
+        "EXAMPLE_BOOT_EXIT",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("NO_COLOR", "1")
+        .env("PROMETHEUS_MULTIPROC_DIR", dir.join("metrics"))
+        .current_dir(dir)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Run `gpe-master ARGS` to completion (for flags that exit at once), with a watchdog.
+pub(crate) fn run_master(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = master_command(dir.path());
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawning gpe-master");
+    let pid = child.id() as i32;
+    let deadline = Instant::now() + PATIENCE;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() >= deadline {
+            kill_tree(pid);
+            let _ = child.wait();
+            panic!("gpe-master {args:?} did not exit within {PATIENCE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collecting output")
+}
+
+/// SIGKILL `pid` and then each of its children (they would die by PDEATHSIG anyway).
+fn kill_tree(pid: i32) {
+    let kids = children(pid);
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    for k in kids {
+        let _ = kill(Pid::from_raw(k), Signal::SIGKILL);
+    }
+}
+
+/// A running master, killed with its workers when dropped.
+#[derive(Debug)]
+pub(crate) struct Master {
+    child: Child,
+    exited: Option<ExitStatus>,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) addr: SocketAddr,
+    pub(crate) metrics_addr: SocketAddr,
+    pub(crate) pidfile: PathBuf,
+    pub(crate) log: PathBuf,
+}
+
+impl Master {
+    /// Start `gpe-master --workers N --bind 127.0.0.1:P --metrics-bind 127.0.0.1:Q --pid FILE
+    /// [ARGS] example-socket-activated` and wait until the pidfile is written.
+    pub(crate) fn start(opts: Options) -> Master {
+        let mut m = Master::spawn(opts);
+        let pid = m.pid();
+        m.wait_for("the pidfile", |m| {
+            let text = std::fs::read_to_string(&m.pidfile).ok()?;
+            (text.trim() == pid.to_string()).then_some(())
+        });
+        m
+    }
+
+    /// Like [`Master::start`], without waiting for anything.
+    pub(crate) fn spawn(opts: Options) -> Master {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let metrics_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let pidfile = dir.path().join("gpe-master.pid");
+        let log = dir.path().join("master.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = master_command(dir.path());
+        if let Some(n) = opts.workers {
+            cmd.arg("--workers").arg(n.to_string());
+        }
+        cmd.arg("--bind")
+            .arg(addr.to_string())
+            .arg("--metrics-bind")
+            .arg(metrics_addr.to_string())
+            .arg("--pid")
+            .arg(&pidfile)
+            .args(&opts.args)
+            .arg(worker_bin())
+            .stdout(log_file.try_clone().expect("dup log"))
+            .stderr(log_file);
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawning gpe-master");
+        Master {
+            child,
+            exited: None,
+            dir,
+            addr,
+            metrics_addr,
+            pidfile,
+            log,
+        }
+    }
+
+    pub(crate) fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub(crate) fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.pid()), sig).expect("signalling the master");
+    }
+
+    /// Everything the master and its workers wrote so far.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Poll `check` for up to [`PATIENCE`]; on timeout panic with the master's log.
+    pub(crate) fn wait_for<T>(
+        &mut self,
+        what: &str,
+        check: impl FnMut(&mut Master) -> Option<T>,
+    ) -> T {
+        self.wait_for_within(PATIENCE, what, check)
+    }
+
+    pub(crate) fn wait_for_within<T>(
+        &mut self,
+        within: Duration,
+        what: &str,
+        mut check: impl FnMut(&mut Master) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(v) = check(self) {
+                return v;
+            }
+            if let Some(status) = self.try_exit() {
+                if let Some(v) = check(self) {
+                    return v;
+                }
+                panic!(
+                    "gpe-master exited ({status}) while waiting for {what}\n--- log ---\n{}",
+                    self.log()
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out after {within:?} waiting for {what}\n--- /metrics ---\n{}\n--- log ---\n{}",
+                    self.metrics().unwrap_or_else(|e| format!("<{e}>")),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// The exit status, if the master has exited.
+    pub(crate) fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().expect("try_wait");
+        }
+        self.exited
+    }
+
+    /// Wait (polling) for the master to exit.
+    pub(crate) fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.try_exit() {
+                return s;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "gpe-master did not exit within {within:?}\n--- log ---\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `GET path` on the service port.
+    pub(crate) fn get(&self, path: &str) -> std::io::Result<String> {
+        http_get(self.addr, path, Duration::from_secs(10))
+    }
+
+    /// The pid of the worker answering one `GET /`.
+    pub(crate) fn answering_pid(&self) -> std::io::Result<i32> {
+        let r = self.get("/")?;
+        pid_in(&r).ok_or_else(|| std::io::Error::other(format!("no pid in {r:?}")))
+    }
+
+    /// Send `GET path` from a thread and wait until a worker is handling it (the example worker
+    /// runs one extra thread per in-flight request); join the handle for the response.
+    pub(crate) fn in_flight(
+        &mut self,
+        path: &str,
+    ) -> std::thread::JoinHandle<std::io::Result<String>> {
+        let (addr, path) = (self.addr, path.to_owned());
+        let handle = std::thread::spawn(move || http_get(addr, &path, Duration::from_secs(60)));
+        self.wait_for("a worker to pick up the in-flight request", |m| {
+            m.workers()
+                .into_iter()
+                .any(|pid| threads(pid) > 1)
+                .then_some(())
+        });
+        handle
+    }
+
+    /// The host's `/metrics` text.
+    pub(crate) fn metrics(&self) -> std::io::Result<String> {
+        let r = http_get(self.metrics_addr, "/metrics", Duration::from_secs(10))?;
+        if !r.starts_with("HTTP/1.1 200") && !r.starts_with("HTTP/1.0 200") {
+            return Err(std::io::Error::other(format!("scrape failed: {r}")));
+        }
+        Ok(r)
+    }
+
+    /// One sample of the current scrape (`None` if absent or the scrape failed).
+    pub(crate) fn sample(&self, series: &str) -> Option<f64> {
+        sample(&self.metrics().ok()?, series)
+    }
+
+    /// Wait until `series` equals `value`.
+    pub(crate) fn wait_sample(&mut self, series: &str, value: f64) {
+        self.wait_for(&format!("{series} == {value}"), |m| {
+            (m.sample(series) == Some(value)).then_some(())
+        });
+    }
+
+    /// The master's running workers: its children that have exec'd the worker (a child between
+    /// fork and exec has no `GPE_WORKER_ID` yet).
+    pub(crate) fn workers(&self) -> Vec<i32> {
+        children(self.pid())
+            .into_iter()
+            .filter(|pid| worker_id(*pid).is_some())
+            .collect()
+    }
+
+    /// Wait until exactly `n` workers run and the gauge says so; returns their pids.
+    pub(crate) fn wait_workers(&mut self, n: usize) -> Vec<i32> {
+        self.wait_for(&format!("{n} workers"), |m| {
+            let pids = m.workers();
+            (pids.len() == n && m.sample("gunicorn_master_workers") == Some(n as f64))
+                .then_some(pids)
+        })
+    }
+
+    /// Send `GET /` until `want` distinct pids answered; returns them, sorted.
+    pub(crate) fn answering_pids(&mut self, want: usize) -> Vec<i32> {
+        let mut seen = std::collections::BTreeSet::new();
+        self.wait_for(&format!("{want} distinct workers answering GET /"), |m| {
+            for _ in 0..20 {
+                if let Ok(pid) = m.answering_pid() {
+                    seen.insert(pid);
+                }
+            }
+            (seen.len() >= want).then(|| seen.iter().copied().collect())
+        })
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        if self.try_exit().is_none() {
+            kill_tree(self.pid());
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Lifecycle of the real `gpe-master` running `example-socket-activated` workers: start, graceful
+//! stop, a worker killed from outside, a worker failing to boot, the master itself SIGKILLed, and
+//! a worker that stops heartbeating.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{running, Master, Options, PATIENCE};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// `--workers 3`: three distinct workers answer, the gauge says 3; TERM lets an in-flight request
+/// finish, the master exits 0 within the graceful timeout, removes its pidfile and leaves no
+/// worker behind.
+#[test]
+fn three_workers_then_graceful_term() {
+    let mut m = Master::start(Options::workers(3).arg("--graceful-timeout").arg("10"));
+    let pids = m.wait_workers(3);
+    assert_eq!(
+        m.answering_pids(3),
+        pids,
+        "the answering pids are the master's children"
+    );
+    assert_eq!(m.sample("gunicorn_master_workers"), Some(3.0));
+    assert_eq!(m.sample("gunicorn_master_worker_spawns_total"), Some(3.0));
+    for pid in &pids {
+        let id = common::worker_id(*pid).expect("GPE_WORKER_ID in the worker's environment");
+        assert!((1..=3).contains(&id), "worker ids are 1..=3, got {id}");
+    }
+
+    let slow = m.in_flight("/sleep?ms=1500");
+    let sent = Instant::now();
+    m.signal(Signal::SIGTERM);
+    let status = m.wait_exit(Duration::from_secs(10) + PATIENCE);
+    assert!(
+        status.success(),
+        "TERM: exit 0 expected, got {status}\n{}",
+        m.log()
+    );
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "TERM took {:?}, more than --graceful-timeout 10",
+        sent.elapsed()
+    );
+    let answer = slow.join().expect("client thread");
+    let answer = answer.expect("the in-flight request is answered during a graceful stop");
+    assert!(answer.contains("slept 1500 ms"), "got {answer:?}");
+    assert!(!m.pidfile.exists(), "the pidfile is removed at exit");
+    common::eventually(
+        Duration::from_secs(5),
+        "every worker to be gone",
+        || pids.iter().all(|p| !running(*p)).then_some(()),
+        || {
+            format!(
+                "still running: {:?}",
+                pids.iter().filter(|p| running(**p)).collect::<Vec<_>>()
+            )
+        },
+    );
+    assert!(m.log().contains("Shutting down: Master"), "{}", m.log());
+}
+
+/// A worker SIGKILLed from outside is replaced promptly and counted as `killed`.
+#[test]
+fn killed_worker_is_replaced() {
+    let mut m = Master::start(Options::workers(2));
+    let before = m.wait_workers(2);
+    let victim = before[0];
+    kill(Pid::from_raw(victim), Signal::SIGKILL).expect("kill the worker");
+    let killed_at = Instant::now();
+    let after = m.wait_for_within(Duration::from_secs(5), "a replacement worker", |m| {
+        let now = m.workers();
+        (now.len() == 2 && !now.contains(&victim)).then_some(now)
+    });
+    assert!(killed_at.elapsed() < Duration::from_secs(5));
+    assert!(
+        after.contains(&before[1]),
+        "the other worker was left alone"
+    );
+    let new = after
+        .iter()
+        .copied()
+        .find(|p| *p != before[1])
+        .expect("new pid");
+    assert_eq!(
+        common::worker_id(new),
+        Some(3),
+        "the replacement is the third spawn"
+    );
+    m.wait_sample(
+        "gunicorn_master_worker_restart_total{reason=\"killed\"}",
+        1.0,
+    );
+    m.wait_sample("gunicorn_master_worker_exits_total{reason=\"killed\"}", 1.0);
+    m.wait_sample("gunicorn_master_worker_spawns_total", 3.0);
+    m.wait_sample("gunicorn_master_workers", 2.0);
+    assert!(m.answering_pids(2).contains(&new), "the new worker serves");
+    assert!(m.log().contains("Perhaps out of memory?"), "{}", m.log());
+}
+
+/// A worker exiting with 3 (gunicorn's WORKER_BOOT_ERROR): the master stops with 3, says why, and
+/// does not respawn.
+#[test]
+fn boot_error_halts_the_master() {
+    let mut m = Master::spawn(Options::workers(2).env("EXAMPLE_BOOT_EXIT", "3"));
+    let status = m.wait_exit(PATIENCE);
+    let log = m.log();
+    assert_eq!(status.code(), Some(3), "exit code of the master\n{log}");
+    assert!(
+        log.contains("Worker failed to boot"),
+        "the log says a worker failed to boot\n{log}"
+    );
+    let spawned = log.matches("Booting worker with pid").count();
+    let failed = log.matches("boot error requested").count();
+    assert!(
+        (1..=2).contains(&spawned),
+        "no respawn after a boot error: {spawned} workers spawned for --workers 2\n{log}"
+    );
+    // The first failure halts the master; a sibling may be stopped before it even reached main.
+    assert!(
+        (1..=spawned).contains(&failed),
+        "{failed} boot failures for {spawned} workers\n{log}"
+    );
+    assert!(!m.pidfile.exists(), "the pidfile is removed at exit");
+}
+
+/// The master SIGKILLed: its workers die with it (PR_SET_PDEATHSIG).
+#[test]
+fn workers_die_with_a_sigkilled_master() {
+    let mut m = Master::start(Options::workers(3));
+    let pids = m.wait_workers(3);
+    m.signal(Signal::SIGKILL);
+    m.wait_exit(PATIENCE);
+    common::eventually(
+        Duration::from_secs(2),
+        "the orphaned workers to die",
+        || pids.iter().all(|p| !running(*p)).then_some(()),
+        || {
+            format!(
+                "still running: {:?}",
+                pids.iter().filter(|p| running(**p)).collect::<Vec<_>>()
+            )
+        },
+    );
+}
+
+/// The mode of a worker's heartbeat file (fd 4: after the one listener), seen through `/proc`.
+fn heartbeat_mode(pid: i32) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(format!("/proc/{pid}/fd/4")).ok()?;
+    Some(meta.permissions().mode() & 0o777)
+}
+
+/// `--timeout 2`: a worker that stops heartbeating (`GET /stall`) is aborted after the timeout and
+/// replaced, counted as `timeout`; the worker that keeps heartbeating is left alone.
+#[test]
+fn silent_worker_is_killed_after_the_timeout() {
+    let mut m = Master::start(Options::workers(2).arg("--timeout").arg("2"));
+    let before = m.wait_workers(2);
+    // Both workers must have heartbeated once, or the master does not supervise them.
+    // The example toggles the file's mode 0600/0400; 0400 means it has heartbeated twice.
+    m.wait_for("the first heartbeats", |_| {
+        before
+            .iter()
+            .all(|pid| heartbeat_mode(*pid) == Some(0o400))
+            .then_some(())
+    });
+    let answer = m.get("/stall").expect("GET /stall");
+    let stalled = answer
+        .split("heartbeat stopped in pid ")
+        .nth(1)
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .unwrap_or_else(|| panic!("unexpected answer {answer:?}"));
+    let since = Instant::now();
+    let other = *before.iter().find(|p| **p != stalled).expect("two workers");
+    let after = m.wait_for("the stalled worker to be replaced", |m| {
+        let now = m.workers();
+        (now.len() == 2 && !now.contains(&stalled)).then_some(now)
+    });
+    assert!(
+        since.elapsed() >= Duration::from_secs(2),
+        "killed after {:?}, before --timeout 2",
+        since.elapsed()
+    );
+    assert!(after.contains(&other), "the heartbeating worker survives");
+    m.wait_sample(
+        "gunicorn_master_worker_restart_total{reason=\"timeout\"}",
+        1.0,
+    );
+    m.wait_sample(
+        "gunicorn_master_worker_exits_total{reason=\"timeout\"}",
+        1.0,
+    );
+    assert!(
+        m.log().contains(&format!("WORKER TIMEOUT (pid:{stalled})")),
+        "{}",
+        m.log()
+    );
+    assert!(running(other));
+}

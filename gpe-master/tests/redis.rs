@@ -1,0 +1,269 @@
+//! gpe-master with `REDIS_ENABLED`, and `gpe-master exporter`, against a real `redis-server`
+//! started by the test on a free loopback port. Workers are the real `sync-worker` example
+//! (a gpe worker that counts `gunicorn_worker_requests_total`).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{children, eventually, free_port, http_get, master_bin, PATIENCE};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// A private `redis-server`, killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (installed by .ci/deps)");
+        let r = Redis { child, port };
+        eventually(
+            PATIENCE,
+            "redis-server to answer PING",
+            || r.ping().then_some(()),
+            String::new,
+        );
+        r
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut line = String::new();
+        s.write_all(b"PING\r\n").is_ok()
+            && BufReader::new(s).read_line(&mut line).is_ok()
+            && line.starts_with("+PONG")
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sync_worker() -> PathBuf {
+    let bin = master_bin().parent().unwrap().join("sync-worker");
+    assert!(
+        bin.is_file(),
+        "{} is missing: `cargo build --workspace --bins` first (.ci/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A process killed (with its children) on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let pid = self.0.id() as i32;
+        for p in children(pid).into_iter().chain([pid]) {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+struct Host {
+    proc: Proc,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+/// `gpe-master --workers 2` of `sync-worker`, syncing to `redis_url` as host `id`.
+fn master(id: &str, redis_url: &str) -> Host {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = Command::new(master_bin())
+        .args([
+            "--workers",
+            "2",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--no-metrics",
+        ])
+        .arg(sync_worker())
+        .env("PROMETHEUS_MULTIPROC_DIR", dir.path())
+        .env("REDIS_ENABLED", "true")
+        .env("REDIS_URL", redis_url)
+        .env("REDIS_SYNC_INTERVAL", "0.2")
+        .env("GPE_HOST_ID", id)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    Host {
+        proc: Proc(child),
+        port,
+        _dir: dir,
+    }
+}
+
+/// One job on the line protocol; the answering worker's pid.
+fn job(port: u16) -> Option<i32> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(b"job\n").ok()?;
+    let mut reply = String::new();
+    BufReader::new(s).read_line(&mut reply).ok()?;
+    reply.trim().rsplit(' ').next()?.parse().ok()
+}
+
+fn send_jobs(port: u16, n: usize) {
+    eventually(PATIENCE, "a worker answering", || job(port), String::new);
+    for i in 1..n {
+        assert!(job(port).is_some(), "job {i} failed");
+    }
+}
+
+fn exporter(redis_url: &str, host_label: bool) -> (Proc, SocketAddr) {
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let mut cmd = Command::new(master_bin());
+    cmd.args(["exporter", "--metrics-bind", &addr.to_string()])
+        .env("REDIS_URL", redis_url)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    if host_label {
+        cmd.arg("--host-label");
+    }
+    (Proc(cmd.spawn().unwrap()), addr)
+}
+
+/// Sum of the samples of `name` whose label text contains `filter`.
+fn sum(text: &str, name: &str, filter: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn requests_total(addr: SocketAddr, filter: &str) -> Option<f64> {
+    let text = http_get(addr, "/metrics", Duration::from_secs(10)).ok()?;
+    text.starts_with("HTTP/1.1 200")
+        .then(|| sum(&text, "gunicorn_worker_requests_total", filter))
+}
+
+#[test]
+fn two_hosts_sync_to_redis_and_the_exporter_adds_them_up() {
+    let redis = Redis::start_on(free_port());
+    let a = master("host-a", &redis.url());
+    let b = master("host-b", &redis.url());
+    send_jobs(a.port, 30);
+    send_jobs(b.port, 12);
+
+    let (_exp, addr) = exporter(&redis.url(), false);
+    let mut last = None;
+    eventually(
+        PATIENCE,
+        "42 requests in the exporter's total",
+        || {
+            last = requests_total(addr, "");
+            (last == Some(42.0)).then_some(())
+        },
+        || format!("last total seen: {last:?}"),
+    );
+
+    let (_exp_h, addr_h) = exporter(&redis.url(), true);
+    eventually(
+        PATIENCE,
+        "per-host totals",
+        || {
+            (requests_total(addr_h, "host=\"host-a\"") == Some(30.0)
+                && requests_total(addr_h, "host=\"host-b\"") == Some(12.0))
+            .then_some(())
+        },
+        || http_get(addr_h, "/metrics", Duration::from_secs(5)).unwrap_or_default(),
+    );
+
+    // A worker SIGKILLed right after its last jobs: the master flushes its file to Redis before
+    // compacting it, so nothing is lost.
+    let mut served_by = std::collections::BTreeMap::new();
+    for _ in 0..10 {
+        *served_by.entry(job(a.port).unwrap()).or_insert(0) += 1;
+    }
+    let (&victim, _) = served_by.iter().next().unwrap();
+    assert!(children(a.proc.0.id() as i32).contains(&victim));
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    eventually(
+        PATIENCE,
+        "52 requests after the SIGKILL",
+        || (requests_total(addr, "") == Some(52.0)).then_some(()),
+        || format!("total {:?}", requests_total(addr, "")),
+    );
+    drop(b);
+    // Host b's master stopped (killed): its values stay in the total (never go backwards).
+    assert_eq!(requests_total(addr, ""), Some(52.0));
+}
+
+#[test]
+fn redis_down_at_start_is_only_a_warning_and_converges_later() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let host = master("host-late", &url);
+    // Requests are served while Redis does not exist.
+    send_jobs(host.port, 25);
+    assert!(
+        common::running(host.proc.0.id() as i32),
+        "the master must keep running without Redis"
+    );
+    let redis = Redis::start_on(port);
+    let (_exp, addr) = exporter(&redis.url(), false);
+    eventually(
+        PATIENCE,
+        "the 25 requests in Redis after it came up",
+        || (requests_total(addr, "") == Some(25.0)).then_some(()),
+        || format!("total {:?}", requests_total(addr, "")),
+    );
+}
+
+#[test]
+fn exporter_flags_are_checked() {
+    let out = Command::new(master_bin())
+        .args(["exporter", "--no-such-flag"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
+    let out = Command::new(master_bin())
+        .args(["exporter"])
+        .env("REDIS_PORT", "http")
+        .env_remove("REDIS_URL")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("REDIS_PORT"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,109 @@
+//! The response future.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::{Response, StatusCode};
+use http_body::Body;
+use pin_project_lite::pin_project;
+
+use crate::{FailureKind, MetricsBody, RequestTracker};
+
+pin_project! {
+    /// The response future of [`Metrics`](crate::Metrics): the inner future, with panics caught.
+    pub struct ResponseFuture<F> {
+        // `None` once the inner future panicked (it is never polled again).
+        #[pin]
+        inner: Option<F>,
+        tracker: Option<RequestTracker>,
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("tracker", &self.tracker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, tracker: Option<RequestTracker>) -> Self {
+        ResponseFuture {
+            inner: Some(inner),
+            tracker,
+        }
+    }
+
+    pub(crate) fn panicked(tracker: Option<RequestTracker>) -> Self {
+        ResponseFuture {
+            inner: None,
+            tracker,
+        }
+    }
+}
+
+pub(crate) fn log_panic(panic: &(dyn Any + Send)) {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)");
+    tracing::error!(panic = msg, "request handler panicked; answering 500");
+}
+
+fn internal_error<B>(mut tracker: Option<RequestTracker>) -> Response<MetricsBody<B>> {
+    if let Some(t) = &mut tracker {
+        t.fail(FailureKind::Panic);
+        t.set_status(500);
+        t.complete();
+    }
+    let mut res = Response::new(MetricsBody::empty(tracker));
+    *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    res
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
+{
+    type Output = Result<Response<MetricsBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            return Poll::Ready(Ok(internal_error(this.tracker.take())));
+        };
+        let result = match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(poll) => ready!(poll),
+            Err(panic) => {
+                log_panic(&*panic);
+                this.inner.set(None);
+                return Poll::Ready(Ok(internal_error(this.tracker.take())));
+            }
+        };
+        let mut tracker = this.tracker.take();
+        Poll::Ready(match result {
+            Ok(res) => {
+                if let Some(t) = &mut tracker {
+                    t.set_status(res.status().as_u16());
+                    if res.body().is_end_stream() {
+                        t.complete();
+                    }
+                }
+                Ok(res.map(|body| MetricsBody::new(body, tracker)))
+            }
+            Err(e) => {
+                if let Some(t) = &mut tracker {
+                    t.fail(FailureKind::ServiceError);
+                    t.complete();
+                }
+                Err(e)
+            }
+        })
+    }
+}

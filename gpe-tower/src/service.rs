@@ -1,0 +1,111 @@
+//! The tower [`Service`].
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use http_body::Body;
+use tower_service::Service;
+
+use crate::future::ResponseFuture;
+use crate::{EndpointLabel, MetricsBody, RequestInfo, RequestMetrics, UNMATCHED};
+
+/// Records each request's metrics; made by [`MetricsLayer`](crate::MetricsLayer).
+///
+/// A panic in the inner service (in `call` or in its future) is caught, counted
+/// (`error_type="panic"`) and answered with an empty 500 response. The request is recorded when
+/// its response body is finished or dropped.
+#[derive(Debug, Clone)]
+pub struct Metrics<S, E> {
+    inner: S,
+    metrics: RequestMetrics,
+    endpoint: E,
+}
+
+impl<S, E> Metrics<S, E> {
+    /// Wrap `inner`.
+    pub fn new(inner: S, metrics: RequestMetrics, endpoint: E) -> Self {
+        Metrics {
+            inner,
+            metrics,
+            endpoint,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwrap.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The route template axum put in the request extensions, if any.
+#[inline]
+fn route<B>(req: &Request<B>) -> Option<&str> {
+    #[cfg(feature = "axum")]
+    if let Some(m) = req.extensions().get::<axum::extract::MatchedPath>() {
+        return Some(m.as_str());
+    }
+    req.extensions().get::<RouteTemplate>().map(|r| r.0)
+}
+
+/// A route template a router without axum's `MatchedPath` can put in the request extensions
+/// for the `endpoint` label (plain hyper services, custom routers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteTemplate(pub &'static str);
+
+impl<S, E, ReqBody, ResBody> Service<Request<ReqBody>> for Metrics<S, E>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    E: EndpointLabel,
+    ReqBody: Body,
+    ResBody: Body,
+{
+    type Response = Response<MetricsBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let tracker = if self.metrics.is_excluded(req.uri().path()) {
+            None
+        } else {
+            let info = RequestInfo::new(req.method().as_str(), req.uri().path(), route(&req));
+            let endpoint = self.endpoint.endpoint(&info);
+            let mut t = self
+                .metrics
+                .start(info.method, endpoint.as_deref().unwrap_or(UNMATCHED));
+            let size = req.body().size_hint().exact().or_else(|| {
+                req.headers()
+                    .get(http::header::CONTENT_LENGTH)?
+                    .to_str()
+                    .ok()?
+                    .parse()
+                    .ok()
+            });
+            t.set_request_size(size.unwrap_or(0));
+            Some(t)
+        };
+        let inner = &mut self.inner;
+        match catch_unwind(AssertUnwindSafe(move || inner.call(req))) {
+            Ok(future) => ResponseFuture::new(future, tracker),
+            Err(panic) => {
+                crate::future::log_panic(&*panic);
+                ResponseFuture::panicked(tracker)
+            }
+        }
+    }
+}
