@@ -182,15 +182,15 @@ fn two_hosts_sync_to_redis_and_the_exporter_adds_them_up() {
     send_jobs(b.port, 12);
 
     let (_exp, addr) = exporter(&redis.url(), false);
-    let mut last = None;
+    let last = std::cell::Cell::new(None);
     eventually(
         PATIENCE,
         "42 requests in the exporter's total",
         || {
-            last = requests_total(addr, "");
-            (last == Some(42.0)).then_some(())
+            last.set(requests_total(addr, ""));
+            (last.get() == Some(42.0)).then_some(())
         },
-        || format!("last total seen: {last:?}"),
+        || format!("last total seen: {:?}", last.get()),
     );
 
     let (_exp_h, addr_h) = exporter(&redis.url(), true);
