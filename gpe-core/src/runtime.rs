@@ -246,7 +246,7 @@ impl JobMetrics {
 /// let recorder = JobRecorder::new(&Options::new("Demo"), &store, "1")?;
 /// assert_eq!(recorder.call(|| Ok::<_, std::io::Error>(())), Ok(()));
 /// assert_eq!(recorder.call(|| -> Result<(), std::fmt::Error> { Err(std::fmt::Error) }), Err("Error".to_owned()));
-/// assert_eq!(recorder.call(|| panic!("boom")), Err("panic".to_owned()));
+/// assert_eq!(recorder.call(|| -> Result<(), std::io::Error> { panic!("boom") }), Err("panic".to_owned()));
 /// # Ok(())
 /// # }
 /// ```

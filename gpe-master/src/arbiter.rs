@@ -67,6 +67,8 @@ struct Worker {
     heartbeat: File,
     spawned_ctime: (i64, i64),
     aborted_at: Option<Instant>,
+    /// When the SIGKILL that followed an ignored SIGABRT was first sent.
+    killed_after_abort: Option<Instant>,
     stopping: Option<Stop>,
     /// The reason the master replaces it for (hup), when it asked it to stop.
     replaced_for: Option<&'static str>,
@@ -409,6 +411,7 @@ impl Arbiter {
                 spawned_ctime: ctime(&heartbeat),
                 heartbeat,
                 aborted_at: None,
+                killed_after_abort: None,
                 stopping: None,
                 replaced_for: None,
                 last_cpu: None,
@@ -540,6 +543,10 @@ impl Arbiter {
                     let _ = kill(Pid::from_raw(*pid), Signal::SIGABRT);
                 }
                 Some(at) if at.elapsed() > Duration::from_secs(1) => {
+                    if w.killed_after_abort.is_none() {
+                        tracing::error!("Worker (pid:{pid}) survived SIGABRT; sending SIGKILL");
+                        w.killed_after_abort = Some(Instant::now());
+                    }
                     let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
                 }
                 Some(_) => {}

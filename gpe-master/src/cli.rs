@@ -112,6 +112,23 @@ fn parse_umask(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("{s:?} is not an octal umask such as 022"))
 }
 
+/// `words` without their `--bind ADDR`, `--bind=ADDR`, `-b ADDR` and `-bADDR`.
+fn without_bind(words: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(words.len());
+    let mut skip_next = false;
+    for w in words {
+        if std::mem::take(&mut skip_next) {
+            continue;
+        }
+        if w == "--bind" || w == "-b" {
+            skip_next = true;
+        } else if !(w.starts_with("--bind=") || (w.starts_with("-b") && w.len() > 2)) {
+            out.push(w);
+        }
+    }
+    out
+}
+
 impl Cli {
     /// Parse `GUNICORN_CMD_ARGS` (shell words, placed before the real arguments, like gunicorn)
     /// and the command line. Exits with status 2 and a message naming the flag on bad input.
@@ -119,7 +136,12 @@ impl Cli {
         let mut args: Vec<OsString> = std::env::args_os().collect();
         if let Ok(extra) = std::env::var("GUNICORN_CMD_ARGS") {
             match shlex::split(&extra) {
-                Some(words) => {
+                Some(mut words) => {
+                    // gunicorn: a `--bind` on the command line replaces the environment's binds
+                    // (the setting is a list, set whole by whichever source comes last).
+                    if Cli::try_parse_from(&args).is_ok_and(|cli| !cli.bind.is_empty()) {
+                        words = without_bind(words);
+                    }
                     let at = 1.min(args.len());
                     args.splice(at..at, words.into_iter().map(OsString::from));
                 }
@@ -142,5 +164,24 @@ impl Cli {
         } else {
             self.bind.clone()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split(' ').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn bind_words_are_removed() {
+        assert_eq!(
+            without_bind(words(
+                "--workers 2 --bind a:1 -b b:2 --bind=c:3 -bd:4 --name x"
+            )),
+            words("--workers 2 --name x")
+        );
     }
 }

@@ -128,6 +128,27 @@ fn gunicorn_cmd_args_is_honoured() {
         "the command line wins: {stdout}"
     );
 
+    // A --bind on the command line replaces GUNICORN_CMD_ARGS's binds; without one they are used.
+    let env_bind = format!("127.0.0.1:{}", free_port());
+    let env = [(
+        "GUNICORN_CMD_ARGS",
+        format!("--bind {env_bind} --workers 2"),
+    )];
+    let env = [(env[0].0, env[0].1.as_str())];
+    let out = run_master(&["--check-config", "--bind", &bind, worker], &env);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!("on {bind}\n")) && stdout.contains("2 worker(s)"),
+        "only the command line's bind: {stdout}"
+    );
+    let out = run_master(&["--check-config", worker], &env);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("on {env_bind}\n")),
+        "the environment's bind: {stdout}"
+    );
+
     // Unbalanced quoting in GUNICORN_CMD_ARGS is a usage error naming the variable.
     let out = run_master(
         &["--check-config", worker],

@@ -199,3 +199,36 @@ fn silent_worker_is_killed_after_the_timeout() {
     );
     assert!(running(other));
 }
+
+/// A stuck worker that does not die of SIGABRT (here: stopped, so the ABRT stays pending) gets
+/// SIGKILL after it, and is replaced and counted as a timeout all the same.
+#[test]
+fn worker_surviving_abort_is_killed() {
+    let mut m = Master::start(Options::workers(1).arg("--timeout").arg("1"));
+    let before = m.wait_workers(1);
+    m.wait_for("the first heartbeats", |_| {
+        (heartbeat_mode(before[0]) == Some(0o400)).then_some(())
+    });
+    let answer = m.get("/stall").expect("GET /stall");
+    assert!(answer.contains("heartbeat stopped"), "{answer}");
+    kill(Pid::from_raw(before[0]), Signal::SIGSTOP).expect("SIGSTOP the stalled worker");
+    m.wait_for("the stopped worker to be replaced", |m| {
+        let now = m.workers();
+        (now.len() == 1 && now[0] != before[0]).then_some(())
+    });
+    assert!(!running(before[0]));
+    let log = m.log();
+    let abort = log.find(&format!("WORKER TIMEOUT (pid:{})", before[0]));
+    let kill_line = log.find(&format!(
+        "Worker (pid:{}) survived SIGABRT; sending SIGKILL",
+        before[0]
+    ));
+    assert!(
+        matches!((abort, kill_line), (Some(a), Some(k)) if a < k),
+        "ABRT then KILL expected in the log:\n{log}"
+    );
+    m.wait_sample(
+        "gunicorn_master_worker_exits_total{reason=\"timeout\"}",
+        1.0,
+    );
+}

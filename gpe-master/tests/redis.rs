@@ -169,8 +169,8 @@ fn sum(text: &str, name: &str, filter: &str) -> f64 {
 
 fn requests_total(addr: SocketAddr, filter: &str) -> Option<f64> {
     let text = http_get(addr, "/metrics", Duration::from_secs(10)).ok()?;
-    text.starts_with("HTTP/1.1 200")
-        .then(|| sum(&text, "gunicorn_worker_requests_total", filter))
+    let status = text.split(' ').nth(1)?;
+    (status == "200").then(|| sum(&text, "gunicorn_worker_requests_total", filter))
 }
 
 #[test]
