@@ -89,8 +89,13 @@ pub fn axum_router() -> axum::Router {
 
 /// Serve `app` on the listener with `threads` runtime threads.
 pub fn serve_axum(app: axum::Router, threads: usize) -> anyhow::Result<()> {
+    serve_axum_on(&runtime(threads)?, app)
+}
+
+/// Serve `app` on the listener, on an existing runtime.
+pub fn serve_axum_on(rt: &tokio::runtime::Runtime, app: axum::Router) -> anyhow::Result<()> {
     let listener = listener()?;
-    runtime(threads)?.block_on(async move {
+    rt.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         axum::serve(listener, app).await?;
         Ok(())
