@@ -213,7 +213,20 @@ impl Arbiter {
             self.murder_workers();
             self.manage_workers();
             self.sample();
-            self.signals.wait(Duration::from_secs(1));
+            self.signals.wait(self.sleep_time());
+        }
+    }
+
+    /// How long the loop may sleep: 1 s, or until a backed-off spawn is due if that is sooner
+    /// (no signal wakes the loop for it).
+    fn sleep_time(&self) -> Duration {
+        let tick = Duration::from_secs(1);
+        if self.live_count() < self.num_workers as usize {
+            self.next_spawn
+                .saturating_duration_since(Instant::now())
+                .clamp(Duration::from_millis(10), tick)
+        } else {
+            tick
         }
     }
 
@@ -351,6 +364,16 @@ impl Arbiter {
             fds.push(dup_high(l.fd.as_fd(), high).map_err(spawn_err)?);
         }
         let heartbeat = tempfile::tempfile_in(&s.worker_tmp_dir).map_err(spawn_err)?;
+        if s.uid.is_some() || s.gid.is_some() {
+            // As gunicorn's WorkerTmp: a worker running as --user/--group must own its heartbeat
+            // file, or its fchmod fails (EPERM) and it can never heartbeat.
+            nix::unistd::fchown(
+                &heartbeat,
+                s.uid.map(nix::unistd::Uid::from_raw),
+                s.gid.map(nix::unistd::Gid::from_raw),
+            )
+            .map_err(|e| spawn_err(e.into()))?;
+        }
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
             .arg("export LISTEN_PID=$$; exec \"$0\" \"$@\"")

@@ -189,6 +189,8 @@ pub(crate) struct Options {
     pub(crate) workers: Option<u32>,
     pub(crate) args: Vec<String>,
     pub(crate) env: Vec<(String, String)>,
+    /// The worker binary, or `None` for [`worker_bin`] (`example-socket-activated`).
+    pub(crate) worker: Option<PathBuf>,
 }
 
 impl Options {
@@ -197,6 +199,7 @@ impl Options {
             workers: Some(n),
             args: Vec::new(),
             env: Vec::new(),
+            worker: None,
         }
     }
 
@@ -206,6 +209,7 @@ impl Options {
             workers: None,
             args: Vec::new(),
             env: Vec::new(),
+            worker: None,
         }
     }
 
@@ -216,6 +220,12 @@ impl Options {
 
     pub(crate) fn env(mut self, k: &str, v: &str) -> Options {
         self.env.push((k.to_owned(), v.to_owned()));
+        self
+    }
+
+    /// Run `path` as the worker instead of `example-socket-activated`.
+    pub(crate) fn worker_binary(mut self, path: &Path) -> Options {
+        self.worker = Some(path.to_owned());
         self
     }
 }
@@ -290,7 +300,8 @@ pub(crate) struct Master {
 
 impl Master {
     /// Start `gpe-master --workers N --bind 127.0.0.1:P --metrics-bind 127.0.0.1:Q --pid FILE
-    /// [ARGS] example-socket-activated` and wait until the pidfile is written.
+    /// [ARGS] example-socket-activated` (or the [`Options::worker_binary`]) and wait until the
+    /// pidfile is written.
     pub(crate) fn start(opts: Options) -> Master {
         let mut m = Master::spawn(opts);
         let pid = m.pid();
@@ -320,7 +331,7 @@ impl Master {
             .arg("--pid")
             .arg(&pidfile)
             .args(&opts.args)
-            .arg(worker_bin())
+            .arg(opts.worker.clone().unwrap_or_else(worker_bin))
             .stdout(log_file.try_clone().expect("dup log"))
             .stderr(log_file);
         for (k, v) in &opts.env {
