@@ -20,7 +20,7 @@ use std::future::Future;
 use std::io::{Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -327,6 +327,14 @@ impl Supervisor {
                 tracing::error!(error = %e, signal = sig, "cannot install a signal handler");
                 return Err(ExitCode::from(3));
             }
+        }
+        // USR1 is forwarded by the master to reopen log files; these workers log to stderr
+        // only, but the signal must not kill them (its default action).
+        if let Err(e) = signal_hook::flag::register(
+            signal_hook::consts::SIGUSR1,
+            Arc::new(AtomicBool::new(false)),
+        ) {
+            tracing::warn!(error = %e, "cannot install the USR1 handler");
         }
         tracing::info!(worker = %options.name, worker_id = %worker_id, pid = std::process::id(), kind = ?options.kind, "Booting worker");
         Ok(Arc::new(Supervisor {

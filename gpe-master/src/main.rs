@@ -36,10 +36,10 @@ pub(crate) enum MasterError {
     BadBind(String, &'static str),
     /// Binding failed.
     #[error("cannot bind {0}: {1} (is another server using it? choose another --bind)")]
-    Bind(String, #[source] std::io::Error),
+    Bind(String, std::io::Error),
     /// A worker could not be started.
     #[error("cannot start worker {0:?}: {1}")]
-    Spawn(String, #[source] std::io::Error),
+    Spawn(String, std::io::Error),
     /// Descriptors inherited from an old master (USR2) that cannot be used.
     #[error("re-exec: {0}")]
     Inherit(String),
@@ -256,6 +256,20 @@ fn run() -> anyhow::Result<i32> {
             .with_context(|| format!("metrics directory {}", metrics_dir.display()))?;
     } else {
         gpe_core::prepare_dir(&metrics_dir).context("metrics directory")?;
+    }
+    if uid.is_some() || gid.is_some() {
+        // Workers running as --user/--group create their own files in the store directory.
+        nix::unistd::chown(
+            &metrics_dir,
+            uid.map(nix::unistd::Uid::from_raw),
+            gid.map(nix::unistd::Gid::from_raw),
+        )
+        .with_context(|| {
+            format!(
+                "giving the metrics directory {} to --user/--group",
+                metrics_dir.display()
+            )
+        })?;
     }
     let metrics = metrics::MasterMetrics::new()?;
     let live = gpe_core::LivePids::new();

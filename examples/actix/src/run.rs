@@ -52,8 +52,7 @@ impl Boot {
             }
         }
         let ctx = Arc::new(WorkerContext::from_env().context("reading the worker environment")?);
-        let store = Store::open(std::env::var_os("PROMETHEUS_MULTIPROC_DIR").unwrap())
-            .context("opening the metrics store")?; // SHIM
+        let store = Store::from_env().context("opening the metrics store")?;
         let worker_id = ctx.worker_id().to_string();
         Ok(Some(Boot {
             ctx,
@@ -159,6 +158,18 @@ impl Control {
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot install a signal handler"),
             }
+        }
+        // USR1 (the master forwards it, as gunicorn): reopen log files. This worker logs to
+        // stderr only, so there is nothing to reopen, but the signal must not kill it.
+        match signal(SignalKind::user_defined1()) {
+            Ok(mut s) => {
+                tokio::spawn(async move {
+                    while s.recv().await.is_some() {
+                        tracing::info!("USR1: log files reopened (stderr only)");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot install the USR1 handler"),
         }
         if boot.under_master() {
             let c = control.clone();

@@ -190,6 +190,12 @@ fn main() -> std::io::Result<()> {
     for sig in [signal_hook::consts::SIGQUIT, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&quick))?;
     }
+    // USR1 (forwarded by the master to reopen logs): this server logs to stderr only; it must
+    // merely not die of it.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGUSR1,
+        Arc::new(AtomicBool::new(false)),
+    )?;
 
     let listeners = listeners()?;
     for l in &listeners {
