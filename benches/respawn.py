@@ -11,7 +11,7 @@ app), both with --workers 2 on a free loopback port:
 * KILLS (default 20) times: SIGKILL one worker, then
   (a) time until a new child process of the master exists (a tight loop over new /proc entries,
       checking their parent pid), and
-  (b) time until that new worker has answered a request (GET / answers with the worker's pid;
+  (b) time until that new worker has answered a request (GET / answers with the worker's pid, sent while an idle connection is held so that a busy sync worker does not win every accept;
       polled with one fresh connection at a time, only after (a), so (a) is not disturbed).
   Every wait is bounded (10 s), and the next kill waits until both workers are serving again.
 
@@ -109,7 +109,7 @@ def get_pid(port, timeout=0.5):
     """GET / on a fresh connection; the pid in the answer, or None."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")  # 1.0: no chunked body
             data = b""
             while True:
                 chunk = s.recv(4096)
@@ -129,11 +129,25 @@ def get_pid(port, timeout=0.5):
         return None
 
 
+def get_pid_spread(port, timeout=0.05):
+    """GET / while an idle connection is held open: a sync worker (gunicorn's) that accepted the
+    idle one is busy with it, so the request goes to another worker. Without this, one worker of
+    a pre-fork server can win every accept and the other is never seen."""
+    try:
+        idle = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    except OSError:
+        return None
+    try:
+        return get_pid(port, timeout)
+    finally:
+        idle.close()
+
+
 def wait_serving(port, pids, deadline):
     """Until every pid of `pids` has answered (bounded); returns whether they all did."""
     seen = set()
     while time.monotonic() < deadline:
-        p = get_pid(port)
+        p = get_pid_spread(port, 0.5)
         if p in pids:
             seen.add(p)
             if seen >= set(pids):
@@ -216,7 +230,7 @@ def measure(name, argv, env, port, kills, idle_seconds, logfile):
             # (b) until the new worker answers a request
             answered = None
             while time.perf_counter() < limit:
-                if get_pid(port) == new:
+                if get_pid_spread(port) == new:
                     answered = time.perf_counter()
                     break
             if answered is None:
