@@ -114,14 +114,15 @@ local i = 2
 while i <= #ARGV do
   local member, incremental, nk = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   i = i + 3
-  local dead = redis.call('ZSCORE', tomb, member)
+  -- A registered process cannot be in the folded set (folding removes it from the heartbeat
+  -- and a re-registered process has a new member): one lookup in the common case.
   local known = redis.call('ZSCORE', hb, member)
+  local dead = (not known) and redis.call('ZSCORE', tomb, member)
   for _ = 1, nk do
     local kind, n = ARGV[i], tonumber(ARGV[i + 1])
     i = i + 2
     if not dead and n > 0 then
       local key = prefix .. ':proc:' .. member .. ':' .. kind
-      ensure(key, 'hash')
       local j = 0
       while j < n do
         local args = {}
@@ -130,7 +131,13 @@ while i <= #ARGV do
           args[#args + 1] = ARGV[i + 2 * (j + p)]
           args[#args + 1] = ARGV[i + 2 * (j + p) + 1]
         end
-        redis.call('HSET', key, unpack(args))
+        -- Written blind; only a key of the wrong type (garbage under our prefix: WRONGTYPE,
+        -- raised before anything is written) is moved aside and the write repeated.
+        local r = redis.pcall('HSET', key, unpack(args))
+        if type(r) == 'table' and r.err then
+          ensure(key, 'hash')
+          redis.call('HSET', key, unpack(args))
+        end
         j = j + m
       end
     end

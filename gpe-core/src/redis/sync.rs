@@ -96,6 +96,8 @@ struct Proc {
     /// What a stale fold already moved to the archive: subtracted from additive kinds.
     base: Values,
     dead: bool,
+    /// When Redis last acknowledged a write of this process (its heartbeat).
+    beat_at: Option<Instant>,
 }
 
 /// Logs once per outage, and computes the capped exponential backoff.
@@ -365,6 +367,7 @@ impl RedisSync {
                 sent: Values::new(),
                 base: Values::new(),
                 dead: false,
+                beat_at: None,
             });
             if proc.dead && live {
                 continue; // an old process of a reused pid waiting to be folded
@@ -428,10 +431,18 @@ impl RedisSync {
                 .arg(self.keys.prefix());
             let mut pending: Vec<u32> = Vec::new();
             let mut values = 0;
+            // An unchanged process is written only to keep its heartbeat well inside the live
+            // window (so `live*` gauges stay), not every interval: no Redis command for an idle
+            // process most of the time.
+            let beat_every = self.config.live_window / 3;
+            let now = Instant::now();
             for (&pid, p) in &self.procs {
                 let changes = changes(p);
-                if changes.is_empty() && p.dead {
-                    continue; // nothing new: only waiting to be folded
+                let beat_due = p
+                    .beat_at
+                    .is_none_or(|at| now.duration_since(at) >= beat_every);
+                if changes.is_empty() && (p.dead || !beat_due) {
+                    continue; // nothing new: only waiting to be folded, or heartbeat still fresh
                 }
                 pending.push(pid);
                 inv.arg(p.id.to_string())
@@ -474,7 +485,10 @@ impl RedisSync {
                         p.sent.clear();
                         again = true;
                     }
-                    _ => p.sent = p.desired.clone(),
+                    _ => {
+                        p.sent = p.desired.clone();
+                        p.beat_at = Some(now);
+                    }
                 }
             }
             if !again || attempt == 1 {
