@@ -1,0 +1,78 @@
+//! Per-request cost of the gpe-tower layer: the same tower service called bare and wrapped in
+//! [`MetricsLayer`], in the same run (request in, response head, body polled to its end, all
+//! dropped). Run with `cargo bench -p gpe-tower --bench layer`.
+
+#![allow(missing_docs)] // criterion_group! generates an undocumented function
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion};
+use gpe_tower::{MetricsLayer, RequestMetrics, RouteTemplate};
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::{Empty, Full};
+use tower::{Layer, Service, ServiceExt};
+
+/// Poll a future that is ready at once (the handlers here never wait).
+fn now<F: Future>(f: F) -> F::Output {
+    let mut cx = Context::from_waker(Waker::noop());
+    match pin!(f).poll(&mut cx) {
+        Poll::Ready(v) => v,
+        Poll::Pending => unreachable!("the benchmark's services never wait"),
+    }
+}
+
+/// Poll a body to its end, as the server does; returns the bytes seen.
+fn drain<B: Body<Data = Bytes>>(body: B) -> usize {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut body = pin!(body);
+    let mut n = 0;
+    while let Poll::Ready(Some(Ok(frame))) = body.as_mut().poll_frame(&mut cx) {
+        n += frame.data_ref().map_or(0, Bytes::len);
+    }
+    n
+}
+
+fn request() -> Request<Empty<Bytes>> {
+    let mut req = Request::get("/users/42").body(Empty::new()).unwrap();
+    req.extensions_mut().insert(RouteTemplate("/users/{id}"));
+    req
+}
+
+fn layer(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = gpe_core::Store::open(dir.path()).unwrap();
+    let metrics = RequestMetrics::builder().build(&store).unwrap();
+    let handler = tower::service_fn(|_req: Request<Empty<Bytes>>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+            b"hello, world\n",
+        ))))
+    });
+    let mut bare = handler;
+    let mut layered = MetricsLayer::new(metrics).layer(handler);
+
+    let mut g = c.benchmark_group("tower_request");
+    g.bench_function("bare", |b| {
+        b.iter(|| {
+            let svc = now(bare.ready()).unwrap();
+            let res = now(svc.call(black_box(request()))).unwrap();
+            black_box(drain(res.into_body()))
+        })
+    });
+    g.bench_function("with_gpe_layer", |b| {
+        b.iter(|| {
+            let svc = now(layered.ready()).unwrap();
+            let res = now(svc.call(black_box(request()))).unwrap();
+            black_box(drain(res.into_body()))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, layer);
+criterion_main!(benches);
