@@ -27,7 +27,7 @@ use gpe_actix::ActixMetrics;
 use gpe_core::worker::Listener;
 use gpe_tower::{RequestMetrics, WorkerMetrics};
 
-mod run;
+use example_support as run;
 
 #[derive(Debug, serde::Deserialize)]
 struct Slow {

@@ -32,7 +32,7 @@ use axum::Router;
 use gpe_core::worker::Listener;
 use gpe_tower::{MetricsLayer, RequestMetrics, WorkerMetrics};
 
-mod run;
+use example_support as run;
 
 #[derive(Debug, serde::Deserialize)]
 struct Slow {
@@ -119,7 +119,7 @@ async fn serve(boot: run::Boot) -> anyhow::Result<()> {
     let metrics = std::env::var_os("EXAMPLE_NO_METRICS")
         .is_none()
         .then_some(metrics);
-    let app = app(metrics).layer(control.request_counter());
+    let app = app(metrics).layer(request_counter(control.clone()));
     let pid = std::process::id();
     let worker_id = &boot.worker_id;
     match listener {
@@ -138,6 +138,24 @@ async fn serve(boot: run::Boot) -> anyhow::Result<()> {
 }
 
 /// Serve until a graceful stop has drained, a fast stop, or the graceful timeout.
+/// A layer counting requests for max-requests.
+fn request_counter(
+    control: run::Control,
+) -> axum::middleware::MapRequestLayer<
+    impl Fn(axum::extract::Request) -> std::future::Ready<axum::extract::Request>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    (),
+    (axum::extract::Request,),
+> {
+    axum::middleware::map_request(move |req: axum::extract::Request| {
+        control.count_request();
+        std::future::ready(req)
+    })
+}
+
 async fn run_server<L>(listener: L, app: Router, control: &run::Control) -> anyhow::Result<()>
 where
     L: axum::serve::Listener,

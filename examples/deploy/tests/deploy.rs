@@ -1,6 +1,7 @@
 //! The deployment files are valid, and every dashboard query returns data against the demo
 //! (gpe-master + 4 example-axum workers, scraped by a real Prometheus).
 
+#[path = "../../support/tests_common.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};

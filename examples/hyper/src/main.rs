@@ -34,7 +34,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tower::ServiceBuilder;
 
-mod run;
+use example_support as run;
 
 /// The route template of `path`.
 fn route(path: &str) -> Option<&'static str> {

@@ -1,5 +1,8 @@
-//! Worker plumbing: where the listener comes from, signals, max-requests, the standalone
-//! `/metrics` server.
+//! What the example services (`example-axum`, `example-actix`, `example-hyper`) share: where the
+//! listener comes from (gpe-master's socket activation or `--bind`), the worker environment,
+//! signals (TERM graceful, QUIT/INT fast, USR1 harmless), max-requests, the heartbeat, the worker
+//! sampler and, standalone, the process's own `/metrics` server. Framework-specific serving stays
+//! in each example.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,7 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 /// Log to stderr at `RUST_LOG` (default `info`).
-pub(crate) fn init_logging() {
+pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -24,17 +27,20 @@ pub(crate) fn init_logging() {
 
 /// What the process starts from.
 #[derive(Debug)]
-pub(crate) struct Boot {
-    pub(crate) ctx: Arc<WorkerContext>,
-    pub(crate) store: Store,
-    pub(crate) worker_id: String,
+pub struct Boot {
+    /// The worker side of gpe-master's contract (empty when standalone).
+    pub ctx: Arc<WorkerContext>,
+    /// The metrics store (`PROMETHEUS_MULTIPROC_DIR`).
+    pub store: Store,
+    /// The `worker_id` label value (`GPE_WORKER_ID`, or 0 standalone).
+    pub worker_id: String,
     bind: String,
 }
 
 impl Boot {
     /// Read the gpe-master contract (if any) and `--bind ADDR` (standalone only); `None` after
     /// printing `--help`.
-    pub(crate) fn from_env_and_args() -> anyhow::Result<Option<Boot>> {
+    pub fn from_env_and_args() -> anyhow::Result<Option<Boot>> {
         let mut bind = "127.0.0.1:8000".to_owned();
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -42,10 +48,7 @@ impl Boot {
                 "--bind" | "-b" => bind = args.next().context("--bind needs an address")?,
                 s if s.starts_with("--bind=") => bind = s["--bind=".len()..].to_owned(),
                 "-h" | "--help" => {
-                    println!(
-                        "usage: {} [--bind HOST:PORT|unix:PATH]",
-                        env!("CARGO_BIN_NAME")
-                    );
+                    println!("usage: {} [--bind HOST:PORT|unix:PATH]", program_name());
                     return Ok(None);
                 }
                 other => anyhow::bail!("unknown argument {other:?} (try --help)"),
@@ -63,13 +66,13 @@ impl Boot {
     }
 
     /// Under gpe-master: whether listeners were inherited.
-    pub(crate) fn under_master(&self) -> bool {
+    pub fn under_master(&self) -> bool {
         self.ctx.is_managed()
     }
 
     /// The first inherited listener, else a fresh one on `--bind` (`host:port` or
     /// `unix:/path`). Blocking mode: the caller converts it for its runtime.
-    pub(crate) fn listener(&self) -> anyhow::Result<Listener> {
+    pub fn listener(&self) -> anyhow::Result<Listener> {
         if self.under_master() {
             let mut listeners = self
                 .ctx
@@ -95,7 +98,7 @@ impl Boot {
     }
 
     /// Standalone only: serve this process's `/metrics` (gpe-master serves them otherwise).
-    pub(crate) async fn standalone_metrics_server(
+    pub async fn standalone_metrics_server(
         &self,
     ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
         if self.under_master() {
@@ -122,7 +125,7 @@ const FAST: u8 = 2;
 
 /// The stop state, driven by signals, max-requests and a changed parent.
 #[derive(Debug, Clone)]
-pub(crate) struct Control {
+pub struct Control {
     state: watch::Sender<u8>,
     handled: Arc<AtomicU64>,
     max_requests: u64,
@@ -132,7 +135,7 @@ pub(crate) struct Control {
 
 impl Control {
     /// Install the signal handlers, start the heartbeat and the parent watch.
-    pub(crate) fn start(boot: &Boot, worker: &WorkerMetrics) -> Control {
+    pub fn start(boot: &Boot, worker: &WorkerMetrics) -> Control {
         let (state, _) = watch::channel(RUNNING);
         let control = Control {
             state,
@@ -213,7 +216,7 @@ impl Control {
     }
 
     /// Count one request; asks for a graceful stop at max-requests.
-    pub(crate) fn count_request(&self) {
+    pub fn count_request(&self) {
         let n = self.handled.fetch_add(1, Ordering::Relaxed) + 1;
         if self.max_requests > 0 && n == self.max_requests {
             tracing::info!(
@@ -224,44 +227,43 @@ impl Control {
         }
     }
 
-    /// A layer counting requests for max-requests.
-    pub(crate) fn request_counter(
-        &self,
-    ) -> axum::middleware::MapRequestLayer<
-        impl Fn(axum::extract::Request) -> std::future::Ready<axum::extract::Request>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        (),
-        (axum::extract::Request,),
-    > {
-        let c = self.clone();
-        axum::middleware::map_request(move |req: axum::extract::Request| {
-            c.count_request();
-            std::future::ready(req)
-        })
-    }
-
     async fn reached(&self, at_least: u8) {
         let mut rx = self.state.subscribe();
         let _ = rx.wait_for(|s| *s >= at_least).await;
     }
 
     /// Resolves when a graceful (or fast) stop is asked for.
-    pub(crate) fn graceful(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+    pub fn graceful(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let c = self.clone();
         async move { c.reached(GRACEFUL).await }
     }
 
     /// Resolves on a fast stop.
-    pub(crate) async fn fast(&self) {
+    pub async fn fast(&self) {
         self.reached(FAST).await;
     }
 
+    /// How long a graceful stop may take.
+    pub fn graceful_timeout(&self) -> Duration {
+        self.graceful_timeout
+    }
+
     /// Resolves the graceful timeout after a graceful stop was asked for.
-    pub(crate) async fn graceful_deadline(&self) {
+    pub async fn graceful_deadline(&self) {
         self.reached(GRACEFUL).await;
         tokio::time::sleep(self.graceful_timeout).await;
     }
+}
+
+/// This program's file name, for its usage line.
+fn program_name() -> String {
+    std::env::args_os()
+        .next()
+        .as_deref()
+        .map(std::path::Path::new)
+        .and_then(std::path::Path::file_name)
+        .map_or_else(
+            || "example".to_owned(),
+            |n| n.to_string_lossy().into_owned(),
+        )
 }
