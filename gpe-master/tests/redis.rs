@@ -101,16 +101,15 @@ struct Host {
 
 /// `gpe-master --workers 2` of `sync-worker`, syncing to `redis_url` as host `id`.
 fn master(id: &str, redis_url: &str) -> Host {
+    master_with(id, redis_url, &["--no-metrics"])
+}
+
+fn master_with(id: &str, redis_url: &str, extra: &[&str]) -> Host {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let child = Command::new(master_bin())
-        .args([
-            "--workers",
-            "2",
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--no-metrics",
-        ])
+        .args(["--workers", "2", "--bind", &format!("127.0.0.1:{port}")])
+        .args(extra)
         .arg(sync_worker())
         .env("PROMETHEUS_MULTIPROC_DIR", dir.path())
         .env("REDIS_ENABLED", "true")
@@ -266,4 +265,72 @@ fn exporter_flags_are_checked() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Redis killed for 10 s while jobs keep coming: no job fails, the master's own `/metrics`
+/// answers 200 with the exact local total throughout, and once Redis is back (empty: it keeps
+/// nothing on disk) the exporter's total converges to exactly the number of jobs.
+#[test]
+fn redis_down_for_ten_seconds_under_load_loses_nothing() {
+    let mut redis = Redis::start_on(free_port());
+    let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let host = master_with(
+        "host-outage",
+        &redis.url(),
+        &["--metrics-bind", &metrics.to_string()],
+    );
+    send_jobs(host.port, 10);
+    let (_exp, exp_addr) = exporter(&redis.url(), false);
+    eventually(
+        PATIENCE,
+        "the first 10 jobs in Redis",
+        || (requests_total(exp_addr, "") == Some(10.0)).then_some(()),
+        || format!("total {:?}", requests_total(exp_addr, "")),
+    );
+
+    // Kill Redis; keep sending jobs and scraping the master for 10 s (bounded by count too).
+    let _ = redis.child.kill();
+    let _ = redis.child.wait();
+    let mut sent = 10usize;
+    let mut scrapes = 0;
+    let outage = std::time::Instant::now();
+    while outage.elapsed() < Duration::from_secs(10) && sent < 100_000 {
+        for _ in 0..20 {
+            assert!(
+                job(host.port).is_some(),
+                "job {} failed during the outage",
+                sent + 1
+            );
+            sent += 1;
+        }
+        assert!(
+            requests_total(metrics, "").is_some(),
+            "the master's /metrics did not answer 200 during the outage"
+        );
+        // (A worker answers a job just before it records it: the count may trail by a moment.)
+        eventually(
+            PATIENCE,
+            "the master's /metrics to count every job during the outage",
+            || (requests_total(metrics, "") == Some(sent as f64)).then_some(()),
+            || format!("sent {sent}, /metrics {:?}", requests_total(metrics, "")),
+        );
+        scrapes += 1;
+        // Pace the load (about 1,000 jobs/s), so the outage lasts its 10 s under steady load.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(scrapes >= 10, "only {scrapes} scrapes in 10 s");
+
+    // Redis back on the same port, empty: the sync notices and resends the absolute values.
+    let redis = Redis::start_on(redis.port);
+    let last = std::cell::Cell::new(None);
+    eventually(
+        PATIENCE,
+        "the exporter's total to equal every job sent",
+        || {
+            last.set(requests_total(exp_addr, ""));
+            (last.get() == Some(sent as f64)).then_some(())
+        },
+        || format!("sent {sent}, exporter shows {:?}", last.get()),
+    );
+    drop(redis);
 }
