@@ -232,3 +232,74 @@ fn worker_surviving_abort_is_killed() {
         1.0,
     );
 }
+
+/// The series of `family` in `text` whose labels contain `pid="<pid>"`.
+fn series_of_pid(text: &str, family: &str, pid: i32) -> usize {
+    let needle = format!("pid=\"{pid}\"");
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")) && l.contains(&needle))
+        .count()
+}
+
+/// Sum of the samples of `family` (every label set).
+fn family_sum(text: &str, family: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} ")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A worker's `liveall` gauges (example-axum's memory gauge, one series per pid) vanish from the
+/// master's `/metrics` as soon as the master has reaped it, while its counters stay in the total.
+#[test]
+fn dead_workers_live_gauges_vanish_and_counters_stay() {
+    let axum = common::master_bin()
+        .parent()
+        .expect("target dir")
+        .join("example-axum");
+    assert!(
+        axum.is_file(),
+        "{} is missing: `cargo build --workspace --bins` first (.ci/test does)",
+        axum.display()
+    );
+    let mut m = Master::start(Options::workers(2).worker_binary(&axum));
+    let before = m.wait_workers(2);
+    for _ in 0..6 {
+        let r = m.get("/").expect("GET /");
+        assert!(
+            r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"),
+            "{r}"
+        );
+    }
+    let family = "gunicorn_worker_memory_bytes";
+    let counted = m.wait_for("both workers' memory gauges and their requests", |m| {
+        let text = m.metrics().ok()?;
+        let gauges = before.iter().all(|p| series_of_pid(&text, family, *p) == 1);
+        let n = family_sum(&text, "gunicorn_worker_requests_total");
+        (gauges && n >= 6.0).then_some(n)
+    });
+
+    let victim = before[0];
+    kill(Pid::from_raw(victim), Signal::SIGKILL).expect("kill the worker");
+    let reaped = m.wait_for("the killed worker to be reaped", |m| {
+        (!m.workers().contains(&victim) && !running(victim)).then(Instant::now)
+    });
+    let text = m.wait_for("a scrape without the dead worker's gauge", |m| {
+        let text = m.metrics().ok()?;
+        (series_of_pid(&text, family, victim) == 0).then_some(text)
+    });
+    assert!(
+        reaped.elapsed() < Duration::from_secs(2),
+        "the dead worker's gauge stayed {:?} after it was reaped",
+        reaped.elapsed()
+    );
+    assert_eq!(
+        series_of_pid(&text, family, before[1]),
+        1,
+        "the living worker's gauge stays:\n{text}"
+    );
+    assert!(
+        family_sum(&text, "gunicorn_worker_requests_total") >= counted,
+        "the dead worker's requests are still counted:\n{text}"
+    );
+}
