@@ -24,7 +24,8 @@ own CONFIG RESETSTAT is subtracted (the INFO that reads the stats is not in them
 = CONFIG RESETSTAT -> INFO; commands per worker per second = commands / (workers x that window).
 
 gpe's totals are then checked: the sum of gunicorn_worker_requests_total on gpe-master's /metrics
-and in Redis (the `{prefix}:proc:*:counter` hashes plus the archive) must be >= REQUESTS.
+and in Redis (the `counter\t...` fields of the `{prefix}:proc:*` hashes plus the archive) must be
+>= REQUESTS.
 
 Needs only the Python standard library (redis-server and cargo on PATH). gpe-master and
 example-axum are built in release into $BENCH_TARGET_DIR (default <root>/target-bench) unless
@@ -447,14 +448,18 @@ def requests_total_in_redis(redis_port):
     with Resp(redis_port) as r:
         keys, cursor = [], b"0"
         for _ in range(10000):  # bounded SCAN
-            cursor, batch = r.cmd("SCAN", cursor, "MATCH", f"{PREFIX}:proc:*:counter", "COUNT", 1000)
+            cursor, batch = r.cmd("SCAN", cursor, "MATCH", f"{PREFIX}:proc:*", "COUNT", 1000)
             keys += batch
             if cursor in (b"0", "0"):
                 break
+        # A process hash's fields are "{kind}\t{series key}"; the archive's "{host}\t{series key}".
         for key in keys + [f"{PREFIX}:archive:counter".encode()]:
             flat = r.cmd("HGETALL", key) or []
+            archive = key.endswith(b":archive:counter")
             for field, value in zip(flat[0::2], flat[1::2]):
-                series = field.split(b"\t", 1)[-1]  # archive fields are "{host}\t{series key}"
+                head, _, series = field.partition(b"\t")
+                if not archive and head != b"counter":
+                    continue
                 try:
                     parsed = json.loads(series)
                 except ValueError:

@@ -139,27 +139,41 @@ fn prefix_with_colons_and_garbage_under_it() {
             .unwrap()
             .as_secs()
     );
+    // The ghost's hash holds garbage fields; keys of the old one-hash-per-kind layout
+    // (`{ghost}:counter`, ...) are foreign keys: never read, never touched.
+    let wrong = format!("{prefix}:proc:ghost:1:3");
     for cmd in [
         vec!["ZADD", &hb, &now, "nonsense"],
         vec!["ZADD", &hb, &now, "ghost:1:2"],
-        vec!["HSET", &format!("{ghost}:counter"), "not json", "5"],
+        vec!["ZADD", &hb, &now, "ghost:1:3"],
+        vec!["HSET", &ghost, "counter\tnot json", "5"],
         vec![
             "HSET",
-            &format!("{ghost}:counter"),
-            r#"["x", "x_total", {}, ""]"#,
+            &ghost,
+            "counter\t[\"x\", \"x_total\", {}, \"\"]",
             "garbage",
         ],
         vec![
             "HSET",
-            &format!("{ghost}:counter"),
-            r#"["y", "y_total", {}, "Y."]"#,
+            &ghost,
+            "counter\t[\"y\", \"y_total\", {}, \"Y.\"]",
             "2",
         ],
         vec![
             "HSET",
-            &format!("{ghost}:gauge_mostrecent"),
-            r#"["z", "z", {}, ""]"#,
+            &ghost,
+            "gauge_mostrecent\t[\"z\", \"z\", {}, \"\"]",
             "1",
+        ],
+        vec!["HSET", &ghost, "no separator", "1"],
+        vec!["HSET", &ghost, "gauge_bogus\t[\"u\", \"u\", {}, \"\"]", "1"],
+        vec!["HSET", &ghost, "\t[\"v\", \"v_total\", {}, \"\"]", "1"],
+        vec!["SET", &wrong, "a string"],
+        vec![
+            "HSET",
+            &format!("{ghost}:counter"),
+            r#"["old", "old_total", {}, ""]"#,
+            "9",
         ],
         vec!["SET", &format!("{ghost}:histogram"), "a string"],
         vec!["HSET", &format!("{prefix}:archive:counter"), "no-tab", "1"],
@@ -184,10 +198,15 @@ fn prefix_with_colons_and_garbage_under_it() {
         value(&s, "mem", &[("host", "h:with:colons"), ("pid", "777")]),
         Some(2.0)
     );
-    assert!(!s.keys().any(|(n, _)| n == "x_total" || n == "z"), "{s:?}");
+    assert!(
+        !s.keys()
+            .any(|(n, _)| ["x_total", "z", "u", "v_total", "old_total"].contains(&n.as_str())),
+        "{s:?}"
+    );
     let logs = log_text();
     assert!(logs.contains("not host:pid:start"), "{logs}");
     assert!(logs.contains("unparsable value"), "{logs}");
+    assert!(logs.contains("not kind<TAB>key"), "{logs}");
 
     let theirs = RedisCollector::new(config(&server, "gunicorn", "x")).unwrap();
     let t = samples(&theirs.try_gather().unwrap());
@@ -204,6 +223,50 @@ fn prefix_with_colons_and_garbage_under_it() {
     assert_eq!(
         server.cmd(&["TYPE", &format!("{prefix}:archive:gauge_max:corrupt")]),
         Resp::Simple("list".into())
+    );
+    let t = samples(&theirs.try_gather().unwrap());
+    assert_eq!(value(&t, "hits_total", &[]), Some(100.0));
+
+    // The ghosts go stale and are swept over their garbage: what parses reaches the archive
+    // (under host "ghost"), the rest is dropped, their hashes (and the wrong-typed key) are
+    // deleted, the old-layout keys stay untouched.
+    for m in ["nonsense", "ghost:1:2", "ghost:1:3"] {
+        server.cmd(&["ZADD", &hb, "1", m]);
+    }
+    let exporter = RedisExporter::new(
+        config(&server, prefix, "x")
+            .with_ttl(Some(Duration::from_secs(1)))
+            .unwrap(),
+    )
+    .unwrap()
+    .with_host_label(true);
+    // (The sync's first sweep holds the sweep lock for TTL/4: let it expire now.)
+    server.cmd(&["DEL", &format!("{prefix}:lock:sweep")]);
+    let mut swept = exporter.sweep_now().unwrap();
+    swept.sort();
+    assert_eq!(swept, ["ghost:1:2", "ghost:1:3", "nonsense"]);
+    assert_eq!(server.cmd(&["ZCARD", &hb]).int(), 0);
+    let s = samples(&exporter.collector().try_gather().unwrap());
+    assert_eq!(value(&s, "y_total", &[("host", "ghost")]), Some(2.0));
+    assert_eq!(
+        value(&s, "hits_total", &[("host", "h:with:colons")]),
+        Some(3.0)
+    );
+    assert!(
+        !s.keys()
+            .any(|(n, _)| ["x_total", "z", "u", "v_total", "old_total"].contains(&n.as_str())),
+        "{s:?}"
+    );
+    assert!(server
+        .keys(&format!("{prefix}:proc:ghost:1:[23]"))
+        .is_empty());
+    assert_eq!(
+        server.cmd(&["TYPE", &format!("{ghost}:counter")]),
+        Resp::Simple("hash".into())
+    );
+    assert_eq!(
+        server.cmd(&["TYPE", &format!("{ghost}:histogram")]),
+        Resp::Simple("string".into())
     );
     let t = samples(&theirs.try_gather().unwrap());
     assert_eq!(value(&t, "hits_total", &[]), Some(100.0));

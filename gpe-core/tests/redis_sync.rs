@@ -88,6 +88,35 @@ fn child() {
                 std::io::stdout().flush().unwrap();
             }
         }
+        "step" => {
+            // On every line: the counter, the histogram and gauges of several modes change.
+            let c = Counter::new("step_total", "Steps.", &store).unwrap();
+            let h = gpe_core::Histogram::with_opts(
+                HistogramOpts::new("step_seconds", "Step.").buckets(BUCKETS.to_vec()),
+                &store,
+            )
+            .unwrap();
+            let gauges: Vec<_> = [
+                GaugeMode::Max,
+                GaugeMode::Sum,
+                GaugeMode::MostRecent,
+                GaugeMode::LiveSum,
+                GaugeMode::All,
+            ]
+            .into_iter()
+            .map(|mode| gpe_core::Gauge::new(&format!("step_{mode}"), "G.", mode, &store).unwrap())
+            .collect();
+            ready();
+            for line in std::io::stdin().lock().lines() {
+                let k: f64 = line.unwrap().trim().parse().unwrap();
+                c.inc_by(k);
+                h.observe(k);
+                for g in &gauges {
+                    g.set(k);
+                }
+                ready();
+            }
+        }
         "once" => {
             Counter::new("churn_total", "Short-lived.", &store)
                 .unwrap()
@@ -142,8 +171,9 @@ fn file_samples(dir: &std::path::Path, live: &LivePids) -> Samples {
 /// commands our Lua scripts run inside Redis; those (and `INFO`/`CONFIG` of the test) are left
 /// out, so what remains is what crossed the network.
 fn client_commands(server: &RedisServer) -> std::collections::BTreeMap<String, i64> {
-    const IN_SCRIPTS: [&str; 14] = [
+    const IN_SCRIPTS: [&str; 15] = [
         "type",
+        "hmget",
         "zscore",
         "zadd",
         "time",
@@ -172,6 +202,26 @@ fn client_commands(server: &RedisServer) -> std::collections::BTreeMap<String, i
                 .ok()?;
             (!IN_SCRIPTS.contains(&name) && !name.starts_with("config"))
                 .then(|| (name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// Every command Redis ran since `CONFIG RESETSTAT`, by name, including those our Lua scripts
+/// ran inside Redis (as `INFO commandstats` counts them); the test's own `INFO`/`CONFIG` left out.
+fn all_commands(server: &RedisServer) -> std::collections::BTreeMap<String, i64> {
+    let Some(info) = server.cmd(&["INFO", "commandstats"]).text() else {
+        panic!("INFO")
+    };
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            (name != "info" && !name.starts_with("config")).then(|| (name.to_owned(), calls))
         })
         .collect()
 }
@@ -451,4 +501,67 @@ fn three_hundred_short_lived_processes_bounded_keys_exact_counters() {
     assert!(max_keys <= 3 * 10 + 4, "{max_keys} keys at once");
     files.compact().unwrap();
     assert_eq!(s, samples(&files.gather()));
+}
+
+/// One sync of 4 processes whose counter, histogram and gauges (5 modes) all changed: one hash
+/// per process, so at most 3 commands per process (heartbeat, one `HSET`, a spare lookup) plus a
+/// constant per sync (the `EVALSHA` and its `TIME`), counting the commands run inside scripts.
+/// One hash per kind would cost at least 7 `HSET`s per process here.
+#[test]
+fn one_sync_of_changed_processes_costs_at_most_three_commands_each() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let live = LivePids::new();
+    let mut kids = Vec::new();
+    for _ in 0..4 {
+        let mut c = spawn_child("child", dir.path(), "step", true);
+        wait_ready(&mut c);
+        live.insert(c.id());
+        kids.push(c);
+    }
+    let cfg = config(&server, "gpe:cost", "h")
+        .with_interval(Duration::from_secs(3600))
+        .unwrap();
+    let sync = RedisSync::new(
+        cfg.clone(),
+        SyncSource::dir(dir.path(), Liveness::Pids(live.clone())),
+    )
+    .unwrap()
+    .spawn()
+    .unwrap();
+    let collector = RedisCollector::new(cfg).unwrap();
+    let step = |kids: &mut Vec<Child>, k: u32| {
+        for c in kids.iter_mut() {
+            writeln!(c.stdin.as_mut().unwrap(), "{k}").unwrap();
+            wait_ready(c);
+        }
+    };
+    step(&mut kids, 1);
+    sync.flush_now().unwrap(); // registration
+                               // The interval's first tick fires at once; let it be taken now (it has nothing to write), not
+                               // after the next step, so each measured flush below is the one sync of the new values.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(sync.flush_now().unwrap().processes, 0);
+    for k in [2, 3] {
+        step(&mut kids, k);
+        server.cmd(&["CONFIG", "RESETSTAT"]);
+        let report = sync.flush_now().unwrap();
+        let calls = all_commands(&server);
+        assert_eq!(report.processes, 4, "{report:?}");
+        // Per process: the counter, the histogram's sum and bucket, 5 gauges.
+        assert!(report.values >= 4 * 7, "{report:?}");
+        let total: i64 = calls.values().sum();
+        assert!(
+            total <= 3 * 4 + 4,
+            "{total} commands for one sync: {calls:?}"
+        );
+        assert_eq!(calls.get("hset").copied(), Some(4), "{calls:?}");
+        assert_eq!(redis_samples(&collector), file_samples(dir.path(), &live));
+    }
+    // Every process has exactly one hash.
+    assert_eq!(server.keys("gpe:cost:proc:*").len(), 4);
+    for c in kids {
+        close(c);
+    }
+    sync.shutdown().unwrap();
 }

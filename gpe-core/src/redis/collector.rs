@@ -17,7 +17,7 @@ use crate::{key, GaugeMode};
 
 /// A `prometheus::core::Collector` over the values every sync wrote to Redis.
 ///
-/// One Lua script reads the heartbeat set, every process's hashes and the archives atomically (one
+/// One Lua script reads the heartbeat set, every process's hash and the archives atomically (one
 /// round trip whatever the number of processes). Counters and histograms are summed, gauges
 /// combined by mode, `live*` gauges counted only for processes whose heartbeat is within the live
 /// window, and `all`/`liveall` gauges get `pid` and `host` labels. With
@@ -145,6 +145,7 @@ impl RedisCollector {
         let now = text(now).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
         let window = self.config.live_window.as_secs_f64();
         let kinds = keys::all_kinds();
+        let names = kind_names();
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.raw.len() > CACHE_LIMIT {
             *cache = KeyCache::default();
@@ -164,20 +165,21 @@ impl RedisCollector {
                 .unwrap_or(0.0);
             let live = now - score <= window;
             let host = cache.host(id.host());
-            let Some(per_kind) = procs.get(i) else {
+            let Some(flat) = procs.get(i) else {
                 continue;
             };
-            for (kind, flat) in kinds.iter().zip(arr(per_kind)) {
+            for kv in arr(flat).chunks(2) {
+                let [f, val] = kv else { continue };
+                let Some((kind, k)) = bytes(f).and_then(|f| names.split(f)) else {
+                    tracing::warn!(prefix = %self.keys.prefix(), process = %id, "skipping a field that is not kind<TAB>key");
+                    continue;
+                };
                 if let Kind::Gauge(mode) = kind {
                     if mode.is_live() && !live {
                         continue;
                     }
                 }
-                for kv in arr(flat).chunks(2) {
-                    let [k, val] = kv else { continue };
-                    let Some(k) = bytes(k) else { continue };
-                    self.add(&mut acc, &mut cache, *kind, Some(id.pid()), &host, k, val);
-                }
+                self.add(&mut acc, &mut cache, kind, Some(id.pid()), &host, k, val);
             }
         }
         for (kind, flat) in kinds.iter().zip(arr(archives)) {
@@ -234,6 +236,12 @@ impl RedisCollector {
         };
         acc.add(kind, &d, extra, value, ts);
     }
+}
+
+/// The kind names, to split the fields of process hashes (built once).
+fn kind_names() -> &'static keys::KindNames {
+    static NAMES: std::sync::OnceLock<keys::KindNames> = std::sync::OnceLock::new();
+    NAMES.get_or_init(keys::KindNames::new)
 }
 
 /// Decoded keys and interned series identities, kept across scrapes.

@@ -101,6 +101,43 @@ pub(crate) fn all_kinds() -> Vec<Kind> {
     v
 }
 
+/// Separates the kind from the series key in a field of a process hash (`{kind}\t{series key}`).
+/// Kinds never contain it, so a field is split at its first separator whatever the series key
+/// holds (JSON keys escape tabs anyway).
+pub(crate) const SEP: char = '\t';
+
+/// The field of a process hash holding series `series` of `kind`: `{kind}\t{series}`.
+pub(crate) fn field(kind_prefix: &str, series: &str) -> String {
+    let mut f = String::with_capacity(kind_prefix.len() + 1 + series.len());
+    f.push_str(kind_prefix);
+    f.push(SEP);
+    f.push_str(series);
+    f
+}
+
+/// Every kind with its name, to split fields of process hashes.
+#[derive(Debug)]
+pub(crate) struct KindNames(Vec<(String, Kind)>);
+
+impl KindNames {
+    pub(crate) fn new() -> Self {
+        KindNames(all_kinds().into_iter().map(|k| (k.prefix(), k)).collect())
+    }
+
+    /// Split a process-hash field into its kind and series key. `None` when there is no
+    /// separator or the kind is unknown (garbage, or a foreign field).
+    pub(crate) fn split<'a>(&self, field: &'a [u8]) -> Option<(Kind, &'a [u8])> {
+        let sep = field.iter().position(|&b| b == SEP as u8)?;
+        let (name, series) = (&field[..sep], &field[sep + 1..]);
+        let kind = self
+            .0
+            .iter()
+            .find(|(n, _)| n.as_bytes() == name)
+            .map(|&(_, k)| k)?;
+        Some((kind, series))
+    }
+}
+
 /// Whether a kind's values are stored as `"{value} {timestamp}"`.
 pub(crate) fn has_timestamp(kind: Kind) -> bool {
     matches!(kind, Kind::Gauge(m) if m.is_most_recent())
@@ -182,6 +219,33 @@ mod tests {
         assert_eq!(ProcessId::parse("a:b:c:7:99.1"), Some(id));
         for bad in ["", ":1:2", "h:x:2", "h:1:y", "h:1", "h:1:2.z"] {
             assert_eq!(ProcessId::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn fields_split_at_the_first_separator() {
+        let names = KindNames::new();
+        for kind in all_kinds() {
+            let f = field(&kind.prefix(), "[\"a\", \"a\", {\"x\": \"1\\t2\"}, \"\"]");
+            assert_eq!(
+                names.split(f.as_bytes()),
+                Some((kind, &f.as_bytes()[kind.prefix().len() + 1..]))
+            );
+            assert!(!kind.prefix().contains(SEP));
+        }
+        // A raw tab inside the series key stays in the series key.
+        assert_eq!(
+            names.split(b"counter\tx\ty"),
+            Some((Kind::Counter, &b"x\ty"[..]))
+        );
+        for bad in [
+            &b"counter"[..],
+            b"",
+            b"\tx",
+            b"gauge_nope\tx",
+            b"Counter\tx",
+        ] {
+            assert_eq!(names.split(bad), None);
         }
     }
 

@@ -1,7 +1,10 @@
-//! The Lua scripts: one write per sync, the atomic fold of a dead process, the stale sweep.
+//! The Lua scripts: one write per sync, the atomic fold of a dead process, the stale sweep, the
+//! collector's read.
 //!
-//! Every script checks key types before touching a key, reads before it writes and skips
-//! unparsable values, so bad data under the prefix cannot make a script fail half-way.
+//! Every script checks key types before touching a key (or runs the command under `pcall` and
+//! moves a key of the wrong type aside on `WRONGTYPE`, which Redis raises before writing
+//! anything), reads before it writes and skips unparsable values and unknown fields, so bad data
+//! under the prefix cannot make a script fail half-way.
 
 use std::sync::OnceLock;
 
@@ -11,18 +14,25 @@ use crate::dbfile::Kind;
 
 /// Shared Lua helpers: type checks, number parsing and formatting, and `fold(prefix, member)`.
 fn common() -> String {
-    let mut kinds = String::from("local KINDS = {");
+    let mut kinds = String::from("local RULES = {");
+    let mut order = String::from("local KIND_ORDER = {");
     for kind in super::keys::all_kinds() {
+        order.push_str(&format!("'{}', ", kind.prefix()));
         let rule = match kind {
             Kind::Counter | Kind::Histogram | Kind::Summary => "sum",
             Kind::Gauge(m) if m.is_live() || m == crate::GaugeMode::All => "drop",
             Kind::Gauge(m) => m.combining().as_str(),
         };
-        kinds.push_str(&format!("{{'{}', '{rule}'}}, ", kind.prefix()));
+        kinds.push_str(&format!("['{}'] = '{rule}', ", kind.prefix()));
     }
     kinds.push_str("}\n");
-    kinds + COMMON
+    order.push_str("}\n");
+    kinds + &order + &format!("local CHUNK = {CHUNK}\n") + COMMON
 }
+
+/// Field/value pairs per `HSET` (and fields per `HMGET`): a process with more changed values
+/// costs one more command per `CHUNK`. Well under Lua's `unpack` limit.
+const CHUNK: usize = 1000;
 
 const COMMON: &str = r#"
 local function key_type(k)
@@ -34,6 +44,28 @@ local function ensure(k, want)
   if t ~= want and t ~= 'none' then
     redis.call('RENAME', k, k .. ':corrupt')
   end
+end
+local function is_err(r)
+  return type(r) == 'table' and r.err ~= nil
+end
+-- ZSCORE that moves a key of the wrong type aside (and then finds nothing) instead of failing.
+local function zscore(k, member)
+  local r = redis.pcall('ZSCORE', k, member)
+  if is_err(r) then
+    ensure(k, 'zset')
+    return false
+  end
+  return r
+end
+-- A command on a hash key run blind; only a key of the wrong type (garbage under our prefix:
+-- WRONGTYPE, raised before anything is written) is moved aside and the command repeated.
+local function on_hash(cmd, k, args)
+  local r = redis.pcall(cmd, k, unpack(args))
+  if is_err(r) then
+    ensure(k, 'hash')
+    r = redis.call(cmd, k, unpack(args))
+  end
+  return r
 end
 local function num(s)
   if type(s) ~= 'string' then return nil end
@@ -56,99 +88,122 @@ local function now()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
--- Fold one process into the archive and delete its keys. Returns the number of values folded.
+-- Fold one process into the archives and delete its hash. Fields are `{kind}\t{series key}`;
+-- fields without a known kind (garbage) and values that do not parse are skipped. Returns the
+-- number of values folded.
 local function fold(prefix, hb, member)
   local host = string.match(member, '^(.*):[^:]*:[^:]*$') or member
-  local base = prefix .. ':proc:' .. member .. ':'
+  local key = prefix .. ':proc:' .. member
   local folded = 0
-  for _, spec in ipairs(KINDS) do
-    local kind, rule = spec[1], spec[2]
-    local key = base .. kind
-    if rule ~= 'drop' and key_type(key) == 'hash' then
-      local akey = prefix .. ':archive:' .. kind
-      ensure(akey, 'hash')
-      local flat = redis.call('HGETALL', key)
-      local with_ts = (rule == 'mostrecent')
-      for i = 1, #flat, 2 do
-        local v, ts = parse(flat[i + 1], with_ts)
-        if v ~= nil then
-          local field = host .. '\t' .. flat[i]
-          local cur = redis.call('HGET', akey, field)
-          local out
-          if cur then
-            local cv, cts = parse(cur, with_ts)
-            if cv == nil then cv, cts = v, ts
-            elseif rule == 'sum' then cv = cv + v
-            elseif rule == 'min' then if v < cv then cv = v end
-            elseif rule == 'max' then if v > cv then cv = v end
-            elseif rule == 'mostrecent' then if ts > cts then cv, cts = v, ts end
-            end
-            v, ts = cv, cts
-          end
-          if with_ts then out = fmt(v) .. ' ' .. fmt(ts) else out = fmt(v) end
-          redis.call('HSET', akey, field, out)
-          folded = folded + 1
+  if key_type(key) == 'hash' then
+    local flat = redis.call('HGETALL', key)
+    -- kind -> {archive fields, values}
+    local by_kind = {}
+    for i = 1, #flat, 2 do
+      local kind, series = string.match(flat[i], '^([^\t]*)\t(.*)$')
+      local rule = kind and RULES[kind]
+      if rule and rule ~= 'drop' then
+        local b = by_kind[kind]
+        if not b then
+          b = {{}, {}}
+          by_kind[kind] = b
         end
+        b[1][#b[1] + 1] = host .. '\t' .. series
+        b[2][#b[2] + 1] = flat[i + 1]
       end
     end
-    redis.call('DEL', key)
+    for kind, b in pairs(by_kind) do
+      local rule, with_ts = RULES[kind], RULES[kind] == 'mostrecent'
+      local akey = prefix .. ':archive:' .. kind
+      local fields, values = b[1], b[2]
+      local j = 0
+      while j < #fields do
+        local m = math.min(#fields - j, CHUNK)
+        local names = {}
+        for p = 1, m do names[p] = fields[j + p] end
+        local curs = on_hash('HMGET', akey, names)
+        local args = {}
+        for p = 1, m do
+          local v, ts = parse(values[j + p], with_ts)
+          if v ~= nil then
+            local cur = curs[p]
+            if cur then
+              local cv, cts = parse(cur, with_ts)
+              if cv == nil then cv, cts = v, ts
+              elseif rule == 'sum' then cv = cv + v
+              elseif rule == 'min' then if v < cv then cv = v end
+              elseif rule == 'max' then if v > cv then cv = v end
+              elseif rule == 'mostrecent' then if ts > cts then cv, cts = v, ts end
+              end
+              v, ts = cv, cts
+            end
+            args[#args + 1] = names[p]
+            if with_ts then args[#args + 1] = fmt(v) .. ' ' .. fmt(ts)
+            else args[#args + 1] = fmt(v) end
+            folded = folded + 1
+          end
+        end
+        if #args > 0 then redis.call('HSET', akey, unpack(args)) end
+        j = j + m
+      end
+    end
   end
+  redis.call('DEL', key)
   redis.call('ZREM', hb, member)
   return folded
 end
 "#;
 
 /// KEYS: heartbeat, folded. ARGV: prefix, then per process: member, incremental (0/1), number
-/// of kinds, then per kind: kind, number of pairs, field, value, ...
+/// of pairs, then field (`{kind}\t{series key}`), value, ...
+///
+/// A registered process costs `ZADD XX CH` (refresh its heartbeat; 1 = it was registered) plus
+/// one `HSET` of all its changed fields (one per `CHUNK` fields); `ZSCORE`s only when the
+/// `ZADD` changed nothing (a new, folded or lost process, or the same score).
 ///
 /// Returns `[member, status, ...]` for the processes not written normally: `folded` (it was
 /// folded as stale: nothing written; re-register it) or `missing` (an incremental write found no
 /// heartbeat: Redis lost data; resend everything).
 const WRITE: &str = r#"
 local hb, tomb, prefix = KEYS[1], KEYS[2], ARGV[1]
-ensure(hb, 'zset')
-ensure(tomb, 'zset')
 local t = now()
 local out = {}
 local i = 2
 while i <= #ARGV do
-  local member, incremental, nk = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local member, incremental, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   i = i + 3
   -- A registered process cannot be in the folded set (folding removes it from the heartbeat
-  -- and a re-registered process has a new member): one lookup in the common case.
-  local known = redis.call('ZSCORE', hb, member)
-  local dead = (not known) and redis.call('ZSCORE', tomb, member)
-  for _ = 1, nk do
-    local kind, n = ARGV[i], tonumber(ARGV[i + 1])
-    i = i + 2
-    if not dead and n > 0 then
-      local key = prefix .. ':proc:' .. member .. ':' .. kind
-      local j = 0
-      while j < n do
-        local args = {}
-        local m = math.min(n - j, 200)
-        for p = 0, m - 1 do
-          args[#args + 1] = ARGV[i + 2 * (j + p)]
-          args[#args + 1] = ARGV[i + 2 * (j + p) + 1]
-        end
-        -- Written blind; only a key of the wrong type (garbage under our prefix: WRONGTYPE,
-        -- raised before anything is written) is moved aside and the write repeated.
-        local r = redis.pcall('HSET', key, unpack(args))
-        if type(r) == 'table' and r.err then
-          ensure(key, 'hash')
-          redis.call('HSET', key, unpack(args))
-        end
-        j = j + m
-      end
-    end
-    i = i + 2 * n
+  -- and a re-registered process has a new member).
+  local known = false
+  local r = redis.pcall('ZADD', hb, 'XX', 'CH', t, member)
+  if is_err(r) then
+    ensure(hb, 'zset')
+  elseif r == 1 then
+    known = true
+  else
+    known = zscore(hb, member) ~= false
   end
+  local dead = (not known) and zscore(tomb, member)
+  if not dead and n > 0 then
+    local key = prefix .. ':proc:' .. member
+    local j = 0
+    while j < n do
+      local args = {}
+      local m = math.min(n - j, CHUNK)
+      for p = 0, 2 * m - 1 do
+        args[p + 1] = ARGV[i + 2 * j + p]
+      end
+      on_hash('HSET', key, args)
+      j = j + m
+    end
+  end
+  i = i + 2 * n
   if dead then
     out[#out + 1] = member
     out[#out + 1] = 'folded'
-  else
+  elseif not known then
     redis.call('ZADD', hb, t, member)
-    if incremental == '1' and not known then
+    if incremental == '1' then
       out[#out + 1] = member
       out[#out + 1] = 'missing'
     end
@@ -160,8 +215,7 @@ return out
 /// KEYS: heartbeat. ARGV: prefix, member. Folds the process if it is registered.
 const FOLD: &str = r#"
 local hb, prefix, member = KEYS[1], ARGV[1], ARGV[2]
-ensure(hb, 'zset')
-if not redis.call('ZSCORE', hb, member) then return -1 end
+if not zscore(hb, member) then return -1 end
 return fold(prefix, hb, member)
 "#;
 
@@ -182,28 +236,25 @@ redis.call('ZREMRANGEBYSCORE', tomb, '-inf', '(' .. fmt(t - 7 * 86400))
 return stale
 "#;
 
-/// KEYS: heartbeat. ARGV: prefix. Returns `[now, [member, score, ...], [per member: [per kind:
-/// HGETALL]], [per kind: archive HGETALL]]`, kinds in `all_kinds()` order; keys of the wrong type
-/// read as empty.
+/// KEYS: heartbeat. ARGV: prefix. Returns `[now, [member, score, ...], [per member: HGETALL of
+/// its hash], [per kind of all_kinds(): HGETALL of its archive]]`; keys of the wrong type read
+/// as empty.
 const READ: &str = r#"
 local hb, prefix = KEYS[1], ARGV[1]
 local function hash(k)
-  if key_type(k) == 'hash' then return redis.call('HGETALL', k) end
-  return {}
+  local r = redis.pcall('HGETALL', k)
+  if is_err(r) then return {} end
+  return r
 end
 local members = {}
 if key_type(hb) == 'zset' then members = redis.call('ZRANGE', hb, 0, -1, 'WITHSCORES') end
 local procs = {}
 for i = 1, #members, 2 do
-  local per = {}
-  for _, spec in ipairs(KINDS) do
-    per[#per + 1] = hash(prefix .. ':proc:' .. members[i] .. ':' .. spec[1])
-  end
-  procs[#procs + 1] = per
+  procs[#procs + 1] = hash(prefix .. ':proc:' .. members[i])
 end
 local arch = {}
-for _, spec in ipairs(KINDS) do
-  arch[#arch + 1] = hash(prefix .. ':archive:' .. spec[1])
+for _, kind in ipairs(KIND_ORDER) do
+  arch[#arch + 1] = hash(prefix .. ':archive:' .. kind)
 end
 return {fmt(now()), members, procs, arch}
 "#;

@@ -7,21 +7,30 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{prefix}:heartbeat` | ZSET | member `{host}:{pid}:{start}` per process, score = Redis time of its last sync |
-//! | `{prefix}:proc:{host}:{pid}:{start}:{kind}` | HASH | field = series key (the JSON key of the `.db` file), value = the process's value |
+//! | `{prefix}:heartbeat` | ZSET | member `{host}:{pid}:{start}` per process (`.{epoch}` appended after a re-registration), score = Redis time of its last sync |
+//! | `{prefix}:proc:{member}` | HASH | one per process (`member` as in the heartbeat): field = `{kind}\t{series key}` (the kind, a tab, the JSON key of the `.db` file), value = the process's value |
 //! | `{prefix}:archive:{kind}` | HASH | field = `{host}\t{series key}`, value = folded values of dead processes of that host |
 //! | `{prefix}:folded` | ZSET | processes folded because their heartbeat went stale (so they are never counted twice) |
 //! | `{prefix}:lock:sweep` | STRING | `SET NX PX` lock: one sweeper of stale processes at a time |
 //!
-//! `kind` is `counter`, `histogram`, `summary` or `gauge_{mode}`; values of the most-recent gauge
-//! modes are stored as `"{value} {timestamp}"`. The prefix may contain `:`: keys are never parsed,
-//! only built from the heartbeat members.
+//! `kind` is `counter`, `histogram`, `summary` or `gauge_{mode}`; it never contains a tab, so a
+//! field of a process hash is split at its first tab whatever the series key holds. Values of the
+//! most-recent gauge modes are stored as `"{value} {timestamp}"`. The prefix may contain `:`: keys
+//! are never parsed, only built from the heartbeat members. Keys of any other shape under the
+//! prefix (such as the earlier one-hash-per-kind `{prefix}:proc:{member}:{kind}`) are foreign:
+//! never read, never touched; fields of a process hash without a known kind are skipped.
+//!
+//! One sync is one script for all the processes that changed (or whose heartbeat is due): per
+//! process a `ZADD XX CH` (refreshes the heartbeat and tells that it is registered) and one `HSET`
+//! of all its changed fields (one more per 1,000 fields), plus one `TIME` per sync. A process that
+//! is not registered yet (new, folded as stale, or lost by a Redis restart) costs two `ZSCORE`s
+//! and a `ZADD` more.
 //!
 //! When a process dies (the caller's [`Liveness`](crate::Liveness) says so, or its file is gone),
 //! or its heartbeat is older than the TTL, a Lua script atomically folds its counters, histograms
-//! and `min`/`max`/`sum`/`mostrecent` gauges into the archive and deletes its keys (`all` and
-//! `live*` gauges are dropped), so totals stay monotonic and the key count is bounded by the
-//! living processes.
+//! and `min`/`max`/`sum`/`mostrecent` gauges into the per-kind archives and deletes its hash
+//! (`all` and `live*` gauges are dropped), so totals stay monotonic and the key count is bounded
+//! by the living processes.
 //!
 //! A [`RedisCollector`] reads it all back (two round trips whatever the number of processes) and
 //! merges with the file collector's rules; a [`RedisExporter`] adds the periodic sweep of stale

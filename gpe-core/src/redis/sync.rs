@@ -448,12 +448,9 @@ impl RedisSync {
                 inv.arg(p.id.to_string())
                     .arg(if p.sent.is_empty() { "0" } else { "1" })
                     .arg(changes.len());
-                for (kind, fields) in changes {
-                    inv.arg(kind.prefix()).arg(fields.len());
-                    values += fields.len();
-                    for (k, v) in fields {
-                        inv.arg(k).arg(v);
-                    }
+                values += changes.len();
+                for (field, v) in changes {
+                    inv.arg(field).arg(v);
                 }
             }
             if pending.is_empty() {
@@ -571,13 +568,14 @@ fn now_nanos() -> u128 {
         .unwrap_or(0)
 }
 
-/// The values to send: changed since the last acknowledged write, minus the stale-fold base.
-fn changes(p: &Proc) -> Vec<(Kind, Vec<(&str, String)>)> {
+/// The values to send, as `(field, value)` pairs of the process hash (`{kind}\t{series key}`):
+/// changed since the last acknowledged write, minus the stale-fold base.
+fn changes(p: &Proc) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (kind, map) in &p.desired {
         let sent = p.sent.get(kind);
         let base = p.base.get(kind);
-        let mut fields = Vec::new();
+        let mut name = None;
         for (k, &(v, ts)) in map {
             let same = sent.and_then(|s| s.get(k)).is_some_and(|&(sv, sts)| {
                 sv.to_bits() == v.to_bits() && sts.to_bits() == ts.to_bits()
@@ -590,10 +588,8 @@ fn changes(p: &Proc) -> Vec<(Kind, Vec<(&str, String)>)> {
             } else {
                 0.0
             };
-            fields.push((k.as_str(), keys::fmt_value(*kind, v - b, ts)));
-        }
-        if !fields.is_empty() {
-            out.push((*kind, fields));
+            let name: &String = name.get_or_insert_with(|| kind.prefix());
+            out.push((keys::field(name, k), keys::fmt_value(*kind, v - b, ts)));
         }
     }
     out
