@@ -156,12 +156,46 @@ fn request_counter(
     })
 }
 
+/// A listener that stops accepting (pends forever) once `stop` resolves, so the other workers
+/// take the accept queue while this one finishes its connections.
+struct StopAccepting<L> {
+    inner: L,
+    stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    stopped: bool,
+}
+
+impl<L: axum::serve::Listener> axum::serve::Listener for StopAccepting<L> {
+    type Io = L::Io;
+    type Addr = L::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        if !self.stopped {
+            tokio::select! {
+                accepted = self.inner.accept() => return accepted,
+                () = &mut self.stop => self.stopped = true,
+            }
+        }
+        std::future::pending().await
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
 async fn run_server<L>(listener: L, app: Router, control: &run::Control) -> anyhow::Result<()>
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
-    let server = axum::serve(listener, app).with_graceful_shutdown(control.graceful());
+    // Stop accepting at once on a graceful stop, but ask the open connections to finish only a
+    // moment later (see `example_support::ACCEPT_SETTLE`).
+    let listener = StopAccepting {
+        inner: listener,
+        stop: Box::pin(control.graceful()),
+        stopped: false,
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(control.graceful_settled());
     tokio::select! {
         r = server => r?,
         () = control.fast() => {}

@@ -177,6 +177,12 @@ async fn serve(boot: run::Boot) -> anyhow::Result<()> {
         }
     }
     drop(listener);
+    // Connections accepted just before the stop get a moment to start their first request
+    // before the idle ones are closed (see `example_support::ACCEPT_SETTLE`).
+    tokio::select! {
+        () = control.graceful_settled() => {}
+        () = control.fast() => return Ok(()),
+    }
     tokio::select! {
         () = graceful.shutdown() => {}
         () = control.fast() => {}

@@ -119,6 +119,16 @@ impl Boot {
     }
 }
 
+/// How long a worker that stopped accepting waits before it asks its open connections to finish.
+///
+/// hyper closes an HTTP/1 connection with no request in progress at once on graceful shutdown,
+/// and a connection accepted just before the stop may not have had its first request read yet:
+/// closing it then resets a request the client already sent (seen as one failed request per
+/// HUP under load). So a graceful stop first stops accepting (the other workers take the queue),
+/// waits this long for such connections to start their request, and only then shuts the
+/// connections down; requests in progress always finish.
+pub const ACCEPT_SETTLE: Duration = Duration::from_millis(250);
+
 const RUNNING: u8 = 0;
 const GRACEFUL: u8 = 1;
 const FAST: u8 = 2;
@@ -246,6 +256,16 @@ impl Control {
     /// How long a graceful stop may take.
     pub fn graceful_timeout(&self) -> Duration {
         self.graceful_timeout
+    }
+
+    /// Resolves [`ACCEPT_SETTLE`] after a graceful stop was asked for: when to tell the open
+    /// connections to finish, once the server has stopped accepting new ones.
+    pub fn graceful_settled(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let c = self.clone();
+        async move {
+            c.reached(GRACEFUL).await;
+            tokio::time::sleep(ACCEPT_SETTLE).await;
+        }
     }
 
     /// Resolves the graceful timeout after a graceful stop was asked for.
