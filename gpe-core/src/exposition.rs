@@ -12,7 +12,6 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 
 use prometheus::proto::{MetricFamily, MetricType};
-use prometheus::Encoder;
 
 /// Content type of the text format.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -86,10 +85,16 @@ pub fn negotiate(accept: Option<&str>) -> Format {
     }
 }
 
-/// Merge families of one name (and type), drop empty ones, sort by name.
+/// Merge families of one name (and type), drop empty and nameless ones, sort by name.
 fn dedup(families: &[MetricFamily]) -> Vec<MetricFamily> {
     let mut by_name: BTreeMap<&str, MetricFamily> = BTreeMap::new();
     for mf in families.iter().filter(|f| !f.get_metric().is_empty()) {
+        if mf.name().is_empty() {
+            // Only a corrupt or foreign file has a key without a metric name; the `prometheus`
+            // encoder would fail the whole scrape over it.
+            tracing::warn!("skipping a metric family without a name");
+            continue;
+        }
         match by_name.get_mut(mf.name()) {
             None => {
                 by_name.insert(mf.name(), mf.clone());
@@ -115,11 +120,49 @@ fn dedup(families: &[MetricFamily]) -> Vec<MetricFamily> {
 /// # Errors
 /// When the `prometheus` encoder rejects a family.
 pub fn encode_text(families: &[MetricFamily]) -> Result<String, ExpositionError> {
-    let mut out = Vec::new();
-    prometheus::TextEncoder::new()
-        .encode(&dedup(families), &mut out)
-        .map_err(|e| ExpositionError::Encode(e.to_string()))?;
-    String::from_utf8(out).map_err(|e| ExpositionError::Encode(e.to_string()))
+    let mut out = String::new();
+    let encoder = prometheus::TextEncoder::new();
+    for mf in dedup(families) {
+        if mf.get_field_type() == MetricType::UNTYPED {
+            untyped_text(&mf, &mut out);
+            continue;
+        }
+        encoder
+            .encode_utf8(std::slice::from_ref(&mf), &mut out)
+            .map_err(|e| ExpositionError::Encode(e.to_string()))?;
+    }
+    Ok(out)
+}
+
+/// An untyped family in the text format, which has them: the `prometheus` encoder panics on
+/// them (`unimplemented!`), and a registry given to the collector may well hold one.
+fn untyped_text(mf: &MetricFamily, out: &mut String) {
+    if !mf.help().is_empty() {
+        let _ = write!(out, "# HELP {} ", mf.name());
+        for c in mf.help().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(out, "# TYPE {} untyped", mf.name());
+    for m in mf.get_metric() {
+        let labels: Vec<(&str, String)> = m
+            .get_label()
+            .iter()
+            .map(|l| (l.name(), l.value().to_owned()))
+            .collect();
+        // The `prometheus` crate deprecates its untyped accessors, yet still produces them.
+        #[allow(deprecated)]
+        let mut value = m.get_untyped().get_value().to_string();
+        if m.timestamp_ms() != 0 {
+            let _ = write!(value, " {}", m.timestamp_ms());
+        }
+        sample(out, mf.name(), &labels, &value);
+    }
 }
 
 fn escape_label(v: &str, out: &mut String) {
@@ -314,6 +357,42 @@ mod tests {
             Format::Text
         );
         assert_eq!(negotiate(Some("*/*")), Format::Text);
+    }
+
+    #[test]
+    fn untyped_families_are_encoded_not_a_panic() {
+        let mut mf = MetricFamily::default();
+        mf.set_name("u".to_owned());
+        mf.set_help("Back\\slash\nnewline \"q\".".to_owned());
+        mf.set_field_type(MetricType::UNTYPED);
+        let mut m = prometheus::proto::Metric::default();
+        let mut l = prometheus::proto::LabelPair::default();
+        l.set_name("a".to_owned());
+        l.set_value("x\"\n\\".to_owned());
+        m.set_label(vec![l]);
+        #[allow(deprecated)]
+        {
+            let mut u = prometheus::proto::Untyped::default();
+            u.set_value(1.5);
+            m.set_untyped(u);
+        }
+        mf.set_metric(vec![m]);
+        let mut c = MetricFamily::default();
+        c.set_name("c_total".to_owned());
+        c.set_help("C.".to_owned());
+        c.set_field_type(MetricType::COUNTER);
+        c.set_metric(vec![prometheus::proto::Metric::default()]);
+        assert_eq!(
+            encode_text(&[mf, c]).unwrap(),
+            concat!(
+                "# HELP c_total C.\n",
+                "# TYPE c_total counter\n",
+                "c_total 0\n",
+                "# HELP u Back\\\\slash\\nnewline \"q\".\n",
+                "# TYPE u untyped\n",
+                "u{a=\"x\\\"\\n\\\\\"} 1.5\n",
+            )
+        );
     }
 
     #[test]

@@ -50,12 +50,14 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
+mod budget;
 mod error;
 mod future;
 pub mod hooks;
 mod layer;
 mod metrics;
 mod service;
+mod sync;
 pub mod worker;
 
 pub use body::MetricsBody;

@@ -6,13 +6,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use gpe_core::prometheus::{HistogramOpts, Opts};
 use gpe_core::{Counter, CounterVec, Gauge, GaugeMode, GaugeVec, Histogram, HistogramVec, Store};
 
+use crate::budget::SeriesBudget;
 use crate::BuildError;
 
 /// The duration buckets of the Python exporter, in seconds (`+Inf` is added).
@@ -274,8 +274,7 @@ impl RequestMetricsBuilder {
                 &["worker_id", "method", "endpoint"],
             )?,
             worker_id,
-            max_series: self.max_series,
-            series: AtomicUsize::new(0),
+            series: SeriesBudget::new(self.max_series),
             endpoints: RwLock::new(HashMap::new()),
             overflow: Arc::new(EndpointSeries::new(OVERFLOW)),
             unmatched: OnceLock::new(),
@@ -343,9 +342,8 @@ struct Inner {
     error_handling: CounterVec,
     disconnects: CounterVec,
     worker_id: String,
-    max_series: usize,
-    /// Label combinations created so far (the largest family's series count).
-    series: AtomicUsize,
+    /// Label combinations created so far (the largest family's series count), under the cap.
+    series: SeriesBudget,
     endpoints: RwLock<HashMap<Box<str>, Arc<EndpointSeries>>>,
     overflow: Arc<EndpointSeries>,
     unmatched: OnceLock<Arc<EndpointSeries>>,
@@ -422,7 +420,7 @@ impl RequestMetrics {
     /// How many label combinations the request families hold in this process (not counting
     /// the overflow series).
     pub fn series_count(&self) -> usize {
-        self.inner.series.load(Ordering::Relaxed)
+        self.inner.series.used()
     }
 
     /// Start tracking a request to `endpoint` (a route template, [`UNMATCHED`] or a value from a
@@ -459,16 +457,6 @@ impl RequestMetrics {
             .ok()
     }
 
-    /// Reserve one label combination under the cap.
-    fn reserve(&self) -> bool {
-        let i = &self.inner;
-        i.series
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < i.max_series).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
     fn endpoint_series(&self, endpoint: &str) -> Arc<EndpointSeries> {
         let i = &self.inner;
         if endpoint == UNMATCHED {
@@ -490,7 +478,7 @@ impl RequestMetrics {
             return s.clone();
         }
         // An endpoint costs at least one combination; refuse new ones once the cap is reached.
-        if map.len() >= i.max_series || i.series.load(Ordering::Relaxed) >= i.max_series {
+        if map.len() >= i.series.max() || i.series.is_exhausted() {
             return i.overflow.clone();
         }
         let s = Arc::new(EndpointSeries::new(endpoint));
@@ -515,7 +503,7 @@ impl RequestMetrics {
             return Some((d, series.clone()));
         }
         let is_overflow = Arc::ptr_eq(series, &self.inner.overflow);
-        if !is_overflow && !self.reserve() {
+        if !is_overflow && !self.inner.series.reserve() {
             let overflow = self.inner.overflow.clone();
             return self.done(&overflow, method, status);
         }
@@ -523,7 +511,7 @@ impl RequestMetrics {
         if let Some(d) = find(&done) {
             if !is_overflow {
                 // Lost a race: give the reservation back.
-                self.inner.series.fetch_sub(1, Ordering::Relaxed);
+                self.inner.series.release();
             }
             return Some((d, series.clone()));
         }

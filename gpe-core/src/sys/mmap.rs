@@ -79,7 +79,7 @@ impl Region {
 
     /// A slot over the 8 bytes at `offset`, or `None` when not 8-aligned and in bounds.
     pub(crate) fn slot(self: &Arc<Self>, offset: usize) -> Option<Slot> {
-        if offset % 8 != 0 || offset < 8 || offset.checked_add(16)? > self.len() {
+        if !offset.is_multiple_of(8) || offset < 8 || offset.checked_add(16)? > self.len() {
             return None;
         }
         Some(Slot {
