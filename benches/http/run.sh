@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Whole-server benchmarks: hello-world axum and actix-web servers, bare / with gpe / with the usual
 # Prometheus middleware (axum-prometheus, actix-web-prom), loaded with wrk on loopback; then 4
-# axum-gpe workers under gpe-master against one axum-gpe process with 4 runtime threads.
+# axum-gpe workers under gpe-master against one axum-gpe process with 4 runtime threads, and
+# (issue 5) 4 workers under gpe-master with Redis sync on against 4 bare workers without metrics
+# (a private redis-server on a free loopback port).
 #
 #   bash benches/http/run.sh            # from the repository root (or from anywhere)
 #
@@ -28,7 +30,7 @@ if ! command -v wrk >/dev/null 2>&1; then
   $sudo_ apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends wrk >/dev/null
 fi
-for tool in curl python3; do
+for tool in curl python3 redis-server redis-cli; do
   command -v "$tool" >/dev/null 2>&1 || { echo "run.sh needs $tool" >&2; exit 1; }
 done
 
@@ -51,6 +53,17 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+
+# A private redis-server for the Redis-sync run (loopback, free port, nothing on disk).
+redis_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')"
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >"$work/redis.log" 2>&1 &
+redis_pid=$!
+trap 'kill "$redis_pid" 2>/dev/null || true; cleanup' EXIT
+for i in $(seq 1 100); do
+  redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+  sleep 0.05
+done
+redis-cli -p "$redis_port" ping >/dev/null || { echo "redis-server did not start" >&2; exit 1; }
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
@@ -175,6 +188,14 @@ for round in $(seq 1 "$ROUNDS"); do
   run_one master-4x-axum-gpe "$round" "url:http://127.0.0.1:@MPORT@/metrics" -- \
     "$master" --workers 4 --bind "127.0.0.1:@PORT@" --metrics-bind "127.0.0.1:@MPORT@" \
     --log-level warning "$bin/axum-gpe" --workers-threads 1
+  # Issue 5: the same with the master syncing to Redis, against no metrics at all.
+  run_one master-4x-axum-bare "$round" - -- \
+    "$master" --workers 4 --bind "127.0.0.1:@PORT@" --no-metrics \
+    --log-level warning "$bin/axum-bare" --workers-threads 1
+  run_one master-4x-axum-gpe-redis "$round" "url:http://127.0.0.1:@MPORT@/metrics" -- \
+    env REDIS_ENABLED=true REDIS_URL="redis://127.0.0.1:$redis_port/0" GPE_HOST_ID="bench-$round" \
+    "$master" --workers 4 --bind "127.0.0.1:@PORT@" --metrics-bind "127.0.0.1:@MPORT@" \
+    --log-level warning "$bin/axum-gpe" --workers-threads 1
 done
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -219,6 +240,19 @@ if a in med and b in med:
     print(f"| 4 workers under gpe-master (1 thread each) | {med[a][0]:,.0f} | {med[a][1]:.2f} |")
     print(f"| one process, 4 runtime threads | {med[b][0]:,.0f} | {med[b][1]:.2f} |")
     print(f"| ratio master / one process | {med[a][0] / med[b][0]:.3f} | {med[a][1] / med[b][1]:.2f} |")
+c, d = "master-4x-axum-gpe-redis", "master-4x-axum-bare"
+if c in med and d in med:
+    print()
+    print("| 4 workers under gpe-master | req/s | p99 (ms) |")
+    print("|---|---:|---:|")
+    for n, label in [(d, "axum-bare, no metrics (--no-metrics)"), (a, "axum-gpe, file store"), (c, "axum-gpe, file store + Redis sync")]:
+        if n in med:
+            print(f"| {label} | {med[n][0]:,.0f} | {med[n][1]:.2f} |")
+    print()
+    print("| ratio (throughput) | value | p99 ratio | target |")
+    print("|---|---:|---:|---|")
+    ratio(c, d, 0.95)
+    ratio(a, d, 0.95)
 print()
 print("per round:")
 for n, v in rows.items():
