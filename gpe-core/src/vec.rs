@@ -18,7 +18,8 @@ pub(crate) struct Def {
 }
 
 impl Def {
-    /// Validate `opts` plus `label_names` with the `prometheus` crate's own rules.
+    /// Validate `opts` plus `label_names` with the `prometheus` crate's own rules, plus the
+    /// reserved `__` prefix of label names (as Python `prometheus_client` and client_golang).
     pub(crate) fn new(
         opts: &prometheus::Opts,
         label_names: &[&str],
@@ -37,6 +38,12 @@ impl Def {
             .copied()
             .chain(opts.const_labels.keys().map(String::as_str))
         {
+            if l.starts_with("__") {
+                return Err(Error::InvalidMetric(format!(
+                    "`{name}`: label name `{l}` starts with `__`, which Prometheus reserves for \
+                     internal use"
+                )));
+            }
             if reserved.contains(&l) {
                 return Err(Error::InvalidMetric(format!(
                     "`{name}`: label name `{l}` is reserved for this metric type"

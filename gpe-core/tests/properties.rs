@@ -43,16 +43,14 @@ fn is_metric_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
-/// `^[a-zA-Z_][a-zA-Z0-9_]*$`
-///
-/// gpe-core validates with the `prometheus` crate's rules (`Def::new`), which do NOT reserve the
-/// `__` prefix (Python `prometheus_client` and client_golang reject it); names starting with
-/// `__` are therefore accepted, and this oracle says so.
+/// `^[a-zA-Z_][a-zA-Z0-9_]*$` and not starting with `__` (reserved by Prometheus; Python
+/// `prometheus_client` and client_golang reject it too).
 fn is_label_name(s: &str) -> bool {
     let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    !s.starts_with("__")
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -253,7 +251,7 @@ proptest! {
     }
 
     /// A label name (variable or constant) is accepted exactly when it matches
-    /// `^[a-zA-Z_][a-zA-Z0-9_]*$` and is not reserved by the metric type (`le` for histograms,
+    /// `^[a-zA-Z_][a-zA-Z0-9_]*$`, does not start with `__`, and is not reserved by the metric type (`le` for histograms,
     /// `pid` for gauges); otherwise registration is `Err(InvalidMetric)`. Accepted names are
     /// exposed unchanged.
     #[test]
