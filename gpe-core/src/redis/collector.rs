@@ -5,10 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_redis::redis::Value;
-use deadpool_redis::Pool;
 use prometheus::proto::{self, MetricFamily, MetricType};
 
 use super::keys::{self, Keys, ProcessId};
+use super::pool::Pool;
 use super::runner::Runner;
 use super::sync::Outage;
 use super::{lua, RedisConfig, RedisError};
@@ -112,12 +112,15 @@ impl RedisCollector {
         let raw = self.runner.run(
             async move {
                 let mut conn = pool.get().await?;
-                let v: Value = lua::read()
+                let v = lua::read()
                     .key(hb)
                     .arg(prefix)
-                    .invoke_async(&mut conn)
-                    .await?;
-                Ok(v)
+                    .invoke_async::<Value>(&mut *conn)
+                    .await;
+                if v.is_err() {
+                    conn.discard();
+                }
+                Ok(v?)
             },
             budget,
         );

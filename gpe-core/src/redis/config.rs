@@ -3,9 +3,13 @@
 use std::fmt;
 use std::time::Duration;
 
-use deadpool_redis::redis::{AsyncConnectionConfig, ConnectionInfo, IntoConnectionInfo};
-use deadpool_redis::{Manager, Pool, Runtime};
+use deadpool_redis::redis::{
+    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
+};
+use deadpool_redis::sentinel::{SentinelNodeConnectionInfo, SentinelServerType, TlsMode};
+use deadpool_redis::{Manager, Runtime};
 
+use super::pool::Pool;
 use super::RedisError;
 
 /// Default key prefix (`REDIS_KEY_PREFIX`), as the Python exporter's.
@@ -17,8 +21,13 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where Redis is and how gpe uses it.
 ///
-/// Built from the environment ([`RedisConfig::from_env`]) or from a URL ([`RedisConfig::new`])
-/// and the `with_*` setters. The password is never logged nor shown by `Debug`.
+/// Built from the environment ([`RedisConfig::from_env`]), from a URL ([`RedisConfig::new`]) or
+/// from Redis Sentinels ([`RedisConfig::sentinel`], [`RedisConfig::with_sentinel`]), and the
+/// `with_*` setters. The password is never logged nor shown by `Debug`.
+///
+/// Redis Cluster is not supported: the sync, fold and sweep scripts each touch several keys (the
+/// heartbeat set, the process hashes, the archives), which Cluster only allows when they all hash
+/// to one slot; a single hash tag would put every key on one node anyway.
 ///
 /// ```
 /// use std::time::Duration;
@@ -37,7 +46,10 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct RedisConfig {
     pub(crate) enabled: bool,
+    /// The server (direct), or only the data nodes' settings (db, credentials, TLS) when
+    /// `sentinel` is set: the sentinels name the master's address.
     pub(crate) info: ConnectionInfo,
+    pub(crate) sentinel: Option<Sentinel>,
     pub(crate) prefix: String,
     pub(crate) ttl: Option<Duration>,
     pub(crate) interval: Duration,
@@ -91,14 +103,94 @@ impl RedisConfig {
             pool_size: 4,
             live_window: Duration::from_secs(10),
             max_backoff: Duration::from_secs(30),
+            sentinel: None,
         }
+    }
+
+    /// Settings for the master named `master` that the Redis Sentinels at `sentinels` (each
+    /// `host:port`, an IPv6 host in brackets, or a `redis://` / `rediss://` URL for sentinels
+    /// that need a password or TLS) monitor. Connections go to the master the sentinels name at
+    /// connection time, so a failover is followed. The data nodes use database 0 and no
+    /// credentials: see [`RedisConfig::with_sentinel`] for others.
+    ///
+    /// ```
+    /// use gpe_core::redis::RedisConfig;
+    ///
+    /// # fn main() -> Result<(), gpe_core::redis::RedisError> {
+    /// let config = RedisConfig::sentinel(&["10.0.0.1:26379", "10.0.0.2:26379"], "mymaster")?;
+    /// assert_eq!(
+    ///     config.server(),
+    ///     "sentinel mymaster via 10.0.0.1:26379,10.0.0.2:26379 (db 0)"
+    /// );
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`RedisError::InvalidConfig`] when `sentinels` is empty or has an entry that is not
+    /// `host:port` (or a URL), or when `master` is empty or contains whitespace.
+    pub fn sentinel(sentinels: &[&str], master: &str) -> Result<Self, RedisError> {
+        let info = "redis://127.0.0.1/0"
+            .into_connection_info()
+            .map_err(RedisError::InvalidUrl)?;
+        Self::with_info(info).with_sentinel(sentinels, master)
+    }
+
+    /// Reach the data nodes through Redis Sentinels (see [`RedisConfig::sentinel`]): the host
+    /// and port of this configuration are ignored, its database, user, password and TLS
+    /// (`rediss://`, `#insecure`) apply to the master the sentinels name.
+    ///
+    /// The pool's wait and create timeouts and every sync's and scrape's time budget apply as
+    /// for a direct server, but the data-node connections themselves use the `redis` crate's
+    /// defaults (1 s connect, 500 ms response): deadpool-redis's Sentinel manager takes no
+    /// connection settings.
+    ///
+    /// ```
+    /// use gpe_core::redis::RedisConfig;
+    ///
+    /// # fn main() -> Result<(), gpe_core::redis::RedisError> {
+    /// let config = RedisConfig::new("rediss://default:s3cr%40t@ignored/2")?
+    ///     .with_sentinel(&["[::1]:26379"], "metrics")?;
+    /// assert_eq!(config.server(), "sentinel metrics via [::1]:26379 (db 2)");
+    /// assert!(!format!("{config:?}").contains("s3cr"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`RedisConfig::sentinel`].
+    pub fn with_sentinel(mut self, sentinels: &[&str], master: &str) -> Result<Self, RedisError> {
+        if master.is_empty() || master.chars().any(char::is_whitespace) {
+            return Err(RedisError::InvalidConfig(
+                "the Sentinel master name must be non-empty and contain no whitespace",
+            ));
+        }
+        if sentinels.is_empty() {
+            return Err(RedisError::InvalidConfig(
+                "at least one Sentinel address is needed",
+            ));
+        }
+        let nodes = sentinels
+            .iter()
+            .map(|s| parse_sentinel(s))
+            .collect::<Option<Vec<_>>>()
+            .ok_or(RedisError::InvalidConfig(
+                "a Sentinel address must be host:port ([ipv6]:port) or a redis:// / rediss:// URL",
+            ))?;
+        self.sentinel = Some(Sentinel {
+            nodes,
+            master: master.to_owned(),
+        });
+        Ok(self)
     }
 
     /// Settings from the environment: `REDIS_ENABLED` (true/1/yes/on), `REDIS_URL` or
     /// `REDIS_HOST` (127.0.0.1) / `REDIS_PORT` (6379) / `REDIS_DB` (0), `REDIS_USERNAME`,
-    /// `REDIS_PASSWORD` (overrides a URL's), `REDIS_KEY_PREFIX` (`gunicorn`, a trailing `:`
-    /// stripped), `REDIS_TTL_SECONDS` (300) / `REDIS_TTL_DISABLED`, `REDIS_SYNC_INTERVAL`
-    /// (seconds, 1) and `GPE_HOST_ID` (else the hostname).
+    /// `REDIS_PASSWORD` (overrides a URL's), `REDIS_SENTINELS` (comma-separated `host:port` of
+    /// Redis Sentinels: then the master named `REDIS_SENTINEL_MASTER` is used, and only the
+    /// database, credentials and TLS of the settings above), `REDIS_KEY_PREFIX` (`gunicorn`, a
+    /// trailing `:` stripped), `REDIS_TTL_SECONDS` (300) / `REDIS_TTL_DISABLED`,
+    /// `REDIS_SYNC_INTERVAL` (seconds, 1) and `GPE_HOST_ID` (else the hostname).
     ///
     /// # Errors
     /// [`RedisError::InvalidEnv`] naming the variable and its value when one cannot be used.
@@ -182,6 +274,41 @@ impl RedisConfig {
         }
         let mut config = Self::with_info(info);
         config.enabled = enabled;
+        if let Some(list) = get("REDIS_SENTINELS") {
+            let Some(master) = get("REDIS_SENTINEL_MASTER") else {
+                return Err(RedisError::InvalidEnv {
+                    var: "REDIS_SENTINEL_MASTER",
+                    value: String::new(),
+                    reason: "required when REDIS_SENTINELS is set: the name of the master the \
+                             sentinels monitor",
+                });
+            };
+            let sentinels: Vec<&str> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
+            if sentinels.is_empty() || sentinels.iter().any(|s| parse_sentinel(s).is_none()) {
+                return Err(RedisError::InvalidEnv {
+                    var: "REDIS_SENTINELS",
+                    value: sentinels
+                        .iter()
+                        .map(|s| redact_url(s))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    reason: "expected comma-separated host:port ([ipv6]:port) of Redis Sentinels",
+                });
+            }
+            let master = master.trim();
+            config =
+                config
+                    .with_sentinel(&sentinels, master)
+                    .map_err(|_| RedisError::InvalidEnv {
+                        var: "REDIS_SENTINEL_MASTER",
+                        value: master.to_owned(),
+                        reason: "expected a master name without whitespace",
+                    })?;
+        }
         if let Some(prefix) = get("REDIS_KEY_PREFIX") {
             config = config
                 .with_prefix(&prefix)
@@ -339,31 +466,108 @@ impl RedisConfig {
         self.ttl
     }
 
-    /// `host:port/db` of the server, without credentials (safe to log).
+    /// `host:port/db` of the server, or `sentinel {master} via {host:port},... (db {db})`,
+    /// without credentials (safe to log).
     pub fn server(&self) -> String {
-        format!("{}/{}", self.info.addr(), self.info.redis_settings().db())
+        let db = self.info.redis_settings().db();
+        match &self.sentinel {
+            None => format!("{}/{db}", self.info.addr()),
+            Some(s) => {
+                let via: Vec<String> = s.nodes.iter().map(sentinel_addr).collect();
+                format!("sentinel {} via {} (db {db})", s.master, via.join(","))
+            }
+        }
     }
 
-    /// A connection pool with this configuration's timeouts. Connections are made lazily, so
-    /// this succeeds while Redis is down.
+    /// A connection pool with this configuration's timeouts (through the sentinels, when
+    /// configured). Connections are made lazily, so this succeeds while Redis is down.
     ///
     /// # Errors
     /// [`RedisError::Pool`] when the pool cannot be built (not for an unreachable server).
-    pub fn pool(&self) -> Result<Pool, RedisError> {
+    pub(crate) fn pool(&self) -> Result<Pool, RedisError> {
+        let wait = Some(self.connect_timeout);
+        let create = Some(self.connect_timeout + self.response_timeout);
+        let recycle = Some(self.response_timeout);
+        if let Some(s) = &self.sentinel {
+            let settings = self.info.redis_settings().clone();
+            let tls_mode = match self.info.addr() {
+                ConnectionAddr::TcpTls { insecure, .. } => Some(if *insecure {
+                    TlsMode::Insecure
+                } else {
+                    TlsMode::Secure
+                }),
+                _ => None,
+            };
+            let node = SentinelNodeConnectionInfo {
+                tls_mode,
+                redis_connection_info: Some(settings.into()),
+            };
+            let manager = deadpool_redis::sentinel::Manager::new(
+                s.nodes.clone(),
+                s.master.clone(),
+                Some(node),
+                SentinelServerType::Master,
+            )
+            .map_err(|e| RedisError::Pool(e.to_string()))?;
+            return deadpool_redis::sentinel::Pool::builder(manager)
+                .max_size(self.pool_size)
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(wait)
+                .create_timeout(create)
+                .recycle_timeout(recycle)
+                .build()
+                .map(Pool::Sentinel)
+                .map_err(|e| RedisError::Pool(e.to_string()));
+        }
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.response_timeout));
         let manager = Manager::new_with_config(self.info.clone(), conn_config)
             .map_err(|e| RedisError::Pool(e.to_string()))?;
-        Pool::builder(manager)
+        deadpool_redis::Pool::builder(manager)
             .max_size(self.pool_size)
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(self.connect_timeout))
-            .create_timeout(Some(self.connect_timeout + self.response_timeout))
-            .recycle_timeout(Some(self.response_timeout))
+            .wait_timeout(wait)
+            .create_timeout(create)
+            .recycle_timeout(recycle)
             .build()
+            .map(Pool::Direct)
             .map_err(|e| RedisError::Pool(e.to_string()))
     }
+}
+
+/// Where the sentinels are and which master they name.
+#[derive(Clone)]
+pub(crate) struct Sentinel {
+    pub(crate) nodes: Vec<ConnectionInfo>,
+    pub(crate) master: String,
+}
+
+/// `host:port` of a sentinel, an IPv6 host in brackets.
+fn sentinel_addr(info: &ConnectionInfo) -> String {
+    match info.addr() {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. }
+            if host.contains(':') =>
+        {
+            format!("[{host}]:{port}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// One sentinel: `host:port`, `[ipv6]:port`, or a `redis://` / `rediss://` URL.
+fn parse_sentinel(s: &str) -> Option<ConnectionInfo> {
+    let s = s.trim();
+    if s.contains("://") {
+        return s.into_connection_info().ok();
+    }
+    let (host, port) = s.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    let bracketed = host.starts_with('[') && host.ends_with(']') && host.len() > 2;
+    if host.is_empty() || (host.contains(':') && !bracketed) || host.contains(['/', '@', ' ']) {
+        return None;
+    }
+    format!("redis://{s}").as_str().into_connection_info().ok()
 }
 
 fn default_live_window(interval: Duration, ttl: Option<Duration>) -> Duration {
@@ -471,6 +675,31 @@ mod tests {
         assert_eq!(c.prefix(), "gunicorn:prod");
         assert_eq!(c.info.redis_settings().password(), Some("p@ss:/word"));
         assert!(!format!("{c:?}").contains("p@ss"));
+    }
+
+    #[test]
+    fn sentinels_from_the_environment() {
+        let c = RedisConfig::from_lookup(env(&[
+            ("REDIS_SENTINELS", " 10.0.0.1:26379, [::1]:26380 ,"),
+            ("REDIS_SENTINEL_MASTER", "metrics"),
+            ("REDIS_URL", "rediss://u:pw@ignored:1/4"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.server(),
+            "sentinel metrics via 10.0.0.1:26379,[::1]:26380 (db 4)"
+        );
+        assert_eq!(c.info.redis_settings().password(), Some("pw"));
+        assert!(c.pool().is_ok());
+        let e = RedisConfig::from_lookup(env(&[("REDIS_SENTINELS", "h:1")])).unwrap_err();
+        assert!(e.to_string().contains("REDIS_SENTINEL_MASTER"), "{e}");
+        let e = RedisConfig::from_lookup(env(&[
+            ("REDIS_SENTINELS", "redis://u:hunter2@h:1,h"),
+            ("REDIS_SENTINEL_MASTER", "m"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("REDIS_SENTINELS"), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -70,7 +70,11 @@ impl RedisExporter {
         self.collector.runner.run(
             async move {
                 let mut conn = pool.get().await?;
-                sync::sweep(&mut conn, &keys, ttl).await
+                let swept = sync::sweep(&mut conn, &keys, ttl).await;
+                if swept.is_err() {
+                    conn.discard();
+                }
+                swept
             },
             budget,
         )

@@ -36,6 +36,11 @@
 //! merges with the file collector's rules; a [`RedisExporter`] adds the periodic sweep of stale
 //! processes for a cluster-wide `/metrics`.
 //!
+//! Redis is one server (`REDIS_URL`, [`RedisConfig::new`]) or the master a set of Redis Sentinels
+//! name (`REDIS_SENTINELS` and `REDIS_SENTINEL_MASTER`, [`RedisConfig::sentinel`]), followed on
+//! failover. Redis Cluster is not supported: every script touches several keys, which Cluster only
+//! allows within one hash slot.
+//!
 //! Redis being down never fails or blocks the caller: the sync logs one warning per outage, retries
 //! with capped exponential backoff, and converges to exactly the local totals after recovery.
 //!
@@ -63,6 +68,7 @@ mod config;
 mod exporter;
 mod keys;
 mod lua;
+mod pool;
 mod runner;
 mod sync;
 

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use deadpool_redis::redis;
-use deadpool_redis::Pool;
 use tokio::sync::mpsc;
 
 use super::keys::{self, Keys, ProcessId};
+use super::pool::{Conn, Pool};
 use super::{lua, RedisConfig, RedisError};
 use crate::dbfile::{self, FileName, Kind, Owner};
 use crate::Liveness;
@@ -166,7 +166,7 @@ pub struct RedisSync {
     source: SyncSource,
     keys: Keys,
     pool: Pool,
-    conn: Option<deadpool_redis::Connection>,
+    conn: Option<Conn>,
     procs: HashMap<u32, Proc>,
     /// Folded pids whose files are still there (until compaction removes them): never re-sent.
     done: HashMap<u32, u64>,
@@ -415,14 +415,13 @@ impl RedisSync {
         let r = self.write_with(&mut conn).await;
         if r.is_ok() {
             self.conn = Some(conn);
+        } else {
+            conn.discard();
         }
         r
     }
 
-    async fn write_with(
-        &mut self,
-        conn: &mut deadpool_redis::Connection,
-    ) -> Result<FlushReport, RedisError> {
+    async fn write_with(&mut self, conn: &mut Conn) -> Result<FlushReport, RedisError> {
         let mut report = FlushReport::default();
         for attempt in 0..2 {
             let mut inv = lua::write().prepare_invoke();
@@ -528,7 +527,7 @@ impl RedisSync {
 
 /// Fold processes of any host whose heartbeat is older than `ttl`, if no one else is sweeping.
 pub(crate) async fn sweep(
-    conn: &mut deadpool_redis::Connection,
+    conn: &mut Conn,
     keys: &Keys,
     ttl: Duration,
 ) -> Result<Vec<String>, RedisError> {

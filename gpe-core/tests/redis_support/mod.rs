@@ -155,6 +155,89 @@ impl Drop for RedisServer {
     }
 }
 
+/// One Redis Sentinel (`redis-server <conf> --sentinel`) monitoring a [`RedisServer`] as
+/// `master`, on its own free loopback port, killed on drop. Its config file lives in a tempdir
+/// (the sentinel rewrites it).
+pub struct SentinelServer {
+    pub port: u16,
+    pub master: String,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl SentinelServer {
+    /// Start a sentinel for the data node on `data_port` and wait (at most 15 s) until it names
+    /// the master.
+    pub fn start(data_port: u16, master: &str) -> SentinelServer {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nlogfile \"\"\n\
+                 sentinel monitor {master} 127.0.0.1 {data_port} 1\n\
+                 sentinel down-after-milliseconds {master} 1000\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(BIN)
+            .arg(&conf)
+            .args(["--sentinel", "--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server --sentinel");
+        let s = SentinelServer {
+            port,
+            master: master.to_owned(),
+            child: Some(child),
+            _dir: dir,
+        };
+        let end = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < end {
+            if let Some(addr) = s.master_addr() {
+                assert_eq!(addr, ("127.0.0.1".to_owned(), data_port));
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the sentinel on port {port} did not name {master} in time");
+    }
+
+    /// `host:port` for `REDIS_SENTINELS`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `SENTINEL get-master-addr-by-name`, `None` while it does not answer.
+    pub fn master_addr(&self) -> Option<(String, u16)> {
+        let probe = RedisServer {
+            port: self.port,
+            child: None,
+            tls: None,
+        };
+        match probe.try_cmd(&["SENTINEL", "get-master-addr-by-name", &self.master])? {
+            Resp::Array(a) if a.len() == 2 => Some((a[0].text()?, a[1].text()?.parse().ok()?)),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for SentinelServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resp {
     Simple(String),
