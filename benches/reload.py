@@ -619,6 +619,8 @@ def main():
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--servers", default="gpe-master,gunicorn")
     ap.add_argument("--actions", default="baseline,HUP,USR2")
+    ap.add_argument("--worker", default="example-axum", choices=["example-axum", "example-actix", "example-hyper"],
+                    help="gpe-master's worker binary (default example-axum)")
     # internal: the probe process
     ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -640,12 +642,12 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     if not args.no_build and "gpe-master" in servers:
-        log("building gpe-master and example-axum (release)...")
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "gpe-master", "-p", "example-axum"],
+        log(f"building gpe-master and {args.worker} (release)...")
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "gpe-master", "-p", args.worker],
                        cwd=ROOT, env={**os.environ, "CARGO_TARGET_DIR": TARGET}, check=True)
     gunicorn, gversion = ensure_gunicorn() if "gunicorn" in servers else (None, "")
     master_bin = os.path.join(TARGET, "release", "gpe-master")
-    worker_bin = os.path.join(TARGET, "release", "example-axum")
+    worker_bin = os.path.join(TARGET, "release", args.worker)
 
     load_before = loadavg()
     log(f"machine: {os.cpu_count()} cores; load average before: {load_before}; {gversion}")

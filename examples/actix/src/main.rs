@@ -131,6 +131,14 @@ async fn serve(boot: run::Boot) -> anyhow::Result<()> {
     let stopper = control.clone();
     actix_web::rt::spawn(async move {
         stopper.graceful().await;
+        // Stop accepting at once, and stop the connections only a moment later: one accepted
+        // just before the stop may not have had its request read yet, and actix closes idle
+        // connections on a graceful stop (see `example_support::ACCEPT_SETTLE`).
+        handle.pause().await;
+        tokio::select! {
+            () = stopper.fast() => return handle.stop(false).await,
+            () = stopper.graceful_settled() => {}
+        }
         tokio::select! {
             () = stopper.fast() => handle.stop(false).await,
             () = handle.stop(true) => {}
