@@ -54,6 +54,8 @@ pub mod redis;
 pub mod runtime;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod shutdown;
 mod store;
 mod vec;
 pub mod worker;

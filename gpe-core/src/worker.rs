@@ -188,6 +188,11 @@ impl WorkerContext {
         self.graceful_timeout
     }
 
+    /// The pid of the master that started this worker (`GPE_MASTER_PID`), if one did.
+    pub fn master_pid(&self) -> Option<u32> {
+        self.master_pid
+    }
+
     /// Whether the master that started us is gone (our parent pid changed).
     pub fn parent_changed(&self) -> bool {
         self.master_pid

@@ -93,7 +93,7 @@ async fn serve(boot: run::Boot) -> anyhow::Result<()> {
     let worker = WorkerMetrics::new(&boot.store, boot.worker_id.clone())?;
     let _sampler = worker.spawn_sampler(Duration::from_secs(5))?;
     let listener = boot.listener()?;
-    let control = run::Control::start(&boot, &worker);
+    let control = run::Control::start(&boot, &worker)?;
     let _metrics_server = boot.standalone_metrics_server().await?;
     let threads = std::env::var("EXAMPLE_ACTIX_THREADS")
         .ok()

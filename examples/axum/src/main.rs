@@ -112,7 +112,7 @@ async fn serve(boot: run::Boot) -> anyhow::Result<()> {
     let _sampler = worker.spawn_sampler(Duration::from_secs(5))?;
     let listener = boot.listener()?;
     listener.set_nonblocking(true)?;
-    let control = run::Control::start(&boot, &worker);
+    let control = run::Control::start(&boot, &worker)?;
     let _metrics_server = boot.standalone_metrics_server().await?;
 
     // EXAMPLE_NO_METRICS=1 serves the same app without the layer (to measure its cost).

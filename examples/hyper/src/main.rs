@@ -132,7 +132,7 @@ async fn serve(boot: run::Boot) -> anyhow::Result<()> {
         Listener::Unix(l) => Accepting::Unix(tokio::net::UnixListener::from_std(l)?),
         _ => anyhow::bail!("unsupported listener kind"),
     };
-    let control = run::Control::start(&boot, &worker);
+    let control = run::Control::start(&boot, &worker)?;
     let _metrics_server = boot.standalone_metrics_server().await?;
     tracing::info!(worker_id = %boot.worker_id, "example-hyper listening on {}", listener.describe());
 

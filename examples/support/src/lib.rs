@@ -4,16 +4,14 @@
 //! sampler and, standalone, the process's own `/metrics` server. Framework-specific serving stays
 //! in each example.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use gpe_core::shutdown::{Shutdown, StopReason};
 use gpe_core::worker::{Listener, WorkerContext};
 use gpe_core::Store;
 use gpe_tower::{RestartReason, WorkerMetrics, WorkerState};
-use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
 
 /// Log to stderr at `RUST_LOG` (default `info`).
 pub fn init_logging() {
@@ -119,160 +117,88 @@ impl Boot {
     }
 }
 
-/// How long a worker that stopped accepting waits before it asks its open connections to finish.
-///
-/// hyper closes an HTTP/1 connection with no request in progress at once on graceful shutdown,
-/// and a connection accepted just before the stop may not have had its first request read yet:
-/// closing it then resets a request the client already sent (seen as one failed request per
-/// HUP under load). So a graceful stop first stops accepting (the other workers take the queue),
-/// waits this long for such connections to start their request, and only then shuts the
-/// connections down; requests in progress always finish.
-pub const ACCEPT_SETTLE: Duration = Duration::from_millis(250);
+/// See [`gpe_core::shutdown::ACCEPT_SETTLE`].
+pub use gpe_core::shutdown::ACCEPT_SETTLE;
 
-const RUNNING: u8 = 0;
-const GRACEFUL: u8 = 1;
-const FAST: u8 = 2;
-
-/// The stop state, driven by signals, max-requests and a changed parent.
+/// The stop state ([`gpe_core::shutdown::Shutdown`]: signals, max-requests, a changed parent),
+/// plus what the example's worker metrics record about it.
 #[derive(Debug, Clone)]
 pub struct Control {
-    state: watch::Sender<u8>,
-    handled: Arc<AtomicU64>,
-    max_requests: u64,
-    graceful_timeout: Duration,
-    worker: WorkerMetrics,
+    shutdown: Shutdown,
 }
 
 impl Control {
     /// Install the signal handlers, start the heartbeat and the parent watch.
-    pub fn start(boot: &Boot, worker: &WorkerMetrics) -> Control {
-        let (state, _) = watch::channel(RUNNING);
-        let control = Control {
-            state,
-            handled: Arc::new(AtomicU64::new(0)),
-            max_requests: boot.ctx.max_requests(),
-            graceful_timeout: boot.ctx.graceful_timeout(),
-            worker: worker.clone(),
-        };
+    ///
+    /// # Errors
+    /// When a signal handler cannot be installed.
+    pub fn start(boot: &Boot, worker: &WorkerMetrics) -> anyhow::Result<Control> {
+        let shutdown = Shutdown::install(&boot.ctx).context("installing signal handlers")?;
         boot.ctx.start_heartbeat();
-        for (kind, to, reason) in [
-            (SignalKind::terminate(), GRACEFUL, RestartReason::Term),
-            (SignalKind::quit(), FAST, RestartReason::Quit),
-            (SignalKind::interrupt(), FAST, RestartReason::Quit),
-        ] {
-            match signal(kind) {
-                Ok(mut s) => {
-                    let c = control.clone();
-                    tokio::spawn(async move {
-                        while s.recv().await.is_some() {
-                            c.stop(to, reason);
-                        }
-                    });
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot install a signal handler"),
-            }
-        }
-        // USR1 (the master forwards it, as gunicorn): reopen log files. This worker logs to
-        // stderr only, so there is nothing to reopen, but the signal must not kill it.
-        match signal(SignalKind::user_defined1()) {
-            Ok(mut s) => {
-                tokio::spawn(async move {
-                    while s.recv().await.is_some() {
-                        tracing::info!("USR1: log files reopened (stderr only)");
-                    }
-                });
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot install the USR1 handler"),
-        }
-        if boot.under_master() {
-            let c = control.clone();
-            let ctx = boot.ctx.clone();
+        // Record why the worker stops in its metrics, once for the graceful stop and once more
+        // if it turns fast.
+        for fast in [false, true] {
+            let sd = shutdown.clone();
+            let worker = worker.clone();
             tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    if ctx.parent_changed() {
-                        tracing::info!("parent changed, shutting down");
-                        c.stop(GRACEFUL, RestartReason::Term);
-                        break;
-                    }
+                if fast {
+                    sd.fast().await;
+                } else {
+                    sd.graceful().await;
                 }
+                let reason = match sd.reason() {
+                    Some(StopReason::Quit) => RestartReason::Quit,
+                    Some(StopReason::MaxRequests) => RestartReason::MaxRequests,
+                    _ => RestartReason::Term,
+                };
+                if fast || !reason_is_fast(sd.reason()) {
+                    worker.record_restart(reason);
+                }
+                worker.set_state(if fast {
+                    WorkerState::Quitting
+                } else {
+                    WorkerState::Stopping
+                });
             });
         }
-        control
-    }
-
-    fn stop(&self, to: u8, reason: RestartReason) {
-        let mut changed = false;
-        self.state.send_if_modified(|s| {
-            changed = *s < to;
-            if changed {
-                *s = to;
-            }
-            changed
-        });
-        if changed {
-            self.worker.record_restart(reason);
-            self.worker.set_state(if to == FAST {
-                WorkerState::Quitting
-            } else {
-                WorkerState::Stopping
-            });
-            tracing::info!(
-                fast = to == FAST,
-                reason = reason.as_str(),
-                "worker stopping"
-            );
-        }
+        Ok(Control { shutdown })
     }
 
     /// Count one request; asks for a graceful stop at max-requests.
     pub fn count_request(&self) {
-        let n = self.handled.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.max_requests > 0 && n == self.max_requests {
-            tracing::info!(
-                max_requests = self.max_requests,
-                "autorestarting worker after current requests"
-            );
-            self.stop(GRACEFUL, RestartReason::MaxRequests);
-        }
-    }
-
-    async fn reached(&self, at_least: u8) {
-        let mut rx = self.state.subscribe();
-        let _ = rx.wait_for(|s| *s >= at_least).await;
+        self.shutdown.count_request();
     }
 
     /// Resolves when a graceful (or fast) stop is asked for.
     pub fn graceful(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let c = self.clone();
-        async move { c.reached(GRACEFUL).await }
+        self.shutdown.graceful()
     }
 
     /// Resolves on a fast stop.
     pub async fn fast(&self) {
-        self.reached(FAST).await;
-    }
-
-    /// How long a graceful stop may take.
-    pub fn graceful_timeout(&self) -> Duration {
-        self.graceful_timeout
+        self.shutdown.fast().await;
     }
 
     /// Resolves [`ACCEPT_SETTLE`] after a graceful stop was asked for: when to tell the open
     /// connections to finish, once the server has stopped accepting new ones.
     pub fn graceful_settled(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let c = self.clone();
-        async move {
-            c.reached(GRACEFUL).await;
-            tokio::time::sleep(ACCEPT_SETTLE).await;
-        }
+        self.shutdown.settled()
+    }
+
+    /// How long a graceful stop may take.
+    pub fn graceful_timeout(&self) -> Duration {
+        self.shutdown.graceful_timeout()
     }
 
     /// Resolves the graceful timeout after a graceful stop was asked for.
     pub async fn graceful_deadline(&self) {
-        self.reached(GRACEFUL).await;
-        tokio::time::sleep(self.graceful_timeout).await;
+        self.shutdown.deadline().await;
     }
+}
+
+/// Whether the stop was fast from the start (QUIT/INT): then only the fast task records it.
+fn reason_is_fast(reason: Option<StopReason>) -> bool {
+    reason.is_some_and(StopReason::is_fast)
 }
 
 /// This program's file name, for its usage line.
