@@ -164,10 +164,13 @@ pub(crate) fn compact(
         }
         let tmp = archive.with_extension("db.tmp");
         let bytes = dbfile::encode_file(&merged);
+        // Written beside and renamed over: other processes see the old archive or the new one,
+        // never half of one. No fsync: the directory's contents only matter while this boot's
+        // processes run (the master empties it at start), and an fsync can block for seconds on
+        // a busy disk — in the master's loop, that stalled reaping and respawning.
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
             f.write_all(&bytes)?;
-            f.sync_all()?;
             std::fs::rename(&tmp, &archive)
         };
         write().map_err(|e| Error::io("writing archive", &archive, e))?;

@@ -10,8 +10,9 @@
 //! | the parent is no longer the master that started the worker | graceful |
 //!
 //! A graceful stop has three moments, each a future: [`Shutdown::graceful`] (stop accepting new
-//! connections now), [`Shutdown::settled`] ([`ACCEPT_SETTLE`] later: now ask the open connections
-//! to finish) and [`Shutdown::deadline`] (`GPE_GRACEFUL_TIMEOUT` later: give up on them).
+//! connections now, and answer with `Connection: close` from now on: [`Shutdown::is_stopping`]),
+//! [`Shutdown::settled`] ([`ACCEPT_SETTLE`] later: now ask the open connections to finish) and
+//! [`Shutdown::deadline`] (`GPE_GRACEFUL_TIMEOUT` later: give up on them).
 //!
 //! ```no_run
 //! # async fn serve() -> Result<(), Box<dyn std::error::Error>> {
@@ -39,15 +40,18 @@ use tokio::sync::watch;
 
 use crate::worker::WorkerContext;
 
-/// How long a worker that stopped accepting waits before it asks its open connections to finish.
+/// How long a worker that stopped accepting keeps its open connections before it asks them to
+/// finish.
 ///
 /// HTTP servers (hyper, actix-web) close an HTTP/1 connection with no request in progress at once
-/// on a graceful shutdown, and a connection accepted just before the stop may not have had its
-/// first request read yet: closing it resets a request the client already sent (seen as one
-/// failed request per HUP under load). So a graceful stop first stops accepting (the other
-/// workers take the accept queue), waits this long for such connections to start their request,
-/// and only then shuts the connections down; requests in progress always finish.
-pub const ACCEPT_SETTLE: Duration = Duration::from_millis(250);
+/// on a graceful shutdown. Two kinds of client lose a request to that: a connection accepted just
+/// before the stop whose first request was not read yet, and a keep-alive client whose next
+/// request is on its way. So a graceful stop first stops accepting (the other workers take the
+/// accept queue) and answers every request with `Connection: close` (see
+/// [`Shutdown::is_stopping`]), so active keep-alive clients reconnect, to another worker, at a
+/// moment of their choosing; only after this long are the connections left idle shut down.
+/// Requests in progress always finish.
+pub const ACCEPT_SETTLE: Duration = Duration::from_secs(1);
 
 const RUNNING: u8 = 0;
 const GRACEFUL: u8 = 1;
@@ -152,6 +156,12 @@ impl Shutdown {
             tracing::info!(fast = reason.is_fast(), reason = ?reason, "worker stopping");
         }
         changed
+    }
+
+    /// Whether a stop (graceful or fast) was asked for: from then on, answer with
+    /// `Connection: close` (see [`ACCEPT_SETTLE`]). Cheap enough for every response.
+    pub fn is_stopping(&self) -> bool {
+        *self.state.borrow() >= GRACEFUL
     }
 
     /// Why the worker is stopping (the latest reason that changed the state), if it is.

@@ -107,7 +107,20 @@ async fn serve(boot: run::Boot) -> anyhow::Result<()> {
             .wrap(ActixMetrics::new(metrics.clone()))
             .wrap_fn(move |req, srv| {
                 counter.count_request();
-                srv.call(req)
+                let stopping = counter.clone();
+                let res = srv.call(req);
+                async move {
+                    let mut res = res.await?;
+                    // Once stopping, every answer closes its connection: keep-alive clients
+                    // reconnect (to another worker) instead of losing a request to the close of
+                    // an idle connection.
+                    if stopping.is_stopping() {
+                        res.response_mut()
+                            .head_mut()
+                            .set_connection_type(actix_web::http::ConnectionType::Close);
+                    }
+                    Ok(res)
+                }
             })
             .configure(routes)
     })

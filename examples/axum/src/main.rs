@@ -119,7 +119,22 @@ async fn serve(boot: run::Boot) -> anyhow::Result<()> {
     let metrics = std::env::var_os("EXAMPLE_NO_METRICS")
         .is_none()
         .then_some(metrics);
-    let app = app(metrics).layer(request_counter(control.clone()));
+    let stopping = control.clone();
+    let app = app(metrics)
+        .layer(request_counter(control.clone()))
+        // Once stopping, every answer closes its connection: keep-alive clients reconnect (to
+        // another worker) instead of losing a request to the close of an idle connection.
+        .layer(axum::middleware::map_response(
+            move |mut res: axum::response::Response| {
+                if stopping.is_stopping() {
+                    res.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                }
+                std::future::ready(res)
+            },
+        ));
     let pid = std::process::id();
     let worker_id = &boot.worker_id;
     match listener {

@@ -12,3 +12,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_example-axum");
 fn four_workers_add_up_exactly_under_load() {
     shared::four_workers_add_up_exactly_under_load(BIN);
 }
+
+#[test]
+fn hup_under_keep_alive_load_loses_nothing() {
+    shared::hup_under_keep_alive_load_loses_nothing(BIN);
+}

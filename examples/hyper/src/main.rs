@@ -138,7 +138,19 @@ async fn serve(boot: run::Boot) -> anyhow::Result<()> {
 
     // Routing first (it sets the template), then the metrics layer, then the handler.
     let counter = control.clone();
+    let stopping = control.clone();
     let service = ServiceBuilder::new()
+        // Once stopping, every answer closes its connection: keep-alive clients reconnect (to
+        // another worker) instead of losing a request to the close of an idle connection.
+        .map_response(move |mut res: Response<_>| {
+            if stopping.is_stopping() {
+                res.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            res
+        })
         .map_request(move |mut req: Request<Incoming>| {
             counter.count_request();
             if let Some(r) = route(req.uri().path()) {

@@ -83,3 +83,147 @@ pub(crate) fn four_workers_add_up_exactly_under_load(bin: &str) {
         "requests spread over the workers: {workers:?}"
     );
 }
+
+/// One keep-alive HTTP/1.1 client: sends `GET /health` on its connection until `stop`, opening a
+/// new connection when the server answered `connection: close`. Returns (answers, clean closes,
+/// failures: a request sent that got no complete answer).
+fn keep_alive_client(port: u16, stop: &std::sync::atomic::AtomicBool) -> (u64, u64, Vec<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::Ordering;
+    let connect = || {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        BufReader::new(s)
+    };
+    let (mut answers, mut closes, mut failures) = (0u64, 0u64, Vec::new());
+    let mut conn = connect();
+    // Bounded in count and time (the caller stops it after a few seconds).
+    for _ in 0..1_000_000 {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let sent = conn
+            .get_mut()
+            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut status = String::new();
+        let read = sent.and_then(|()| conn.read_line(&mut status));
+        if !matches!(read, Ok(n) if n > 0) {
+            failures.push(format!("after {answers} answers: {read:?}"));
+            conn = connect();
+            continue;
+        }
+        let (mut length, mut close) = (0usize, false);
+        loop {
+            let mut line = String::new();
+            if conn.read_line(&mut line).unwrap_or(0) == 0 {
+                failures.push(format!("headers cut after {answers} answers"));
+                break;
+            }
+            let lower = line.trim().to_ascii_lowercase();
+            if lower.is_empty() {
+                break;
+            }
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            close |= lower == "connection: close";
+        }
+        let mut body = vec![0; length];
+        if conn.read_exact(&mut body).is_err() {
+            failures.push(format!("body cut after {answers} answers"));
+        }
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        answers += 1;
+        if close {
+            closes += 1;
+            conn = connect();
+        }
+    }
+    (answers, closes, failures)
+}
+
+/// HUP under keep-alive load: 4 clients keep their connections busy while the master replaces
+/// every worker; no request is lost (the retiring workers answer `connection: close` until they
+/// shut their idle connections), and the clients were indeed moved by clean closes.
+pub(crate) fn hup_under_keep_alive_load_loses_nothing(bin: &str) {
+    let Some(master) = target_bin("gpe-master") else {
+        panic!("gpe-master is not built in this target directory: run `cargo build --workspace --bins` first (.ci/test does)");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let master = Proc::spawn(
+        Command::new(master)
+            .args(["--workers", "2", "--bind", &format!("127.0.0.1:{port}")])
+            .args(["--no-metrics", "--log-level", "warning"])
+            .arg(bin)
+            .env("PROMETHEUS_MULTIPROC_DIR", dir.path()),
+    );
+    eventually("the app", Duration::from_secs(30), || {
+        get(port, "/health").ok()
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || keep_alive_client(port, &stop))
+        })
+        .collect();
+    let old = eventually("2 workers", Duration::from_secs(30), || {
+        let kids = children(master.child.id());
+        (kids.len() == 2).then_some(kids)
+    });
+    std::thread::sleep(Duration::from_millis(300)); // some load before the HUP
+    master.signal("HUP");
+    // Until every old worker has exited (after its settle time, its idle connections closed).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while old
+        .iter()
+        .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "old workers {old:?} still there 30 s after HUP; children now {:?}; states {:?}",
+            children(master.child.id()),
+            old.iter()
+                .map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default())
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut answers, mut closes, mut failures) = (0, 0, Vec::new());
+    for c in clients {
+        let (a, c, f) = c.join().expect("client thread");
+        answers += a;
+        closes += c;
+        failures.extend(f);
+    }
+    assert!(
+        failures.is_empty(),
+        "lost requests across HUP: {failures:?}"
+    );
+    assert!(answers > 100, "only {answers} answers");
+    assert!(
+        closes >= 4,
+        "the keep-alive clients were not moved off the old workers ({closes} clean closes)"
+    );
+}
+
+/// The pids whose parent is `parent` (from `/proc`).
+fn children(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = &s[s.rfind(')')? + 2..];
+                    rest.split(' ').nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}

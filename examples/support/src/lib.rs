@@ -164,6 +164,11 @@ impl Control {
         Ok(Control { shutdown })
     }
 
+    /// Whether a stop was asked for: responses should carry `Connection: close`.
+    pub fn is_stopping(&self) -> bool {
+        self.shutdown.is_stopping()
+    }
+
     /// Count one request; asks for a graceful stop at max-requests.
     pub fn count_request(&self) {
         self.shutdown.count_request();
