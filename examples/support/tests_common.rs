@@ -32,6 +32,8 @@ impl Proc {
         let child = cmd
             .stdin(Stdio::null())
             .env("RUST_LOG", "warn")
+            // The examples' /panic route panics on purpose: one line each, not a backtrace.
+            .env("RUST_BACKTRACE", "0")
             .spawn()
             .expect("spawn");
         Proc { child }

@@ -643,19 +643,78 @@ fn build_family(metric: &str, fam: FamAcc<'_>) -> MetricFamily {
     mf
 }
 
-/// Add `mf` to `families`, merging with a family of the same name and type.
+/// Add `mf` to `families`, merging with a family of the same name and type: a series whose
+/// label set the family already has is folded into it (counters and histograms summed, a gauge
+/// takes the registry's value), so no family and no series is emitted twice.
 fn merge_family(families: &mut BTreeMap<String, MetricFamily>, mut mf: MetricFamily) {
     match families.entry(mf.name().to_owned()) {
         std::collections::btree_map::Entry::Vacant(v) => {
             v.insert(mf);
         }
         std::collections::btree_map::Entry::Occupied(mut o) => {
-            if o.get().get_field_type() == mf.get_field_type() {
-                let extra = mf.take_metric();
-                o.get_mut().mut_metric().extend(extra);
-            } else {
+            let kind = mf.get_field_type();
+            if o.get().get_field_type() != kind {
                 tracing::warn!(metric = mf.name(), "a registry metric has the name of a multiprocess metric of another type; dropping it");
+                return;
             }
+            let target = o.get_mut().mut_metric();
+            let mut index: HashMap<Vec<(String, String)>, usize> = target
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (label_key(m), i))
+                .collect();
+            for m in mf.take_metric() {
+                let key = label_key(&m);
+                match index.get(&key) {
+                    Some(&i) => fold_series(&mut target[i], m, kind),
+                    None => {
+                        index.insert(key, target.len());
+                        target.push(m);
+                    }
+                }
+            }
+            target.sort_by_cached_key(label_key);
         }
+    }
+}
+
+/// Fold the registry's series `m` into the multiprocess series `into` (same name, labels, type).
+fn fold_series(into: &mut proto::Metric, m: proto::Metric, kind: MetricType) {
+    match kind {
+        MetricType::COUNTER => {
+            let mut c = proto::Counter::default();
+            c.set_value(into.get_counter().get_value() + m.get_counter().get_value());
+            into.set_counter(c);
+        }
+        MetricType::HISTOGRAM => {
+            let (a, b) = (into.get_histogram(), m.get_histogram());
+            let same_bounds = a.get_bucket().len() == b.get_bucket().len()
+                && a.get_bucket()
+                    .iter()
+                    .zip(b.get_bucket())
+                    .all(|(x, y)| x.upper_bound() == y.upper_bound());
+            if !same_bounds {
+                tracing::warn!("a registry histogram has the name and labels of a multiprocess one with other buckets; keeping the multiprocess one");
+                return;
+            }
+            let mut h = proto::Histogram::default();
+            h.set_sample_count(a.get_sample_count() + b.get_sample_count());
+            h.set_sample_sum(a.get_sample_sum() + b.get_sample_sum());
+            h.set_bucket(
+                a.get_bucket()
+                    .iter()
+                    .zip(b.get_bucket())
+                    .map(|(x, y)| {
+                        let mut bucket = proto::Bucket::default();
+                        bucket.set_upper_bound(x.upper_bound());
+                        bucket.set_cumulative_count(x.cumulative_count() + y.cumulative_count());
+                        bucket
+                    })
+                    .collect(),
+            );
+            into.set_histogram(h);
+        }
+        // A gauge, summary or untyped value is one reading: the in-process registry's is current.
+        _ => *into = m,
     }
 }

@@ -69,9 +69,11 @@ impl Gauge {
     /// Add `v` (may be negative). In the most-recent modes this also stamps the time.
     #[inline]
     pub fn add(&self, v: f64) {
+        // One CAS loop on the value, then the stamp on its own: two threads adding at once both
+        // count (a read-then-set here lost one of them).
         self.slot.add(v);
         if self.mode.is_most_recent() {
-            self.slot.set_with_timestamp(self.slot.get(), now_secs());
+            self.slot.set_timestamp(now_secs());
         }
     }
 

@@ -8,7 +8,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,44 +92,6 @@ fn split(response: &[u8]) -> (u16, String, String) {
     (status, head.to_owned(), body.to_owned())
 }
 
-fn python_parse(format: &str, body: &str) -> String {
-    let script = r#"
-import sys
-fmt = sys.argv[1]
-text = sys.stdin.read()
-if fmt == "openmetrics":
-    from prometheus_client.openmetrics.parser import text_string_to_metric_families
-else:
-    from prometheus_client.parser import text_string_to_metric_families
-out = []
-for fam in text_string_to_metric_families(text):
-    for s in fam.samples:
-        labels = ",".join("%s=%r" % kv for kv in sorted(s.labels.items()))
-        out.append("%s|%s{%s} %r" % (fam.type, s.name, labels, float(s.value)))
-print("\n".join(sorted(out)))
-"#;
-    let mut child = Command::new("python3")
-        .args(["-c", script, format])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 (installed by .ci/deps)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "prometheus_client could not parse the {format} exposition:\n{}\n---\n{body}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn exposition_parses_with_python_and_promtool() {
     common::require_python();
@@ -146,7 +107,7 @@ fn exposition_parses_with_python_and_promtool() {
             .contains("content-type: text/plain; version=0.0.4"),
         "{head}"
     );
-    let parsed = python_parse("text", &text);
+    let parsed = common::python_parse("text", &text);
     assert!(
         parsed.contains(
             "counter|gunicorn_worker_requests_total{endpoint='/users/{id}',method='GET'} 3.0"
@@ -181,7 +142,7 @@ fn exposition_parses_with_python_and_promtool() {
     assert_eq!(status, 200);
     assert!(head.contains("application/openmetrics-text"), "{head}");
     assert!(om.ends_with("# EOF\n"), "{om}");
-    let parsed_om = python_parse("openmetrics", &om);
+    let parsed_om = common::python_parse("openmetrics", &om);
     assert!(
         parsed_om.contains(
             "counter|gunicorn_worker_requests_total{endpoint='/users/{id}',method='GET'} 3.0"
@@ -189,30 +150,7 @@ fn exposition_parses_with_python_and_promtool() {
         "{parsed_om}"
     );
 
-    // promtool (Debian's `prometheus` package) is the reference linter of the text format.
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (installed by .ci/deps)");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool: {report}\n---\n{text}"
-    );
+    common::promtool_check(&text);
 }
 
 #[test]

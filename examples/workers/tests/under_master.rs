@@ -68,6 +68,7 @@ fn start(worker: &str, port: u16, extra_env: &[(&str, &Path)]) -> Master {
     .arg(worker)
     .env("PROMETHEUS_MULTIPROC_DIR", metrics_dir.path())
     .env("RUST_LOG", "warn")
+    .env("RUST_BACKTRACE", "0")
     .stdin(Stdio::null());
     for (k, v) in extra_env {
         cmd.env(k, v);

@@ -132,6 +132,12 @@ impl Slot {
         self.atomic(8).store(ts.to_bits(), Ordering::Relaxed);
     }
 
+    /// Store the timestamp alone (the value is left as it is).
+    #[inline]
+    pub(crate) fn set_timestamp(&self, ts: f64) {
+        self.atomic(8).store(ts.to_bits(), Ordering::Relaxed);
+    }
+
     /// The current value.
     #[inline]
     pub(crate) fn get(&self) -> f64 {

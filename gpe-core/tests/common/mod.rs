@@ -147,3 +147,74 @@ pub fn require_python() {
         "python3 with prometheus_client is required: run `bash .ci/deps` (pip install prometheus_client==0.26.0)"
     );
 }
+
+/// Parse an exposition with Python `prometheus_client`'s parser (`format`: `text` or
+/// `openmetrics`); one `type|name{labels} value` line per sample, sorted. Panics with the parser's
+/// error when it rejects the text.
+pub fn python_parse(format: &str, body: &str) -> String {
+    use std::io::Write;
+    let script = r#"
+import sys
+fmt = sys.argv[1]
+text = sys.stdin.read()
+if fmt == "openmetrics":
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+else:
+    from prometheus_client.parser import text_string_to_metric_families
+out = []
+for fam in text_string_to_metric_families(text):
+    for s in fam.samples:
+        labels = ",".join("%s=%r" % kv for kv in sorted(s.labels.items()))
+        out.append("%s|%s{%s} %r" % (fam.type, s.name, labels, float(s.value)))
+print("\n".join(sorted(out)))
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script, format])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 (installed by .ci/deps)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client could not parse the {format} exposition:\n{}\n---\n{body}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `promtool check metrics` (Debian's `prometheus` package, the reference linter of the text
+/// format) must accept `text` and report nothing.
+pub fn promtool_check(text: &str) {
+    use std::io::Write;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (installed by .ci/deps)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool: {report}\n---\n{text}"
+    );
+}
