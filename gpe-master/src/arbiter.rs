@@ -24,6 +24,10 @@ use crate::MasterError;
 /// gunicorn's WORKER_BOOT_ERROR and APP_LOAD_ERROR: the master halts instead of respawning.
 const BOOT_ERRORS: [i32; 2] = [3, 4];
 
+/// How long a killed retiring worker may take to be reaped before the master stops waiting for
+/// it at exit (a process in uninterruptible sleep cannot be helped).
+const REAP_AFTER_KILL: Duration = Duration::from_secs(5);
+
 /// Settings the arbiter needs, resolved from the command line.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -70,6 +74,11 @@ struct Worker {
     /// When the SIGKILL that followed an ignored SIGABRT was first sent.
     killed_after_abort: Option<Instant>,
     stopping: Option<Stop>,
+    /// When a worker told to stop is SIGKILLed if it has not exited (`--graceful-timeout` after
+    /// the first TERM or QUIT), as gunicorn does at exit; set with `stopping`.
+    stop_deadline: Option<Instant>,
+    /// Whether it outlived `stop_deadline` and was sent SIGKILL.
+    killed_at_deadline: bool,
     /// The reason the master replaces it for (hup), when it asked it to stop.
     replaced_for: Option<&'static str>,
     last_cpu: Option<(Instant, f64)>,
@@ -211,22 +220,30 @@ impl Arbiter {
             }
             self.reap();
             self.murder_workers();
+            self.kill_overdue();
             self.manage_workers();
             self.sample();
             self.signals.wait(self.sleep_time());
         }
     }
 
-    /// How long the loop may sleep: 1 s, or until a backed-off spawn is due if that is sooner
-    /// (no signal wakes the loop for it).
+    /// How long the loop may sleep: 1 s, or until a backed-off spawn or the SIGKILL of an overdue
+    /// retiring worker is due if that is sooner (no signal wakes the loop for them).
     fn sleep_time(&self) -> Duration {
         let tick = Duration::from_secs(1);
-        if self.live_count() < self.num_workers as usize {
-            self.next_spawn
-                .saturating_duration_since(Instant::now())
-                .clamp(Duration::from_millis(10), tick)
-        } else {
-            tick
+        let now = Instant::now();
+        let spawn_due = (self.live_count() < self.num_workers as usize).then_some(self.next_spawn);
+        let kill_due = self
+            .workers
+            .values()
+            .filter(|w| !w.killed_at_deadline)
+            .filter_map(|w| w.stop_deadline)
+            .min();
+        match spawn_due.into_iter().chain(kill_due).min() {
+            Some(due) => due
+                .saturating_duration_since(now)
+                .clamp(Duration::from_millis(10), tick),
+            None => tick,
         }
     }
 
@@ -289,11 +306,11 @@ impl Arbiter {
         for _ in 0..self.num_workers {
             self.spawn_worker();
         }
+        let graceful = self.settings.graceful_timeout;
         for pid in old {
             if let Some(w) = self.workers.get_mut(&pid) {
-                w.stopping = Some(Stop::Graceful);
                 w.replaced_for = Some("hup");
-                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                w.retire(pid, Stop::Graceful, graceful);
             }
         }
     }
@@ -328,10 +345,10 @@ impl Arbiter {
         if running.len() > want {
             let mut by_age = running;
             by_age.sort_unstable();
+            let graceful = self.settings.graceful_timeout;
             for (_, pid) in by_age.into_iter().take(self.live_count() - want) {
                 if let Some(w) = self.workers.get_mut(&pid) {
-                    w.stopping = Some(Stop::Graceful);
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                    w.retire(pid, Stop::Graceful, graceful);
                 }
             }
         }
@@ -436,6 +453,8 @@ impl Arbiter {
                 aborted_at: None,
                 killed_after_abort: None,
                 stopping: None,
+                stop_deadline: None,
+                killed_at_deadline: false,
                 replaced_for: None,
                 last_cpu: None,
             },
@@ -491,7 +510,8 @@ impl Arbiter {
                 (Some(0), _) => "max_requests",
                 (Some(_), _) => "crash",
                 (_, Some(_)) if w.aborted_at.is_some() => "timeout",
-                (_, Some(Signal::SIGKILL)) if w.stopping.is_none() => {
+                (_, Some(Signal::SIGKILL)) if w.killed_at_deadline => "graceful_timeout",
+                (_, Some(Signal::SIGKILL)) => {
                     tracing::error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?");
                     "killed"
                 }
@@ -609,38 +629,67 @@ impl Arbiter {
         }
     }
 
+    /// Workers told to stop that outlived `--graceful-timeout`: SIGKILL (gunicorn kills what is
+    /// left after the graceful timeout; here that holds for every retiring worker, not only at
+    /// exit, so a worker that ignores TERM cannot linger after a HUP, TTOU or WINCH).
+    fn kill_overdue(&mut self) {
+        let now = Instant::now();
+        for (pid, w) in &mut self.workers {
+            if w.killed_at_deadline || w.stop_deadline.is_none_or(|d| now < d) {
+                continue;
+            }
+            tracing::warn!(
+                "Worker (pid:{pid}) did not exit within --graceful-timeout {}s of being told to stop; sending SIGKILL",
+                self.settings.graceful_timeout.as_secs()
+            );
+            w.killed_at_deadline = true;
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+    }
+
     /// Stop every worker (TERM or QUIT), wait up to the graceful timeout, then KILL.
     fn stop(&mut self, how: Stop) {
-        let sig = match how {
-            Stop::Graceful => Signal::SIGTERM,
-            Stop::Fast => Signal::SIGQUIT,
-        };
+        let graceful = self.settings.graceful_timeout;
         for (pid, w) in &mut self.workers {
-            w.stopping = Some(how);
-            let _ = kill(Pid::from_raw(*pid), sig);
+            w.retire(*pid, how, graceful);
         }
-        let deadline = Instant::now() + self.settings.graceful_timeout;
-        while !self.workers.is_empty() && Instant::now() < deadline {
+        let give_up = Instant::now() + graceful + REAP_AFTER_KILL;
+        while !self.workers.is_empty() && Instant::now() < give_up {
             self.reap();
             if self.workers.is_empty() {
                 break;
             }
-            let _ = self.signals.take();
+            self.kill_overdue();
+            // Signals sent during the stop are counted, not acted on (the master is exiting).
+            for (_, name) in self.signals.take() {
+                self.metrics.signals.with_label_values(&[name]).inc();
+            }
             self.signals.wait(Duration::from_millis(50));
         }
         if !self.workers.is_empty() {
             tracing::warn!(
                 left = self.workers.len(),
-                "graceful timeout passed: killing the remaining workers"
+                "workers still not reaped {}s after SIGKILL; exiting without them",
+                REAP_AFTER_KILL.as_secs()
             );
-            self.signal_all(Signal::SIGKILL);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !self.workers.is_empty() && Instant::now() < deadline {
-                self.reap();
-                std::thread::sleep(Duration::from_millis(10));
-            }
         }
         tracing::info!("Shutting down: Master");
+    }
+}
+
+impl Worker {
+    /// Tell the worker to stop (TERM for graceful, QUIT for fast); the first time, start its
+    /// `--graceful-timeout` after which [`Arbiter::kill_overdue`] SIGKILLs it.
+    fn retire(&mut self, pid: i32, how: Stop, graceful: Duration) {
+        let sig = match how {
+            Stop::Graceful => Signal::SIGTERM,
+            Stop::Fast => Signal::SIGQUIT,
+        };
+        if self.stop_deadline.is_none() {
+            self.stop_deadline = Some(Instant::now() + graceful);
+        }
+        self.stopping = Some(how);
+        let _ = kill(Pid::from_raw(pid), sig);
     }
 }
 

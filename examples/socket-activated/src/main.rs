@@ -25,6 +25,10 @@
 //! Signals: TERM stops accepting, finishes in-flight requests (for up to `GPE_GRACEFUL_TIMEOUT`
 //! seconds) and exits 0; QUIT and INT exit at once. The `EXAMPLE_BOOT_EXIT` variable makes the
 //! process exit with that code before serving (a boot error, as gunicorn's exit code 3).
+//!
+//! Test knobs (to misbehave on purpose, for gpe-master's tests): `EXAMPLE_IGNORE_SIGNALS`, a
+//! comma-separated subset of `term,quit,int`, makes the worker catch and ignore those signals (a
+//! worker that hangs on stop); `EXAMPLE_NO_HEARTBEAT=1` makes it never touch its heartbeat file.
 
 #![allow(clippy::exit)] // exit codes are what this example demonstrates (boot errors, /exit)
 
@@ -186,9 +190,21 @@ fn main() -> std::io::Result<()> {
     }
     let term = Arc::new(AtomicBool::new(false));
     let quick = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&term))?;
-    for sig in [signal_hook::consts::SIGQUIT, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, Arc::clone(&quick))?;
+    // Caught but acted on by nobody: what EXAMPLE_IGNORE_SIGNALS lists.
+    let ignored = Arc::new(AtomicBool::new(false));
+    let ignore = std::env::var("EXAMPLE_IGNORE_SIGNALS").unwrap_or_default();
+    let ignore: Vec<&str> = ignore.split(',').map(str::trim).collect();
+    for (sig, name, flag) in [
+        (signal_hook::consts::SIGTERM, "term", &term),
+        (signal_hook::consts::SIGQUIT, "quit", &quick),
+        (signal_hook::consts::SIGINT, "int", &quick),
+    ] {
+        let flag = if ignore.contains(&name) {
+            &ignored
+        } else {
+            flag
+        };
+        signal_hook::flag::register(sig, Arc::clone(flag))?;
     }
     // USR1 (forwarded by the master to reopen logs): this server logs to stderr only; it must
     // merely not die of it.
@@ -201,7 +217,9 @@ fn main() -> std::io::Result<()> {
     for l in &listeners {
         l.set_nonblocking()?;
     }
-    let heartbeat = env_u64("GPE_HEARTBEAT_FD").and_then(|fd| sys::adopt_file(fd as i32));
+    let heartbeat = env_u64("GPE_HEARTBEAT_FD")
+        .filter(|_| env_u64("EXAMPLE_NO_HEARTBEAT") != Some(1))
+        .and_then(|fd| sys::adopt_file(fd as i32));
     let max_requests = env_u64("GPE_MAX_REQUESTS").unwrap_or(0);
     let graceful = Duration::from_secs(env_u64("GPE_GRACEFUL_TIMEOUT").unwrap_or(30));
     let master = env_u64("GPE_MASTER_PID").map(|p| p as u32);

@@ -191,6 +191,8 @@ pub(crate) struct Options {
     pub(crate) env: Vec<(String, String)>,
     /// The worker binary, or `None` for [`worker_bin`] (`example-socket-activated`).
     pub(crate) worker: Option<PathBuf>,
+    /// Arguments after the worker binary (the worker's own).
+    pub(crate) worker_args: Vec<String>,
 }
 
 impl Options {
@@ -200,6 +202,7 @@ impl Options {
             args: Vec::new(),
             env: Vec::new(),
             worker: None,
+            worker_args: Vec::new(),
         }
     }
 
@@ -210,6 +213,7 @@ impl Options {
             args: Vec::new(),
             env: Vec::new(),
             worker: None,
+            worker_args: Vec::new(),
         }
     }
 
@@ -226,6 +230,12 @@ impl Options {
     /// Run `path` as the worker instead of `example-socket-activated`.
     pub(crate) fn worker_binary(mut self, path: &Path) -> Options {
         self.worker = Some(path.to_owned());
+        self
+    }
+
+    /// An argument for the worker binary (after it on the command line).
+    pub(crate) fn worker_arg(mut self, a: &str) -> Options {
+        self.worker_args.push(a.to_owned());
         self
     }
 }
@@ -245,6 +255,8 @@ pub(crate) fn master_command(dir: &Path) -> Command {
         "PROMETHEUS_METRICS_PORT",
         "PROMETHEUS_BIND_ADDRESS",
         "EXAMPLE_BOOT_EXIT",
+        "EXAMPLE_IGNORE_SIGNALS",
+        "EXAMPLE_NO_HEARTBEAT",
     ] {
         cmd.env_remove(var);
     }
@@ -332,6 +344,7 @@ impl Master {
             .arg(&pidfile)
             .args(&opts.args)
             .arg(opts.worker.clone().unwrap_or_else(worker_bin))
+            .args(&opts.worker_args)
             .stdout(log_file.try_clone().expect("dup log"))
             .stderr(log_file);
         for (k, v) in &opts.env {
