@@ -565,3 +565,202 @@ fn one_sync_of_changed_processes_costs_at_most_three_commands_each() {
     }
     sync.shutdown().unwrap();
 }
+
+#[test]
+fn live_gauge_modes_drop_processes_whose_heartbeat_stopped_before_any_fold() {
+    // Host a keeps syncing one writer; host b syncs two writers once and then goes silent (its
+    // sync stopped, its processes neither folded nor swept): the `live*` modes must leave b's
+    // values out as soon as its heartbeats are older than the live window, while the other modes
+    // keep them until they are folded (as the file collector does for dead, uncompacted files).
+    let server = RedisServer::start();
+    let window = Duration::from_millis(600);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (live_a, live_b) = (LivePids::new(), LivePids::new());
+    // Written in this order, so the most recent value of all is b's second writer's and the most
+    // recent live one is a's.
+    let mut a = spawn_child("child", dir_a.path(), "hammer:10", true);
+    wait_ready(&mut a);
+    live_a.insert(a.id());
+    let mut bs = Vec::new();
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(20)); // distinct timestamps for mostrecent
+        let mut b = spawn_child("child", dir_b.path(), "hammer:10", true);
+        wait_ready(&mut b);
+        live_b.insert(b.id());
+        bs.push(b);
+    }
+    let cfg = |host: &str| config(&server, "gpe:live", host).with_live_window(window);
+    let sync_a = RedisSync::new(
+        cfg("a"),
+        SyncSource::dir(dir_a.path(), Liveness::Pids(live_a.clone())),
+    )
+    .unwrap()
+    .spawn()
+    .unwrap();
+    let sync_b = RedisSync::new(
+        cfg("b"),
+        SyncSource::dir(dir_b.path(), Liveness::Pids(live_b.clone())),
+    )
+    .unwrap()
+    .spawn()
+    .unwrap();
+    sync_a.flush_now().unwrap();
+    sync_b.shutdown().unwrap();
+    let collector = RedisCollector::new(cfg("a")).unwrap();
+    let (pa, pb1, pb2) = (a.id() as f64, bs[0].id() as f64, bs[1].id() as f64);
+    let g = |s: &Samples, mode: &str| value(s, &format!("g_{mode}"), &[("k", "v")]);
+    let s = samples(&collector.try_gather().unwrap());
+    assert_eq!(
+        g(&s, "livesum"),
+        Some(pa + pb1 + pb2),
+        "all three are live at first"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        let s = samples(&collector.try_gather().unwrap());
+        if g(&s, "livesum") == Some(pa) {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b's heartbeats never went stale: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(g(&s, "livemin"), Some(pa));
+    assert_eq!(g(&s, "livemax"), Some(pa));
+    assert_eq!(g(&s, "livemostrecent"), Some(pa));
+    assert_eq!(g(&s, "sum"), Some(pa + pb1 + pb2));
+    assert_eq!(g(&s, "min"), Some(pa.min(pb1).min(pb2)));
+    assert_eq!(g(&s, "max"), Some(pa.max(pb1).max(pb2)));
+    assert_eq!(g(&s, "mostrecent"), Some(pb2));
+    let series = |name: &str| s.keys().filter(|(n, _)| n == name).count();
+    assert_eq!(series("g_liveall"), 1);
+    assert_eq!(series("g_all"), 3);
+    // Counters of the silent host still count.
+    assert_eq!(value(&s, "req_total", &[("w", "even")]), Some(15.0));
+
+    // The file collector, told the same liveness (b's writers dead, nothing compacted), agrees on
+    // every gauge mode.
+    let mut files = file_samples(dir_a.path(), &live_a);
+    let dead = LivePids::new();
+    for (k, v) in file_samples(dir_b.path(), &dead) {
+        let e = files.entry(k.clone()).or_insert(0.0);
+        let name = k.0.as_str();
+        *e = if name.starts_with("g_live") {
+            *e // b is dead: not in the live modes
+        } else if name == "g_min" {
+            e.min(v)
+        } else if name == "g_max" {
+            e.max(v)
+        } else if name == "g_mostrecent" {
+            v // b's second writer wrote last
+        } else {
+            *e + v
+        };
+    }
+    for mode in [
+        "livesum",
+        "livemin",
+        "livemax",
+        "livemostrecent",
+        "sum",
+        "min",
+        "max",
+    ] {
+        assert_eq!(g(&s, mode), g(&files, mode), "{mode}");
+    }
+    for c in bs.into_iter().chain([a]) {
+        close(c);
+    }
+    sync_a.shutdown().unwrap();
+}
+
+#[test]
+fn acl_user_from_the_environment_is_used_and_a_wrong_password_is_only_an_outage() {
+    let server = RedisServer::start();
+    // `gpe` may touch every key; the default (unauthenticated) user none, so a sync that works
+    // proves the credentials were sent.
+    server.cmd(&[
+        "ACL", "SETUSER", "gpe", "on", ">s3cret", "~*", "&*", "+@all",
+    ]);
+    server.cmd(&["ACL", "SETUSER", "default", "resetkeys", "resetchannels"]);
+    let port = server
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let env = |password: &'static str| {
+        let port = port.clone();
+        move |name: &str| -> Option<String> {
+            match name {
+                "REDIS_ENABLED" => Some("true".into()),
+                "REDIS_HOST" => Some("127.0.0.1".into()),
+                "REDIS_PORT" => Some(port.clone()),
+                "REDIS_USERNAME" => Some("gpe".into()),
+                "REDIS_PASSWORD" => Some(password.into()),
+                "REDIS_KEY_PREFIX" => Some("gpe:acl".into()),
+                _ => None,
+            }
+        }
+    };
+    let tune = |c: RedisConfig| {
+        c.with_host_id("h")
+            .unwrap()
+            .with_interval(Duration::from_secs(3600))
+            .unwrap()
+            .with_timeouts(Duration::from_millis(500), Duration::from_millis(500))
+            .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn_child("child", dir.path(), "cmd", true);
+    wait_ready(&mut child);
+    writeln!(child.stdin.as_mut().unwrap(), "42").unwrap();
+    wait_ready(&mut child);
+    let live = LivePids::new();
+    live.insert(child.id());
+    let source = || SyncSource::dir(dir.path(), Liveness::Pids(live.clone()));
+
+    let good = tune(RedisConfig::from_lookup(env("s3cret")).unwrap());
+    let sync = RedisSync::new(good.clone(), source())
+        .unwrap()
+        .spawn()
+        .unwrap();
+    sync.flush_now().expect("a sync as the ACL user");
+    let collector = RedisCollector::new(good).unwrap();
+    let s = samples(&collector.try_gather().unwrap());
+    assert_eq!(value(&s, "cmd_total", &[]), Some(42.0));
+    sync.shutdown().unwrap();
+
+    // The same user in a URL (REDIS_URL wins over the separate variables).
+    let url = format!("redis://gpe:s3cret@127.0.0.1:{port}/0");
+    let from_url = tune(
+        RedisConfig::from_lookup(|n: &str| match n {
+            "REDIS_URL" => Some(url.clone()),
+            "REDIS_KEY_PREFIX" => Some("gpe:acl".into()),
+            _ => None,
+        })
+        .unwrap(),
+    );
+    let s = samples(&RedisCollector::new(from_url).unwrap().try_gather().unwrap());
+    assert_eq!(value(&s, "cmd_total", &[]), Some(42.0));
+
+    // A wrong password: the sync reports Redis unavailable (no panic, no lost file values) and
+    // the collector errors; the unauthenticated default user was never given the keys.
+    let bad = tune(RedisConfig::from_lookup(env("wrong")).unwrap());
+    let sync = RedisSync::new(bad.clone(), source())
+        .unwrap()
+        .spawn()
+        .unwrap();
+    assert!(sync.flush_now().is_err());
+    assert!(RedisCollector::new(bad).unwrap().try_gather().is_err());
+    drop(sync);
+    let files = file_samples(dir.path(), &live);
+    assert_eq!(value(&files, "cmd_total", &[]), Some(42.0));
+    close(child);
+}
