@@ -24,6 +24,17 @@ use crate::MasterError;
 /// gunicorn's WORKER_BOOT_ERROR and APP_LOAD_ERROR: the master halts instead of respawning.
 const BOOT_ERRORS: [i32; 2] = [3, 4];
 
+/// A worker that exits unasked sooner than this after its spawn (whatever the reason: exit 0,
+/// crash, killed) is a sign of a respawn loop: the next spawn is delayed, [`BACKOFF_MIN`]
+/// doubling up to [`BACKOFF_MAX`]. A worker that lived longer resets the delay, so a service that
+/// crashes now and then is still respawned at once. One second is well above the time a worker
+/// needs to exec and fail (milliseconds), and well below any healthy worker's life.
+const MIN_LIFETIME: Duration = Duration::from_secs(1);
+/// The first delay of a respawn loop.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// The longest delay between two spawns of a respawn loop.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
 /// How long a killed retiring worker may take to be reaped before the master stops waiting for
 /// it at exit (a process in uninterruptible sleep cannot be helped).
 const REAP_AFTER_KILL: Duration = Duration::from_secs(5);
@@ -68,6 +79,7 @@ enum Stop {
 #[derive(Debug)]
 struct Worker {
     age: u64,
+    spawned_at: Instant,
     heartbeat: File,
     spawned_ctime: (i64, i64),
     aborted_at: Option<Instant>,
@@ -96,8 +108,9 @@ pub(crate) struct Arbiter {
     live: LivePids,
     signals: Signals,
     halt: Option<(i32, String)>,
+    /// No spawn before this (a respawn loop is backed off).
     next_spawn: Instant,
-    crash_backoff: Duration,
+    respawn_backoff: Duration,
     master_cpu: f64,
     on_usr1: OnUsr1,
     upgrade: Upgrade,
@@ -158,7 +171,7 @@ impl Arbiter {
             signals,
             halt: None,
             next_spawn: Instant::now(),
-            crash_backoff: Duration::ZERO,
+            respawn_backoff: Duration::ZERO,
             master_cpu: 0.0,
             on_usr1,
             upgrade,
@@ -448,6 +461,7 @@ impl Arbiter {
             pid,
             Worker {
                 age,
+                spawned_at: Instant::now(),
                 spawned_ctime: ctime(&heartbeat),
                 heartbeat,
                 aborted_at: None,
@@ -527,15 +541,7 @@ impl Arbiter {
             match (w.stopping, w.replaced_for) {
                 (None, _) if reason != "boot_error" => {
                     self.metrics.restarts.with_label_values(&[reason]).inc();
-                    if reason == "crash" && w.aborted_at.is_none() {
-                        // A crash loop is backed off, up to 10 s between attempts.
-                        self.crash_backoff = (self.crash_backoff * 2)
-                            .max(Duration::from_millis(100))
-                            .min(Duration::from_secs(10));
-                        self.next_spawn = Instant::now() + self.crash_backoff;
-                    } else {
-                        self.crash_backoff = Duration::ZERO;
-                    }
+                    self.pace_respawn(pid.as_raw(), w.spawned_at.elapsed());
                 }
                 (Some(_), Some(why)) => {
                     self.metrics.restarts.with_label_values(&[why]).inc();
@@ -560,6 +566,27 @@ impl Arbiter {
                 tracing::warn!(error = %e, "compaction of dead workers' metrics failed");
             }
         }
+    }
+
+    /// After an unasked exit: back off if the worker died within [`MIN_LIFETIME`] of its spawn
+    /// (doubling once per round of respawns: workers failing together count once), else reset.
+    fn pace_respawn(&mut self, pid: i32, lived: Duration) {
+        let now = Instant::now();
+        if lived >= MIN_LIFETIME {
+            self.respawn_backoff = Duration::ZERO;
+            self.next_spawn = now;
+            return;
+        }
+        if now < self.next_spawn {
+            return; // already waiting: this one is respawned in the same round
+        }
+        self.respawn_backoff = (self.respawn_backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+        self.next_spawn = now + self.respawn_backoff;
+        tracing::warn!(
+            "Worker (pid:{pid}) exited {} ms after its start: next spawn in {} ms",
+            lived.as_millis(),
+            self.respawn_backoff.as_millis()
+        );
     }
 
     /// Heartbeat timeouts: ABRT, then KILL on the next pass.

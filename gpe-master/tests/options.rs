@@ -1,7 +1,8 @@
 //! Options of the real `gpe-master` that shape how workers are started and how the pool behaves:
 //! several binds (IPv4, IPv6, unix), `fd://N`, `--backlog` and `--reuse-port`, USR1 reopening
 //! `--error-logfile`, `--max-requests`, `--umask` and `--worker-tmp-dir`, `--user`/`--group`,
-//! the signal counters, and the backoff of a crash loop.
+//! the signal counters, and the pacing of respawns (a worker dying within a second of its spawn is
+//! backed off whatever its exit; one that lived longer is replaced at once).
 
 mod common;
 
@@ -670,4 +671,77 @@ fn crash_loop_is_backed_off() {
         "TERM during a crash loop: exit 0 expected, got {status}\n{}",
         m.log()
     );
+}
+
+/// A worker that exits 0 at once, forever (not a crash: exit reason `max_requests`): it is
+/// backed off like a crash loop, because it died within a second of its spawn.
+#[test]
+fn quick_clean_exits_are_backed_off() {
+    let bin = tempfile::tempdir().expect("tempdir");
+    let script = bin.path().join("quit-at-once");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("writing the script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    let spawns = "gunicorn_master_worker_spawns_total";
+    let mut m = Master::start(Options::workers(1).worker_binary(&script));
+    let started = Instant::now();
+    m.wait_for("the master to retry the exiting worker", |m| {
+        (m.sample(spawns)? >= 3.0).then_some(())
+    });
+    // The observation window (a measurement, not synchronisation).
+    while started.elapsed() < Duration::from_secs(3) {
+        assert!(m.try_exit().is_none(), "the master exited:\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let n = m.sample(spawns).expect("spawn counter");
+    // Spawns at ~0, 0.1, 0.3, 0.7, 1.5 s (then 3.1 s); unthrottled it would be hundreds.
+    assert!(
+        (3.0..=6.0).contains(&n),
+        "{n} spawns in {:?} of a worker exiting 0 at once (backoff: 5 expected)\n{}",
+        started.elapsed(),
+        m.log()
+    );
+    let exits = m
+        .sample("gunicorn_master_worker_exits_total{reason=\"max_requests\"}")
+        .unwrap_or(0.0);
+    assert!(
+        exits >= n - 1.0 && exits <= n,
+        "{exits} exits for {n} spawns"
+    );
+    assert!(
+        m.log().contains("after its start: next spawn in"),
+        "{}",
+        m.log()
+    );
+    m.signal(Signal::SIGTERM);
+    assert!(m.wait_exit(PATIENCE).success(), "{}", m.log());
+}
+
+/// A worker that crashes now and then, each time after more than a second of life, is replaced
+/// at once every time: the backoff of a respawn loop (which would reach 1.6 s by the fifth crash)
+/// does not build up.
+#[test]
+fn occasional_crashes_are_respawned_at_once() {
+    let mut m = Master::start(Options::workers(1));
+    let mut current = m.wait_workers(1)[0];
+    for round in 1..=5 {
+        let seen = Instant::now();
+        // Older than the master's one-second threshold (a bounded wait is the point here).
+        std::thread::sleep(Duration::from_millis(1200).saturating_sub(seen.elapsed()));
+        let answer = m.get("/exit?code=1").expect("GET /exit");
+        assert!(answer.contains("exiting 1"), "{answer}");
+        let crashed = Instant::now();
+        let next = m.wait_for(&format!("replacement {round}"), |m| {
+            m.workers().into_iter().find(|p| *p != current)
+        });
+        let took = crashed.elapsed();
+        assert!(
+            took < Duration::from_millis(1000),
+            "crash {round}: the replacement came {took:?} later\n{}",
+            m.log()
+        );
+        current = next;
+    }
+    m.wait_sample("gunicorn_master_worker_exits_total{reason=\"crash\"}", 5.0);
+    assert!(!m.log().contains("next spawn in"), "{}", m.log());
 }
