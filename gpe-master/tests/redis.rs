@@ -105,6 +105,11 @@ fn master(id: &str, redis_url: &str) -> Host {
 }
 
 fn master_with(id: &str, redis_url: &str, extra: &[&str]) -> Host {
+    master_env(id, redis_url, extra, &[])
+}
+
+/// As [`master_with`], with environment overrides (e.g. a longer `REDIS_SYNC_INTERVAL`).
+fn master_env(id: &str, redis_url: &str, extra: &[&str], envs: &[(&str, &str)]) -> Host {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let child = Command::new(master_bin())
@@ -117,6 +122,7 @@ fn master_with(id: &str, redis_url: &str, extra: &[&str]) -> Host {
         .env("REDIS_SYNC_INTERVAL", "0.2")
         .env("GPE_HOST_ID", id)
         .env("RUST_LOG", "warn")
+        .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
@@ -333,4 +339,54 @@ fn redis_down_for_ten_seconds_under_load_loses_nothing() {
         || format!("sent {sent}, exporter shows {:?}", last.get()),
     );
     drop(redis);
+}
+
+/// With a sync interval of an hour, only the master's own flushes can bring values to Redis: the
+/// one after reaping a worker (a SIGKILLed worker's last jobs, and its siblings' values, reach
+/// Redis at once) and the final one of a graceful stop.
+#[test]
+fn reaped_worker_and_graceful_stop_flush_without_waiting_for_the_timer() {
+    let redis = Redis::start_on(free_port());
+    let mut a = master_env(
+        "host-flush",
+        &redis.url(),
+        &["--no-metrics"],
+        &[("REDIS_SYNC_INTERVAL", "3600")],
+    );
+    let (_exp, addr) = exporter(&redis.url(), false);
+    send_jobs(a.port, 10);
+    let mut served_by = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        served_by.insert(job(a.port).unwrap());
+    }
+    // 14 jobs done; the timer will not sync for an hour.
+    let victim = *served_by.iter().next().unwrap();
+    assert!(children(a.proc.0.id() as i32).contains(&victim));
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    eventually(
+        PATIENCE,
+        "the 14 jobs in Redis after the reap",
+        || (requests_total(addr, "") == Some(14.0)).then_some(()),
+        || format!("total {:?}", requests_total(addr, "")),
+    );
+    send_jobs(a.port, 6);
+    assert_eq!(
+        requests_total(addr, ""),
+        Some(14.0),
+        "nothing syncs between two flushes of the master"
+    );
+    kill(Pid::from_raw(a.proc.0.id() as i32), Signal::SIGTERM).unwrap();
+    let child = &mut a.proc.0;
+    let status = eventually(
+        PATIENCE,
+        "the master to stop on TERM",
+        || child.try_wait().ok().flatten(),
+        String::new,
+    );
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        requests_total(addr, ""),
+        Some(20.0),
+        "the graceful stop's final flush"
+    );
 }
