@@ -2,6 +2,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
 use nix::sys::socket::{
@@ -38,10 +39,29 @@ impl BindSpec {
                     "expected fd://N with N >= 3",
                 ));
         }
-        if !s.contains(':') {
+        let Some((host, port)) = s.rsplit_once(':') else {
             return Err(MasterError::BadBind(
                 s.to_owned(),
                 "expected HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N",
+            ));
+        };
+        if port.parse::<u16>().is_err() {
+            return Err(MasterError::BadBind(
+                s.to_owned(),
+                "the port is not a number from 0 to 65535",
+            ));
+        }
+        let bracketed = host.starts_with('[') || host.ends_with(']');
+        if bracketed && !(host.len() > 2 && host.starts_with('[') && host.ends_with(']')) {
+            return Err(MasterError::BadBind(
+                s.to_owned(),
+                "an IPv6 address is written [ADDR]:PORT",
+            ));
+        }
+        if !bracketed && host.contains(':') {
+            return Err(MasterError::BadBind(
+                s.to_owned(),
+                "an IPv6 address must be in brackets: [ADDR]:PORT",
             ));
         }
         Ok(BindSpec::Tcp(s.to_owned()))
@@ -124,9 +144,16 @@ pub(crate) fn bind_one(
             })
         }
         BindSpec::Unix(path) => {
-            if path.exists() {
+            match std::fs::symlink_metadata(path) {
                 // A stale socket from an earlier run: gunicorn removes it too.
-                let _ = std::fs::remove_file(path);
+                Ok(meta) if meta.file_type().is_socket() => {
+                    std::fs::remove_file(path)
+                        .map_err(|e| MasterError::Bind(text.to_owned(), e))?;
+                }
+                // Anything else is not ours to delete (gunicorn: "%r is not a socket").
+                Ok(_) => return Err(MasterError::NotASocket(path.clone())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(MasterError::Bind(text.to_owned(), e)),
             }
             let fd = socket(
                 AddressFamily::Unix,
@@ -165,17 +192,24 @@ pub(crate) fn bind_one(
     }
 }
 
-/// Bind every `--bind`, in order.
+/// Parse every `--bind` (without binding anything): the spelling and the spec.
+pub(crate) fn parse_all(texts: &[String]) -> Result<Vec<(String, BindSpec)>, MasterError> {
+    texts
+        .iter()
+        .map(|t| Ok((t.clone(), BindSpec::parse(t)?)))
+        .collect()
+}
+
+/// Bind every parsed `--bind`, in order.
 pub(crate) fn bind_all(
-    specs: &[String],
+    specs: &[(String, BindSpec)],
     backlog: i32,
     reuse_port: bool,
 ) -> Result<Vec<Bound>, MasterError> {
     specs
         .iter()
-        .map(|text| {
-            let spec = BindSpec::parse(text)?;
-            let bound = bind_one(&spec, text, backlog, reuse_port)?;
+        .map(|(text, spec)| {
+            let bound = bind_one(spec, text, backlog, reuse_port)?;
             tracing::info!("Listening at: {text} ({})", std::process::id());
             Ok(bound)
         })

@@ -32,8 +32,20 @@ use anyhow::Context;
 #[non_exhaustive]
 pub(crate) enum MasterError {
     /// A `--bind` value that cannot be used.
-    #[error("--bind {0:?}: {1}")]
+    #[error("invalid value {0:?} for --bind: {1}")]
     BadBind(String, &'static str),
+    /// `--user` names no user of this system.
+    #[error("invalid value {0:?} for --user: no such user")]
+    NoSuchUser(String),
+    /// `--group` names no group of this system.
+    #[error("invalid value {0:?} for --group: no such group")]
+    NoSuchGroup(String),
+    /// `--worker-tmp-dir` is not a directory the master can create heartbeat files in.
+    #[error("invalid value {0:?} for --worker-tmp-dir: {1}")]
+    BadWorkerTmpDir(PathBuf, String),
+    /// A unix socket path already exists and is not a socket (gunicorn refuses it too).
+    #[error("cannot bind unix:{}: {} exists and is not a socket (remove it or choose another path)", .0.display(), .0.display())]
+    NotASocket(PathBuf),
     /// Binding failed.
     #[error("cannot bind {0}: {1} (is another server using it? choose another --bind)")]
     Bind(String, std::io::Error),
@@ -46,6 +58,19 @@ pub(crate) enum MasterError {
     /// The master's own metrics could not be registered.
     #[error("master metrics: {0}")]
     Metrics(String),
+}
+
+impl MasterError {
+    /// Whether this is a bad flag value: exit status 2, like an unknown flag (argparse, clap).
+    fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            MasterError::BadBind(..)
+                | MasterError::NoSuchUser(_)
+                | MasterError::NoSuchGroup(_)
+                | MasterError::BadWorkerTmpDir(..)
+        )
+    }
 }
 
 /// A log file that USR1 reopens (for logrotate).
@@ -135,8 +160,9 @@ fn ids(cli: &cli::Cli) -> anyhow::Result<(Option<u32>, Option<u32>)> {
         None => None,
         Some(u) => Some(match u.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => nix::unistd::User::from_name(u)?
-                .with_context(|| format!("--user {u:?}: no such user"))?
+            Err(_) => nix::unistd::User::from_name(u)
+                .with_context(|| format!("--user {u:?}: looking the user up"))?
+                .ok_or_else(|| MasterError::NoSuchUser(u.clone()))?
                 .uid
                 .as_raw(),
         }),
@@ -145,8 +171,9 @@ fn ids(cli: &cli::Cli) -> anyhow::Result<(Option<u32>, Option<u32>)> {
         None => None,
         Some(g) => Some(match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => nix::unistd::Group::from_name(g)?
-                .with_context(|| format!("--group {g:?}: no such group"))?
+            Err(_) => nix::unistd::Group::from_name(g)
+                .with_context(|| format!("--group {g:?}: looking the group up"))?
+                .ok_or_else(|| MasterError::NoSuchGroup(g.clone()))?
                 .gid
                 .as_raw(),
         }),
@@ -200,22 +227,47 @@ fn redis_sync(
     Ok(Some(RedisSync::new(config, source)?.spawn()?))
 }
 
-fn run() -> anyhow::Result<i32> {
-    let cli = cli::Cli::from_env_and_args();
-    let log = init_logging(&cli)?;
-    let program = resolve_program(&cli.command[0])?;
-    let (uid, gid) = ids(&cli)?;
-    let config = gpe_core::config::Config::from_env().context("metrics configuration")?;
-    let metrics_dir = config.multiproc_dir().to_path_buf();
-    let worker_tmp_dir = cli
+/// `--worker-tmp-dir` (default: the system temp dir), checked by creating a file in it.
+fn worker_tmp_dir(cli: &cli::Cli) -> Result<PathBuf, MasterError> {
+    let dir = cli
         .worker_tmp_dir
         .clone()
         .unwrap_or_else(std::env::temp_dir);
-    if !worker_tmp_dir.is_dir() {
-        anyhow::bail!(
-            "--worker-tmp-dir {}: not a directory",
-            worker_tmp_dir.display()
+    if !dir.is_dir() {
+        return Err(MasterError::BadWorkerTmpDir(
+            dir,
+            "not a directory".to_owned(),
+        ));
+    }
+    if let Err(e) = tempfile::tempfile_in(&dir) {
+        return Err(MasterError::BadWorkerTmpDir(
+            dir,
+            format!("cannot create heartbeat files in it: {e}"),
+        ));
+    }
+    Ok(dir)
+}
+
+fn run() -> anyhow::Result<i32> {
+    let cli = cli::Cli::from_env_and_args();
+    let log = init_logging(&cli)?;
+    // Every flag value first (exit 2 on a bad one), then the worker binary; nothing is bound yet.
+    let binds = bind::parse_all(&cli.binds())?;
+    let (uid, gid) = ids(&cli)?;
+    let worker_tmp_dir = worker_tmp_dir(&cli)?;
+    let program = resolve_program(&cli.command[0])?;
+    let config = gpe_core::config::Config::from_env().context("metrics configuration")?;
+    let metrics_dir = config.multiproc_dir().to_path_buf();
+    if cli.check_config {
+        // As gunicorn's --check-config: the configuration and the worker are checked, the
+        // sockets are not bound (a server already running on them is no error).
+        println!(
+            "configuration OK: {} worker(s) of {} on {}",
+            cli.workers,
+            program.display(),
+            cli.binds().join(", ")
         );
+        return Ok(0);
     }
     if let Some(mask) = cli.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
@@ -230,20 +282,11 @@ fn run() -> anyhow::Result<i32> {
             (i.listeners, i.metrics, i.old_master)
         }
         None => (
-            bind::bind_all(&cli.binds(), cli.backlog, cli.reuse_port)?,
+            bind::bind_all(&binds, cli.backlog, cli.reuse_port)?,
             None,
             None,
         ),
     };
-    if cli.check_config {
-        println!(
-            "configuration OK: {} worker(s) of {} on {}",
-            cli.workers,
-            program.display(),
-            cli.binds().join(", ")
-        );
-        return Ok(0);
-    }
     if cli.daemon && old_master.is_none() {
         // (A master re-exec'd by a daemonized one is detached already.)
         // Before any thread exists (the metrics server's comes next): daemon(3) forks and setsids.
@@ -355,6 +398,12 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("gpe-master: error: {e:#}");
+            if e.downcast_ref::<MasterError>()
+                .is_some_and(MasterError::is_usage)
+            {
+                eprintln!("\nFor more information, try '--help'.");
+                std::process::exit(2);
+            }
             std::process::exit(1);
         }
     }

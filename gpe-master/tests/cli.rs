@@ -1,5 +1,5 @@
-//! The command line of the real `gpe-master`: bad flags, a missing worker binary,
-//! `--check-config`, and `GUNICORN_CMD_ARGS`.
+//! The command line of the real `gpe-master`: bad flags and bad flag values, a missing or
+//! non-executable worker binary, `--check-config`, and `GUNICORN_CMD_ARGS`.
 
 mod common;
 
@@ -26,6 +26,90 @@ fn unknown_flag_exits_2_naming_it() {
         assert!(stderr.contains("--no-such-flag"), "{args:?}: {stderr}");
         assert!(!stderr.contains("Booting worker"), "{args:?}: {stderr}");
     }
+}
+
+/// A bad flag value is a usage error too (as gunicorn's argparse): exit 2, stderr names the flag
+/// and the value, nothing is started. Checked with and without `--check-config`.
+#[test]
+fn invalid_flag_values_exit_2_naming_the_flag() {
+    let worker = worker_bin();
+    let worker = worker.to_str().expect("utf-8 path");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "").expect("writing a file");
+    let file = file.to_str().expect("utf-8 path");
+    let bind = format!("127.0.0.1:{}", free_port());
+    let cases: [(&[&str], &str); 13] = [
+        (&["--bind", "nonsense"], "--bind"),
+        (&["--bind", "127.0.0.1:http"], "--bind"),
+        (&["--bind", "127.0.0.1:70000"], "--bind"),
+        (&["--bind", "::1:8000"], "--bind"),
+        (&["--bind", "unix:"], "--bind"),
+        (&["--bind", "fd://1"], "--bind"),
+        (&["--user", "gpe-no-such-user"], "--user"),
+        (&["--group", "gpe-no-such-group"], "--group"),
+        (
+            &["--worker-tmp-dir", "/nonexistent/gpe-dir"],
+            "--worker-tmp-dir",
+        ),
+        (&["--worker-tmp-dir", file], "--worker-tmp-dir"),
+        (&["--workers", "0"], "--workers"),
+        (&["--umask", "999"], "--umask"),
+        (&["--metrics-bind", "nowhere"], "--metrics-bind"),
+    ];
+    for (flag_args, flag) in cases {
+        for check in [false, true] {
+            let mut args: Vec<&str> = vec!["--no-metrics"];
+            if check {
+                args.push("--check-config");
+            }
+            if flag != "--bind" {
+                args.extend(["--bind", &bind]);
+            }
+            args.extend(flag_args);
+            args.push(worker);
+            let out = run_master(&args, &[]);
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(stderr.contains(flag), "{args:?}: {stderr}");
+            assert!(
+                stderr.contains(flag_args[1]),
+                "{args:?}: names the value: {stderr}"
+            );
+            assert!(!stderr.contains("Booting worker"), "{args:?}: {stderr}");
+            assert!(
+                text(&out.stdout).is_empty(),
+                "{args:?}: {}",
+                text(&out.stdout)
+            );
+        }
+    }
+}
+
+/// A worker binary that exists but is not executable: a clear error naming it, before any fork
+/// or bind (not a usage error).
+#[test]
+fn non_executable_worker_binary_fails_fast() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let program = tmp.path().join("not-executable");
+    std::fs::write(&program, "#!/bin/sh\nexit 0\n").expect("writing the script");
+    let program = program.to_str().expect("utf-8 path");
+    // The port is taken: were it bound before the check, the error would be about the port.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let bind = taken.local_addr().expect("addr").to_string();
+    let out = run_master(&["--bind", &bind, "--no-metrics", program], &[]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert_ne!(out.status.code(), Some(2), "not a usage error: {stderr}");
+    assert!(
+        stderr.contains(&format!("worker binary {program} is not executable")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Booting worker"), "{stderr}");
+    assert!(
+        !stderr.contains("cannot bind"),
+        "checked before binding: {stderr}"
+    );
 }
 
 /// Flags after the worker binary belong to the worker, not to the master.
@@ -98,12 +182,47 @@ fn check_config_exits_0_without_workers() {
 
     // A configuration error is reported by --check-config too.
     let out = run_master(&["--check-config", "--bind", "nonsense", worker], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(!out.status.success(), "{}", text(&out.stdout));
     assert!(
         text(&out.stderr).contains("nonsense"),
         "{}",
         text(&out.stderr)
     );
+}
+
+/// `--check-config` does not bind (gunicorn loads the app without binding): it succeeds while
+/// another server holds the TCP port and the unix socket path it is given, and leaves them alone.
+#[test]
+fn check_config_does_not_bind() {
+    let worker = worker_bin();
+    let worker = worker.to_str().expect("utf-8 path");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let bind = taken.local_addr().expect("addr").to_string();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sock = tmp.path().join("taken.sock");
+    let unix = std::os::unix::net::UnixListener::bind(&sock).expect("bind unix");
+    let unix_bind = format!("unix:{}", sock.display());
+    let out = run_master(
+        &[
+            "--check-config",
+            "--bind",
+            &bind,
+            "--bind",
+            &unix_bind,
+            worker,
+        ],
+        &[],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("configuration OK"), "{stdout}");
+    assert!(!stderr.contains("Listening at"), "nothing bound: {stderr}");
+    // The other server's sockets still work: the port still accepts, the socket file is its own.
+    let _c = std::net::TcpStream::connect(&bind).expect("the port is still served");
+    assert!(taken.accept().is_ok());
+    let _u = std::os::unix::net::UnixStream::connect(&sock).expect("the socket is still served");
+    assert!(unix.accept().is_ok());
 }
 
 /// `GUNICORN_CMD_ARGS="--workers 2"` is honoured; the command line overrides it (as in gunicorn).

@@ -168,6 +168,56 @@ fn tcp4_tcp6_and_unix_binds_are_all_served() {
     );
 }
 
+/// `--bind unix:PATH` where PATH is a stale socket file (its server is gone): the master removes
+/// it and serves there, as gunicorn does. Where PATH is a regular file or a directory, the master
+/// refuses to start (exit 1, the error names the path) and leaves it untouched.
+#[test]
+fn unix_bind_replaces_only_a_stale_socket() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let stale = tmp.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind a socket"));
+    assert!(
+        std::fs::symlink_metadata(&stale).is_ok_and(|m| m.file_type().is_socket()),
+        "the stale socket file stays after its listener is closed"
+    );
+    let mut m = Master::start(
+        Options::workers(1)
+            .arg("--bind")
+            .arg(&format!("unix:{}", stale.display())),
+    );
+    let workers = m.wait_workers(1);
+    answered_by(
+        &workers,
+        "the replaced stale socket",
+        unix_get(&stale, PATIENCE),
+    );
+    drop(m);
+
+    let file = tmp.path().join("data.txt");
+    std::fs::write(&file, "precious").expect("writing a file");
+    let dir = tmp.path().join("a-dir");
+    std::fs::create_dir(&dir).expect("mkdir");
+    for path in [&file, &dir] {
+        let bind = format!("unix:{}", path.display());
+        let out = common::run_master(
+            &["--no-metrics", "--bind", &bind, "/bin/sleep", "1000"],
+            &[],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bind}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{} exists and is not a socket", path.display())),
+            "{bind}: {stderr}"
+        );
+        assert!(!stderr.contains("Booting worker"), "{bind}: {stderr}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("the file is still there"),
+        "precious"
+    );
+    assert!(dir.is_dir(), "the directory is still there");
+}
+
 /// `--bind fd://N`: a listening socket the master inherited at fd N (here: the test's own, with
 /// close-on-exec cleared so a plain spawn passes it on) is served by every worker, named
 /// `fd://N` in `LISTEN_FDNAMES`, once the test has closed its own copy.
