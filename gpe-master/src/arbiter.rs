@@ -110,6 +110,9 @@ pub(crate) struct Arbiter {
     halt: Option<(i32, String)>,
     /// No spawn before this (a respawn loop is backed off).
     next_spawn: Instant,
+    /// Workers that exited unasked and are not replaced yet: the next spawns are respawns
+    /// (counted as `gunicorn_master_worker_restart_total{reason="chld"}`).
+    respawn_due: usize,
     respawn_backoff: Duration,
     master_cpu: f64,
     on_usr1: OnUsr1,
@@ -172,6 +175,7 @@ impl Arbiter {
             halt: None,
             next_spawn: Instant::now(),
             respawn_backoff: Duration::ZERO,
+            respawn_due: 0,
             master_cpu: 0.0,
             on_usr1,
             upgrade,
@@ -348,7 +352,13 @@ impl Arbiter {
             if !self.spawn_worker() {
                 break;
             }
+            if self.respawn_due > 0 {
+                self.respawn_due -= 1;
+                self.metrics.restarts.with_label_values(&["chld"]).inc();
+            }
         }
+        // An exited worker whose slot is gone (TTOU, WINCH, a reload) is not replaced.
+        self.respawn_due = self.respawn_due.min(want.saturating_sub(self.live_count()));
         let running: Vec<(u64, i32)> = self
             .workers
             .iter()
@@ -539,10 +549,14 @@ impl Arbiter {
             tracing::info!(reason, "Worker exiting (pid: {pid})");
             self.metrics.exits.with_label_values(&[reason]).inc();
             match (w.stopping, w.replaced_for) {
+                // Unasked (crash, killed, max_requests, timeout): the replacement, when it is
+                // spawned, counts as a `chld` restart (the Python exporter's reason for the
+                // SIGCHLD that announces such an exit).
                 (None, _) if reason != "boot_error" => {
-                    self.metrics.restarts.with_label_values(&[reason]).inc();
+                    self.respawn_due += 1;
                     self.pace_respawn(pid.as_raw(), w.spawned_at.elapsed());
                 }
+                // Replaced by a reload (its successor already runs).
                 (Some(_), Some(why)) => {
                     self.metrics.restarts.with_label_values(&[why]).inc();
                 }

@@ -8,6 +8,11 @@ use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Reg
 
 use crate::MasterError;
 
+/// The `reason` values of `gunicorn_master_worker_restart_total`: `hup`, one per worker replaced
+/// by a reload; `chld`, one per worker respawned after an exit the master did not ask for (crash,
+/// killed, max_requests, timeout; the precise cause is `gunicorn_master_worker_exits_total`).
+pub(crate) const RESTART_REASONS: [&str; 2] = ["hup", "chld"];
+
 /// Counters and gauges of the master, in an in-process registry merged into the host's scrape.
 #[derive(Debug, Clone)]
 pub(crate) struct MasterMetrics {
@@ -37,9 +42,9 @@ impl MasterMetrics {
     pub(crate) fn new() -> Result<MasterMetrics, MasterError> {
         let r = Registry::new();
         let e = |e: prometheus::Error| MasterError::Metrics(e.to_string());
-        Ok(MasterMetrics {
+        let m = MasterMetrics {
             signals: reg(&r, IntCounterVec::new(Opts::new("gunicorn_master_signals_total", "Signals received by the master, by signal."), &["signal"]).map_err(e)?)?,
-            restarts: reg(&r, IntCounterVec::new(Opts::new("gunicorn_master_worker_restart_total", "Workers replaced by the master, by reason."), &["reason"]).map_err(e)?)?,
+            restarts: reg(&r, IntCounterVec::new(Opts::new("gunicorn_master_worker_restart_total", "Workers replaced by the master: hup (by a reload), chld (respawned after an exit the master did not ask for; the cause is in gunicorn_master_worker_exits_total)."), &["reason"]).map_err(e)?)?,
             exits: reg(&r, IntCounterVec::new(Opts::new("gunicorn_master_worker_exits_total", "Worker exits, by reason."), &["reason"]).map_err(e)?)?,
             spawns: reg(&r, IntCounter::new("gunicorn_master_worker_spawns_total", "Workers started by the master.").map_err(e)?)?,
             reloads: reg(&r, IntCounter::new("gunicorn_master_reloads_total", "Reloads (HUP) performed.").map_err(e)?)?,
@@ -49,7 +54,14 @@ impl MasterMetrics {
             worker_memory: reg(&r, GaugeVec::new(Opts::new("gunicorn_master_worker_memory_bytes", "Resident memory of each live worker, read by the master from /proc."), &["worker_id", "pid"]).map_err(e)?)?,
             worker_cpu: reg(&r, GaugeVec::new(Opts::new("gunicorn_master_worker_cpu_percent", "CPU use of each live worker since the previous sample, read by the master from /proc."), &["worker_id", "pid"]).map_err(e)?)?,
             registry: r,
-        })
+        };
+        // The restart reasons (a subset of the Python exporter's), present from the start so a
+        // rate over them is 0 rather than absent. The exporter's other values (ttin, ttou, usr1,
+        // usr2, int) counted signals, not restarts: those are gunicorn_master_signals_total.
+        for reason in RESTART_REASONS {
+            m.restarts.with_label_values(&[reason]);
+        }
+        Ok(m)
     }
 
     /// The whole host's families: every worker's files plus the master's registry.

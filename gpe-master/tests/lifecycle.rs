@@ -61,7 +61,8 @@ fn three_workers_then_graceful_term() {
     assert!(m.log().contains("Shutting down: Master"), "{}", m.log());
 }
 
-/// A worker SIGKILLed from outside is replaced promptly and counted as `killed`.
+/// A worker SIGKILLed from outside is replaced promptly: exit reason `killed`, one restart with
+/// the Python exporter's reason `chld`, and no other restart reason (`hup` stays 0).
 #[test]
 fn killed_worker_is_replaced() {
     let mut m = Master::start(Options::workers(2));
@@ -88,9 +89,19 @@ fn killed_worker_is_replaced() {
         Some(3),
         "the replacement is the third spawn"
     );
-    m.wait_sample(
-        "gunicorn_master_worker_restart_total{reason=\"killed\"}",
-        1.0,
+    m.wait_sample("gunicorn_master_worker_restart_total{reason=\"chld\"}", 1.0);
+    let text = m.metrics().expect("scrape");
+    let restarts: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("gunicorn_master_worker_restart_total{"))
+        .collect();
+    assert_eq!(
+        restarts,
+        [
+            "gunicorn_master_worker_restart_total{reason=\"chld\"} 1",
+            "gunicorn_master_worker_restart_total{reason=\"hup\"} 0"
+        ],
+        "only the exporter's reasons, counting real restarts"
     );
     m.wait_sample("gunicorn_master_worker_exits_total{reason=\"killed\"}", 1.0);
     m.wait_sample("gunicorn_master_worker_spawns_total", 3.0);
@@ -153,7 +164,7 @@ fn heartbeat_mode(pid: i32) -> Option<u32> {
 }
 
 /// `--timeout 2`: a worker that stops heartbeating (`GET /stall`) is aborted after the timeout and
-/// replaced, counted as `timeout`; the worker that keeps heartbeating is left alone.
+/// replaced, counted as exit reason `timeout` and restart reason `chld`; the worker that keeps heartbeating is left alone.
 #[test]
 fn silent_worker_is_killed_after_the_timeout() {
     let mut m = Master::start(Options::workers(2).arg("--timeout").arg("2"));
@@ -184,10 +195,7 @@ fn silent_worker_is_killed_after_the_timeout() {
         since.elapsed()
     );
     assert!(after.contains(&other), "the heartbeating worker survives");
-    m.wait_sample(
-        "gunicorn_master_worker_restart_total{reason=\"timeout\"}",
-        1.0,
-    );
+    m.wait_sample("gunicorn_master_worker_restart_total{reason=\"chld\"}", 1.0);
     m.wait_sample(
         "gunicorn_master_worker_exits_total{reason=\"timeout\"}",
         1.0,

@@ -430,7 +430,7 @@ fn usr1_reopens_the_error_log() {
 
 /// `--max-requests 5 --max-requests-jitter 0`: workers get `GPE_MAX_REQUESTS=5`; over 20
 /// requests none fails, no worker answers more than 5, each worker that answered 5 exited and was
-/// replaced, counted as `max_requests` (exits and restarts) and never as a crash.
+/// replaced, counted as exit reason `max_requests` and restart reason `chld`, never as a crash.
 #[test]
 fn max_requests_replaces_workers_gracefully() {
     let mut m = Master::start(
@@ -481,7 +481,7 @@ fn max_requests_replaces_workers_gracefully() {
         retired,
     );
     m.wait_sample(
-        "gunicorn_master_worker_restart_total{reason=\"max_requests\"}",
+        "gunicorn_master_worker_restart_total{reason=\"chld\"}",
         retired,
     );
     m.wait_sample("gunicorn_master_worker_spawns_total", 2.0 + retired);

@@ -88,6 +88,15 @@ fn ttin_ttou_resize_the_pool_oldest_first() {
         Some(5.0),
         "3 + TTIN + TTIN"
     );
+    for reason in ["hup", "chld"] {
+        assert_eq!(
+            m.sample(&format!(
+                "gunicorn_master_worker_restart_total{{reason=\"{reason}\"}}"
+            )),
+            Some(0.0),
+            "a resize is not a restart ({reason})"
+        );
+    }
 }
 
 /// Whether `sig` is pending for the whole process `pid` (`ShdPnd` in `/proc/PID/status`).
@@ -161,6 +170,11 @@ fn hup_replaces_every_worker_without_failed_requests() {
     m.wait_sample("gunicorn_master_reloads_total", 1.0);
     m.wait_sample("gunicorn_master_worker_restart_total{reason=\"hup\"}", 2.0);
     m.wait_sample("gunicorn_master_workers", 2.0);
+    assert_eq!(
+        m.sample("gunicorn_master_worker_restart_total{reason=\"chld\"}"),
+        Some(0.0),
+        "the reload's retired workers are not respawns"
+    );
     assert!(old.iter().all(|p| !running(*p)), "old workers are gone");
     let mut ages: Vec<u64> = new.iter().map(|p| worker_id(*p).expect("id")).collect();
     ages.sort_unstable();

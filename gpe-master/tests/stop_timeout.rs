@@ -47,6 +47,11 @@ fn hup_kills_an_old_worker_that_ignores_term_after_the_graceful_timeout() {
         1.0,
     );
     m.wait_sample("gunicorn_master_worker_restart_total{reason=\"hup\"}", 1.0);
+    assert_eq!(
+        m.sample("gunicorn_master_worker_restart_total{reason=\"chld\"}"),
+        Some(0.0),
+        "killing a retired worker is not a respawn"
+    );
     assert_eq!(m.wait_workers(1), vec![new], "the new worker stays");
     assert!(
         m.log().contains(&format!(
