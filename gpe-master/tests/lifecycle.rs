@@ -136,20 +136,36 @@ fn boot_error_halts_the_master() {
     assert!(!m.pidfile.exists(), "the pidfile is removed at exit");
 }
 
-/// The master SIGKILLed: its workers die with it (PR_SET_PDEATHSIG).
+/// The master SIGKILLed: its workers die with it within 2 s (PR_SET_PDEATHSIG). The workers are
+/// `/bin/sleep 1000`, which never looks at its parent, so only the kernel's parent-death signal
+/// can end them (`example-socket-activated` would also notice the changed parent by itself).
 #[test]
 fn workers_die_with_a_sigkilled_master() {
-    let mut m = Master::start(Options::workers(3));
+    let mut m = Master::start(
+        Options::workers(3)
+            .worker_binary(std::path::Path::new("/bin/sleep"))
+            .worker_arg("1000"),
+    );
     let pids = m.wait_workers(3);
+    for pid in &pids {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(
+            cmdline.starts_with(b"/bin/sleep\0"),
+            "worker {pid} runs sleep: {:?}",
+            String::from_utf8_lossy(&cmdline)
+        );
+    }
     m.signal(Signal::SIGKILL);
     m.wait_exit(PATIENCE);
+    let killed = Instant::now();
     common::eventually(
         Duration::from_secs(2),
         "the orphaned workers to die",
         || pids.iter().all(|p| !running(*p)).then_some(()),
         || {
             format!(
-                "still running: {:?}",
+                "still running {:?} after the master's SIGKILL: {:?}",
+                killed.elapsed(),
                 pids.iter().filter(|p| running(**p)).collect::<Vec<_>>()
             )
         },
