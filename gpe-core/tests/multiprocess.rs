@@ -325,6 +325,10 @@ fn corrupt_files_are_skipped_with_a_warning_naming_them() {
     assert_eq!(s.len(), 1, "{s:?}");
     let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("counter_999991.db"), "{logs}");
+    assert!(
+        logs.contains("counter_999992.db"),
+        "the zero-length file: {logs}"
+    );
     assert!(logs.contains("gauge_all_999993.db"), "{logs}");
     // Once their writers are dead, compaction moves them aside and the scrape stays exact.
     let s = scrape(dir.path(), Liveness::Pids(LivePids::new()));
