@@ -1,9 +1,11 @@
 //! Lifecycle of the real `gpe-master` running `example-socket-activated` workers: start, graceful
-//! stop, a worker killed from outside, a worker failing to boot, the master itself SIGKILLed, and
-//! a worker that stops heartbeating.
+//! stop, a worker killed from outside, a worker failing to boot (exit 3) or to load its app (exit
+//! 4), the master itself SIGKILLed, a worker that stops heartbeating and one that never does, and
+//! the master's memory gauges for itself and each live worker.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{running, Master, Options, PATIENCE};
@@ -132,6 +134,23 @@ fn boot_error_halts_the_master() {
     assert!(
         (1..=spawned).contains(&failed),
         "{failed} boot failures for {spawned} workers\n{log}"
+    );
+    assert!(!m.pidfile.exists(), "the pidfile is removed at exit");
+}
+
+/// A worker exiting with 4 (gunicorn's APP_LOAD_ERROR) halts the master too: exit 4, the log
+/// says the app failed to load, no respawn.
+#[test]
+fn app_load_error_halts_the_master() {
+    let mut m = Master::spawn(Options::workers(2).env("EXAMPLE_BOOT_EXIT", "4"));
+    let status = m.wait_exit(PATIENCE);
+    let log = m.log();
+    assert_eq!(status.code(), Some(4), "exit code of the master\n{log}");
+    assert!(log.contains("App failed to load"), "{log}");
+    let spawned = log.matches("Booting worker with pid").count();
+    assert!(
+        (1..=2).contains(&spawned),
+        "no respawn after an app load error: {spawned} workers spawned for --workers 2\n{log}"
     );
     assert!(!m.pidfile.exists(), "the pidfile is removed at exit");
 }
@@ -326,4 +345,100 @@ fn dead_workers_live_gauges_vanish_and_counters_stay() {
         family_sum(&text, "gunicorn_worker_requests_total") >= counted,
         "the dead worker's requests are still counted:\n{text}"
     );
+}
+
+/// `--timeout 1` and a worker that never heartbeats (`EXAMPLE_NO_HEARTBEAT=1`, like any plain
+/// socket-activated binary): it is not supervised, so for 3 s (three timeouts; this bounded wait
+/// is the assertion) the same worker keeps serving, and nothing was aborted or respawned.
+#[test]
+fn worker_that_never_heartbeats_is_not_killed() {
+    let mut m = Master::start(
+        Options::workers(1)
+            .arg("--timeout")
+            .arg("1")
+            .env("EXAMPLE_NO_HEARTBEAT", "1"),
+    );
+    let pid = m.wait_workers(1)[0];
+    let mode = heartbeat_mode(pid).expect("the worker holds its heartbeat file at fd 4");
+    let since = Instant::now();
+    while since.elapsed() < Duration::from_secs(3) {
+        assert_eq!(
+            m.answering_pid().ok(),
+            Some(pid),
+            "the same worker serves\n{}",
+            m.log()
+        );
+        assert_eq!(m.workers(), vec![pid]);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        heartbeat_mode(pid),
+        Some(mode),
+        "it never touched its heartbeat file"
+    );
+    assert_eq!(m.sample("gunicorn_master_worker_spawns_total"), Some(1.0));
+    assert_eq!(
+        m.sample("gunicorn_master_worker_exits_total{reason=\"timeout\"}"),
+        None
+    );
+    assert!(!m.log().contains("WORKER TIMEOUT"), "{}", m.log());
+}
+
+/// The master's resource gauges: `gunicorn_master_memory_bytes` > 0, and one
+/// `gunicorn_master_worker_memory_bytes{worker_id,pid}` > 0 per live worker, for exactly the
+/// live workers (a TTIN'd worker appears, a killed one's series goes).
+#[test]
+fn memory_gauges_cover_the_master_and_each_live_worker() {
+    fn worker_memory(text: &str) -> BTreeMap<i32, (u64, f64)> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("gunicorn_master_worker_memory_bytes{"))
+            .filter_map(|l| {
+                let (labels, value) = l.split_once("} ")?;
+                let label = |k: &str| {
+                    labels
+                        .split(',')
+                        .find_map(|kv| kv.strip_prefix(&format!("{k}=\"")))
+                        .and_then(|v| v.strip_suffix('"'))
+                };
+                Some((
+                    label("pid")?.parse().ok()?,
+                    (
+                        label("worker_id")?.parse().ok()?,
+                        value.trim().parse().ok()?,
+                    ),
+                ))
+            })
+            .collect()
+    }
+    let mut m = Master::start(Options::workers(2));
+    let check = |m: &mut Master, what: &str| {
+        m.wait_for(what, |m| {
+            let text = m.metrics().ok()?;
+            let pids = m.workers();
+            let mem = worker_memory(&text);
+            let master = common::sample(&text, "gunicorn_master_memory_bytes")?;
+            let each = pids.iter().all(|p| {
+                mem.get(p)
+                    .is_some_and(|(id, v)| Some(*id) == common::worker_id(*p) && *v > 0.0)
+            });
+            (master > 0.0 && each && mem.len() == pids.len()).then_some(pids)
+        })
+    };
+    let two = check(&mut m, "memory gauges of the master and 2 workers");
+    m.signal(Signal::SIGTTIN);
+    m.wait_workers(3);
+    let three = check(&mut m, "memory gauges of 3 workers");
+    assert!(two.iter().all(|p| three.contains(p)));
+    kill(Pid::from_raw(two[0]), Signal::SIGKILL).expect("kill a worker");
+    m.wait_for("the killed worker to be replaced", |m| {
+        let now = m.workers();
+        (now.len() == 3 && !now.contains(&two[0])).then_some(())
+    });
+    let after = check(&mut m, "memory gauges of the 3 workers after a kill");
+    let text = m.metrics().expect("scrape");
+    assert!(
+        !worker_memory(&text).contains_key(&two[0]),
+        "the killed worker's series is gone:\n{text}"
+    );
+    assert_eq!(after.len(), 3);
 }
