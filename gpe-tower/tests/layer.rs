@@ -451,3 +451,84 @@ print(int(total), " ".join(sorted(names)))
         assert!(names.contains(&n), "{n} missing from {names:?}");
     }
 }
+
+#[tokio::test]
+async fn prefix_exclusions_buckets_and_request_sizes_go_through_the_service() {
+    let f = fixture(
+        RequestMetrics::builder()
+            .prefix("myapp_")
+            .unwrap()
+            .duration_buckets(vec![0.25, 2.5])
+            .unwrap()
+            .size_buckets(vec![4.0, 64.0])
+            .unwrap()
+            .exclude_path("/health")
+            .exclude_path("/static/*"),
+    );
+    let app = app(f.metrics.clone()).route("/static/{*file}", get(|| async { "css" }));
+    for uri in [
+        "/",
+        "/health",
+        "/static/a.css",
+        "/static/deep/b.js",
+        "/users/3",
+    ] {
+        let (status, _) = get_body(&app, "GET", uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+    }
+    // A 10-byte body with a Content-Length.
+    let req = Request::builder()
+        .method("POST")
+        .uri("/users/3")
+        .header("content-length", "10")
+        .body(Body::from("0123456789"))
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let _ = res.into_body().collect().await.unwrap();
+
+    let text = f.text();
+    assert!(
+        !text.contains("gunicorn_worker_"),
+        "the default prefix is gone: {text}"
+    );
+    // Only /, GET /users/{id} and POST /users/{id}: /health and /static/* were excluded.
+    assert_eq!(f.sum("myapp_requests_total", &[]), 3.0, "{text}");
+    assert_eq!(
+        f.sum("myapp_requests_total", &[("endpoint", "/users/{id}")]),
+        2.0
+    );
+    assert!(
+        !text.contains("/static") && !text.contains("/health"),
+        "{text}"
+    );
+    // The custom buckets (and no default one).
+    for le in ["0.25", "2.5", "+Inf"] {
+        assert_eq!(
+            f.sum(
+                "myapp_request_duration_seconds_bucket",
+                &[("endpoint", "/"), ("le", le)]
+            ),
+            1.0,
+            "no le={le} bucket: {text}"
+        );
+    }
+    assert!(!text.contains("le=\"0.005\""), "{text}");
+    // Request sizes: the POST's 10 bytes land in the 64-byte bucket, the empty GETs in the 4.
+    let post = [("method", "POST")];
+    assert_eq!(f.sum("myapp_request_size_bytes_sum", &post), 10.0, "{text}");
+    assert_eq!(
+        f.sum(
+            "myapp_request_size_bytes_bucket",
+            &[("method", "POST"), ("le", "4")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        f.sum(
+            "myapp_request_size_bytes_bucket",
+            &[("method", "POST"), ("le", "64")]
+        ),
+        1.0
+    );
+    assert_eq!(f.sum("myapp_request_size_bytes_count", &[]), 3.0);
+}
