@@ -56,6 +56,20 @@ pub enum Error {
     #[error("metrics file {0} is full (2 GiB): too many series in one process")]
     FileFull(PathBuf),
 
+    /// A sampling interval of zero ([`WorkerMetrics::spawn_sampler`](crate::worker_metrics::WorkerMetrics::spawn_sampler)).
+    #[error("the sampling interval must be longer than 0")]
+    ZeroInterval,
+
+    /// A background thread could not be started.
+    #[error("cannot start {what}: {source}")]
+    Spawn {
+        /// Which thread.
+        what: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// Encoding an exposition failed.
     #[error(transparent)]
     Exposition(#[from] crate::exposition::ExpositionError),

@@ -59,6 +59,7 @@ pub mod shutdown;
 mod store;
 mod vec;
 pub mod worker;
+pub mod worker_metrics;
 
 pub use collector::{LivePids, Liveness, MultiProcessCollector};
 pub use counter::{Counter, CounterVec};

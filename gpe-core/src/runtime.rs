@@ -14,19 +14,35 @@
 //! `{prefix}worker_requests_total`, `{prefix}worker_request_duration_seconds`,
 //! `{prefix}worker_failed_requests_total{error_type}` and
 //! `{prefix}worker_error_handling_total{error_type}` (a failed job counts in both, as in the
-//! Python exporter; a panic has `error_type="panic"`).
+//! Python exporter; a panic has `error_type="panic"`), and the worker resource families of
+//! [`crate::worker_metrics`] under `{prefix}worker_` with the same constant labels
+//! (`{prefix}worker_memory_bytes`, `..._cpu_percent`, `..._uptime_seconds`, `..._state`, sampled
+//! every 5 s, and `{prefix}worker_restart_total{reason}`).
+//!
+//! A watchdog thread heartbeats and watches the signals every 50 ms, whatever the job loops are
+//! doing: TERM (and max-requests) sets `state="stopping"` and counts `restart_total` with
+//! `reason="term"` (`"max_requests"`), then the loops stop taking jobs and let the running ones
+//! finish; QUIT/INT sets `state="quitting"`, counts `reason="quit"` and exits at once, even in
+//! the middle of a job or while a source blocks. For the sync kind the heartbeat pauses while a
+//! job runs longer than the master's `--timeout` (as gunicorn's sync worker: the master replaces a
+//! stuck worker); the threaded and async kinds heartbeat regardless of their jobs.
+//!
+//! A blocking `source` (sync and threaded kinds) is only asked to stop between jobs: on TERM the
+//! worker exits once the source returns, so a source should return (a job, or `None`) within a
+//! second or so; one that blocks longer is killed by the master after `--graceful-timeout`.
 
 use std::future::Future;
 use std::io::{Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use prometheus::{HistogramOpts, Opts};
 
 use crate::worker::{Listener, WorkerContext};
+use crate::worker_metrics::{RestartReason, SamplerHandle, WorkerMetrics, WorkerState};
 use crate::{CounterVec, Error, Histogram, HistogramVec, Store};
 
 /// The worker kinds.
@@ -280,18 +296,38 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("(non-string panic payload)")
 }
 
-/// Shared state of a running worker: the context, the stop flag and the job count.
+/// Shared state of a running worker: the context, the stop flags, the job count and the worker
+/// resource metrics.
 #[derive(Debug)]
 struct Supervisor {
     ctx: WorkerContext,
+    kind: Kind,
     metrics: JobMetrics,
-    stop: Arc<AtomicUsize>,
+    worker: WorkerMetrics,
+    _sampler: Option<SamplerHandle>,
+    /// TERM (graceful).
+    term: Arc<AtomicBool>,
+    /// QUIT or INT (fast).
+    quit: Arc<AtomicBool>,
+    /// The max-requests limit was reached (graceful).
+    max_reached: AtomicBool,
+    /// The parent changed (graceful).
+    orphaned: AtomicBool,
+    /// Records the graceful / fast stop in the worker metrics, once each (a second caller waits
+    /// for the first to finish, so nobody exits before the count is written).
+    recorded_graceful: Once,
+    recorded_fast: Once,
     handled: AtomicU64,
+    /// Sync kind: when the running job started (ms since `epoch`, + 1), 0 when idle.
+    busy_since: AtomicU64,
+    epoch: Instant,
 }
 
-const RUNNING: usize = 0;
-const GRACEFUL: usize = 1;
-const FAST: usize = 2;
+/// How often the watchdog thread looks at the stop flags and the heartbeat.
+const WATCH_TICK: Duration = Duration::from_millis(50);
+
+/// How often the worker resource sampler samples memory, CPU and uptime.
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Supervisor {
     fn start(options: &Options) -> Result<Arc<Supervisor>, ExitCode> {
@@ -317,13 +353,33 @@ impl Supervisor {
                 return Err(ExitCode::from(3));
             }
         };
-        let stop = Arc::new(AtomicUsize::new(RUNNING));
-        for (sig, value) in [
-            (signal_hook::consts::SIGTERM, GRACEFUL),
-            (signal_hook::consts::SIGQUIT, FAST),
-            (signal_hook::consts::SIGINT, FAST),
+        let worker = match WorkerMetrics::with_labels(
+            &store,
+            &format!("{}worker_", options.prefix),
+            &options.const_labels,
+            worker_id.as_str(),
+        ) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot register the worker resource metrics");
+                return Err(ExitCode::from(3));
+            }
+        };
+        let sampler = match worker.spawn_sampler(SAMPLE_INTERVAL) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "no worker resource sampler");
+                None
+            }
+        };
+        let term = Arc::new(AtomicBool::new(false));
+        let quit = Arc::new(AtomicBool::new(false));
+        for (sig, flag) in [
+            (signal_hook::consts::SIGTERM, &term),
+            (signal_hook::consts::SIGQUIT, &quit),
+            (signal_hook::consts::SIGINT, &quit),
         ] {
-            if let Err(e) = signal_hook::flag::register_usize(sig, Arc::clone(&stop), value) {
+            if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
                 tracing::error!(error = %e, signal = sig, "cannot install a signal handler");
                 return Err(ExitCode::from(3));
             }
@@ -337,50 +393,140 @@ impl Supervisor {
             tracing::warn!(error = %e, "cannot install the USR1 handler");
         }
         tracing::info!(worker = %options.name, worker_id = %worker_id, pid = std::process::id(), kind = ?options.kind, "Booting worker");
-        Ok(Arc::new(Supervisor {
+        let sup = Arc::new(Supervisor {
             ctx,
+            kind: options.kind,
             metrics,
-            stop,
+            worker,
+            _sampler: sampler,
+            term,
+            quit,
+            max_reached: AtomicBool::new(false),
+            orphaned: AtomicBool::new(false),
+            recorded_graceful: Once::new(),
+            recorded_fast: Once::new(),
             handled: AtomicU64::new(0),
-        }))
+            busy_since: AtomicU64::new(0),
+            epoch: Instant::now(),
+        });
+        sup.ctx.notify();
+        let watched = Arc::clone(&sup);
+        let spawned = std::thread::Builder::new()
+            .name("gpe-watchdog".to_owned())
+            .spawn(move || watched.watch());
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the watchdog thread");
+            return Err(ExitCode::from(3));
+        }
+        Ok(sup)
+    }
+
+    /// The watchdog thread: heartbeats and acts on the stop flags every [`WATCH_TICK`], whatever
+    /// the job loops are doing (a long handler or a blocking source delays neither a fast stop
+    /// nor the heartbeat). For the sync kind, as gunicorn's sync worker, the heartbeat stops while
+    /// one job runs longer than the master's timeout, so that the master replaces a stuck worker.
+    fn watch(&self) -> ! {
+        loop {
+            if !self.stuck() {
+                self.ctx.notify();
+            }
+            if self.stop_requested() && self.quit.load(Ordering::Relaxed) {
+                self.exit_fast();
+            }
+            std::thread::sleep(WATCH_TICK);
+        }
+    }
+
+    /// Whether a sync job has been running longer than the master's timeout.
+    fn stuck(&self) -> bool {
+        let timeout = self.ctx.timeout();
+        if self.kind != Kind::Sync || timeout.is_zero() {
+            return false;
+        }
+        let since = self.busy_since.load(Ordering::Relaxed);
+        since != 0 && self.now_ms().saturating_sub(since - 1) > timeout.as_millis() as u64
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Whether a stop (graceful or fast) was asked for; records the first graceful and the first
+    /// fast stop in the worker metrics (`state`, `restart_total{reason}`).
+    fn stop_requested(&self) -> bool {
+        if self.quit.load(Ordering::Relaxed) {
+            self.recorded_fast.call_once(|| {
+                self.worker.record_restart(RestartReason::Quit);
+                self.worker.set_state(WorkerState::Quitting);
+            });
+            return true;
+        }
+        let reason = if self.term.load(Ordering::Relaxed) {
+            Some(RestartReason::Term)
+        } else if self.max_reached.load(Ordering::Relaxed) {
+            Some(RestartReason::MaxRequests)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            self.recorded_graceful.call_once(|| {
+                self.worker.record_restart(reason);
+                self.worker.set_state(WorkerState::Stopping);
+            });
+            return true;
+        }
+        if self.orphaned.load(Ordering::Relaxed) {
+            return true;
+        }
+        if self.ctx.parent_changed() {
+            tracing::info!("Parent changed, shutting down");
+            self.orphaned.store(true, Ordering::Relaxed);
+            self.worker.set_state(WorkerState::Stopping);
+            return true;
+        }
+        false
+    }
+
+    fn exit_fast(&self) -> ! {
+        tracing::info!(
+            handled = self.handled.load(Ordering::Relaxed),
+            "Worker exiting (fast)"
+        );
+        std::process::exit(0);
     }
 
     /// Whether to stop taking jobs; exits the process at once on a fast stop.
     fn should_stop(&self) -> bool {
-        self.ctx.notify();
-        match self.stop.load(Ordering::Relaxed) {
-            RUNNING => {
-                if self.ctx.parent_changed() {
-                    tracing::info!("Parent changed, shutting down");
-                    return true;
-                }
-                false
-            }
-            FAST => {
-                tracing::info!("Worker exiting (fast)");
-                std::process::exit(0);
-            }
-            _ => true,
+        if !self.stop_requested() {
+            return false;
         }
+        if self.quit.load(Ordering::Relaxed) {
+            self.exit_fast();
+        }
+        true
     }
 
     /// Count a finished job; asks for a graceful stop at max-requests.
     fn finished(&self) {
         let n = self.handled.fetch_add(1, Ordering::Relaxed) + 1;
         let max = self.ctx.max_requests();
-        if max > 0 && n >= max {
+        if max > 0 && n >= max && !self.max_reached.swap(true, Ordering::Relaxed) {
             tracing::info!(
                 max_requests = max,
                 "Autorestarting worker after current request"
             );
-            let _ =
-                self.stop
-                    .compare_exchange(RUNNING, GRACEFUL, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 
     fn run_job<R: IntoOutcome>(&self, job: impl FnOnce() -> R) {
+        let sync = self.kind == Kind::Sync;
+        if sync {
+            self.busy_since.store(self.now_ms() + 1, Ordering::Relaxed);
+        }
         let _outcome = self.metrics.call(job);
+        if sync {
+            self.busy_since.store(0, Ordering::Relaxed);
+        }
         self.finished();
     }
 
@@ -392,6 +538,8 @@ impl Supervisor {
     }
 
     fn exit(&self) -> ExitCode {
+        // Record a max-requests stop noticed only by the last job.
+        let _ = self.stop_requested();
         tracing::info!(
             handled = self.handled.load(Ordering::Relaxed),
             "Worker exiting"

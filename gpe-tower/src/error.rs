@@ -21,7 +21,9 @@ pub enum BuildError {
     #[error("the per-family series cap must be at least 1")]
     ZeroSeriesCap,
 
-    /// A sampling interval of 0.
+    /// A sampling interval of 0. No longer returned: [`WorkerMetrics::spawn_sampler`](crate::WorkerMetrics::spawn_sampler)
+    /// (now in gpe-core) returns [`gpe_core::Error::ZeroInterval`], which converts into
+    /// [`BuildError::Store`]; kept so that existing matches still compile.
     #[error("the sampling interval must be longer than 0")]
     ZeroInterval,
 

@@ -2,7 +2,9 @@
 //!
 //! The sync and threaded workers speak a one-line protocol: the client sends a line, the worker
 //! answers it upper-cased. `panic` makes the handler panic (counted as a failure, the worker goes
-//! on), `fail` makes it return an error (counted with `error_type="LineError"`, the error's type name).
+//! on), `fail` makes it return an error (counted with `error_type="LineError"`, the error's type name),
+//! and `sleep MS` answers `STARTED` at once, then, `MS` milliseconds later, `SLEEP MS <pid>` (a
+//! long job, for the shutdown tests).
 
 use std::io::{BufRead, BufReader, Write};
 
@@ -33,6 +35,17 @@ pub fn answer_line(conn: Connection) -> Result<(), LineError> {
         "fail" => {
             let _ = reader.get_mut().write_all(b"ERR\n");
             Err(LineError::BadInput)
+        }
+        text if text.starts_with("sleep ") => {
+            let ms: u64 = text["sleep ".len()..]
+                .parse()
+                .map_err(|_| LineError::BadInput)?;
+            let conn = reader.get_mut();
+            conn.write_all(b"STARTED\n").map_err(LineError::Io)?;
+            conn.flush().map_err(LineError::Io)?;
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            let reply = format!("SLEEP {ms} {}\n", std::process::id());
+            conn.write_all(reply.as_bytes()).map_err(LineError::Io)
         }
         text => {
             let reply = format!("{} {}\n", text.to_uppercase(), std::process::id());

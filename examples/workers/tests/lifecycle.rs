@@ -1,0 +1,657 @@
+//! The lifecycle of `#[instrument_worker]` workers under a real `gpe-master`: the worker resource
+//! metrics on the master's `/metrics`, TERM (graceful: an in-flight job finishes), QUIT/INT (fast,
+//! even mid-job or while a blocking source waits), max-requests, the heartbeat while a source
+//! blocks, and a panicking handler that leaves the very same worker processes serving.
+//!
+//! Real signals, real processes; every wait polls against a deadline. Needs `target/*/gpe-master`
+//! next to this test's binary (`cargo build -p gpe-master -p example-workers`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use gpe_core::prometheus::proto::{Metric, MetricFamily};
+use gpe_core::{Liveness, MultiProcessCollector};
+
+fn gpe_master() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let master = dir.join("gpe-master");
+    assert!(
+        master.exists(),
+        "{} is missing: build it first (`cargo build -p gpe-master`)",
+        master.display()
+    );
+    master
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A master killed (with its workers) when the test ends, pass or fail.
+struct Master {
+    child: Child,
+    metrics_dir: tempfile::TempDir,
+    port: u16,
+    metrics_port: Option<u16>,
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        signal(self.child.id(), "TERM");
+        if self.wait_exit(Duration::from_secs(10)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Master {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The master's exit status, if it exits within `timeout`.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The pids of the master's children (its workers).
+    fn workers(&self) -> BTreeSet<u32> {
+        children(self.pid())
+    }
+
+    /// Wait until the master has `n` workers, each of them accepting (answering `ping`
+    /// requests is not enough to tell them apart, so the pid set comes from `/proc`, and each
+    /// must have written its metrics files).
+    fn wait_workers(&self, n: usize) -> BTreeSet<u32> {
+        eventually("the workers booted", Duration::from_secs(30), || {
+            let pids = self.workers();
+            let booted = pids.len() == n
+                && pids.iter().all(|p| {
+                    self.metrics_dir
+                        .path()
+                        .join(format!("counter_{p}.db"))
+                        .exists()
+                });
+            booted.then_some(pids)
+        })
+    }
+
+    fn families(&self) -> Vec<MetricFamily> {
+        MultiProcessCollector::new(self.metrics_dir.path())
+            .with_liveness(Liveness::PidCheck)
+            .gather()
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+/// Children of `parent`, from `/proc/*/stat`.
+fn children(parent: u32) -> BTreeSet<u32> {
+    let mut out = BTreeSet::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) && state != Some("Z") {
+            out.insert(pid);
+        }
+    }
+    out
+}
+
+struct Start<'a> {
+    worker: &'a str,
+    workers: u32,
+    args: &'a [&'a str],
+    env: &'a [(&'a str, &'a Path)],
+    metrics: bool,
+}
+
+impl<'a> Start<'a> {
+    fn new(worker: &'a str) -> Self {
+        Start {
+            worker,
+            workers: 3,
+            args: &[],
+            env: &[],
+            metrics: false,
+        }
+    }
+
+    fn spawn(self) -> Master {
+        let metrics_dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let metrics_port = self.metrics.then(free_port);
+        let mut cmd = Command::new(gpe_master());
+        cmd.args([
+            "--workers",
+            &self.workers.to_string(),
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+        ]);
+        match metrics_port {
+            Some(p) => cmd.args(["--metrics-bind", &format!("127.0.0.1:{p}")]),
+            None => cmd.arg("--no-metrics"),
+        };
+        cmd.args(self.args)
+            .arg(self.worker)
+            .env("PROMETHEUS_MULTIPROC_DIR", metrics_dir.path())
+            .env("RUST_LOG", "warn")
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null());
+        for (k, v) in self.env {
+            cmd.env(k, v);
+        }
+        Master {
+            child: cmd.spawn().unwrap(),
+            metrics_dir,
+            port,
+            metrics_port,
+        }
+    }
+}
+
+fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Send one line; the reply, or `None` when the connection was dropped (a panicking handler).
+fn request(port: u16, line: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("{line}\n").as_bytes()).ok()?;
+    let mut reply = String::new();
+    BufReader::new(s).read_line(&mut reply).ok()?;
+    (!reply.is_empty()).then_some(reply)
+}
+
+/// The pid at the end of a reply (`TEXT <pid>`).
+fn reply_pid(reply: &str) -> u32 {
+    reply.trim().rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// A `sleep MS` job whose handler has started (its `STARTED` line was read).
+struct InFlight {
+    reader: BufReader<TcpStream>,
+}
+
+impl InFlight {
+    fn start(port: u16, ms: u64) -> InFlight {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(format!("sleep {ms}\n").as_bytes()).unwrap();
+        let mut reader = BufReader::new(s);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line, "STARTED\n");
+        InFlight { reader }
+    }
+
+    /// The rest of what the worker sends before closing.
+    fn rest(mut self) -> String {
+        let mut out = String::new();
+        let _ = self.reader.read_to_string(&mut out);
+        out
+    }
+}
+
+/// `GET /metrics` from the master's metrics server, as text.
+fn scrape(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    let status = head.lines().next()?;
+    status.contains(" 200 ").then(|| body.to_owned())
+}
+
+/// Samples of family `name` in an exposition text: labels (without `pid`) -> value, per line.
+fn samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (labels, value) = match rest.strip_prefix('{') {
+            Some(r) => match r.split_once("} ") {
+                Some((l, v)) => (l, v),
+                None => continue,
+            },
+            None => match rest.strip_prefix(' ') {
+                Some(v) => ("", v),
+                None => continue,
+            },
+        };
+        let mut map = BTreeMap::new();
+        for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+            if let Some((k, v)) = pair.split_once("=\"") {
+                map.insert(k.to_owned(), v.trim_end_matches('"').to_owned());
+            }
+        }
+        out.push((map, value.trim().parse().unwrap()));
+    }
+    out
+}
+
+/// Sum of the counter family `name` over the series whose labels include `with`.
+fn counter(families: &[MetricFamily], name: &str, with: &[(&str, &str)]) -> f64 {
+    series(families, name, with)
+        .map(|m| m.get_counter().get_value())
+        .sum()
+}
+
+fn series<'a>(
+    families: &'a [MetricFamily],
+    name: &'a str,
+    with: &'a [(&'a str, &'a str)],
+) -> impl Iterator<Item = &'a Metric> + 'a {
+    families
+        .iter()
+        .filter(move |f| f.name() == name)
+        .flat_map(|f| f.get_metric())
+        .filter(move |m| {
+            with.iter().all(|(k, v)| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == *k && l.value() == *v)
+            })
+        })
+}
+
+/// Item 1: each worker exports the resource families, and counts its TERM-driven exit.
+#[test]
+fn resource_metrics_and_term_restart_on_the_masters_metrics() {
+    let master = Start {
+        metrics: true,
+        ..Start::new(env!("CARGO_BIN_EXE_sync-worker"))
+    }
+    .spawn();
+    let pids = master.wait_workers(3);
+    let mport = master.metrics_port.unwrap();
+    // Every worker, by pid: memory > 0, state running = 1 (others 0), cpu and uptime present.
+    let text = eventually(
+        "the families of every worker",
+        Duration::from_secs(20),
+        || {
+            let text = scrape(mport)?;
+            let every = |name: &str, ok: &dyn Fn(&BTreeMap<String, String>, f64) -> bool| {
+                let s = samples(&text, name);
+                pids.iter().all(|p| {
+                    s.iter()
+                        .any(|(l, v)| l.get("pid") == Some(&p.to_string()) && ok(l, *v))
+                })
+            };
+            let ready = every("gunicorn_worker_memory_bytes", &|_, v| v > 0.0)
+                && every("gunicorn_worker_cpu_percent", &|_, v| v >= 0.0)
+                && every("gunicorn_worker_uptime_seconds", &|_, v| v >= 0.0)
+                && every("gunicorn_worker_state", &|l, v| {
+                    l.get("state").map(String::as_str) == Some("running") && v == 1.0
+                });
+            ready.then_some(text)
+        },
+    );
+    for state in ["stopping", "quitting", "aborting"] {
+        for (l, v) in samples(&text, "gunicorn_worker_state") {
+            if l.get("state").map(String::as_str) == Some(state) {
+                assert_eq!(v, 0.0, "{state} of {l:?}");
+            }
+        }
+    }
+    assert!(
+        samples(&text, "gunicorn_worker_restart_total").is_empty(),
+        "{text}"
+    );
+    let worker_ids: BTreeSet<String> = samples(&text, "gunicorn_worker_memory_bytes")
+        .into_iter()
+        .filter_map(|(l, _)| l.get("worker_id").cloned())
+        .collect();
+    assert_eq!(worker_ids.len(), 3, "{text}");
+
+    // TERM one worker: it exits, the master replaces it, and its exit is counted.
+    let victim = *pids.iter().next().unwrap();
+    let victim_id = samples(&text, "gunicorn_worker_memory_bytes")
+        .into_iter()
+        .find(|(l, _)| l.get("pid") == Some(&victim.to_string()))
+        .and_then(|(l, _)| l.get("worker_id").cloned())
+        .unwrap();
+    signal(victim, "TERM");
+    let text = eventually(
+        "restart_total{reason=term}",
+        Duration::from_secs(20),
+        || {
+            let text = scrape(mport)?;
+            let counted = samples(&text, "gunicorn_worker_restart_total")
+                .into_iter()
+                .any(|(l, v)| {
+                    l.get("reason").map(String::as_str) == Some("term")
+                        && l.get("worker_id") == Some(&victim_id)
+                        && v == 1.0
+                });
+            (counted && !master.workers().contains(&victim)).then_some(text)
+        },
+    );
+    let restarts = samples(&text, "gunicorn_worker_restart_total");
+    assert_eq!(
+        restarts.len(),
+        1,
+        "only the TERMed worker counts an exit: {text}"
+    );
+    let pids_after = master.wait_workers(3);
+    assert!(!pids_after.contains(&victim));
+    // The dead worker's live gauges are gone; its replacement is running.
+    let text = eventually(
+        "the replacement's families",
+        Duration::from_secs(20),
+        || {
+            let text = scrape(mport)?;
+            let mem = samples(&text, "gunicorn_worker_memory_bytes");
+            let ok = !mem
+                .iter()
+                .any(|(l, _)| l.get("pid") == Some(&victim.to_string()))
+                && pids_after.iter().all(|p| {
+                    mem.iter()
+                        .any(|(l, v)| l.get("pid") == Some(&p.to_string()) && *v > 0.0)
+                });
+            ok.then_some(text)
+        },
+    );
+    assert!(text.contains("gunicorn_worker_state{"), "{text}");
+}
+
+/// TERM to the master: a job in flight finishes and is answered; the master exits 0; each
+/// worker counts `restart_total{reason="term"}`.
+#[test]
+fn term_lets_the_in_flight_job_finish() {
+    let mut master = Start::new(env!("CARGO_BIN_EXE_sync-worker")).spawn();
+    let pids = master.wait_workers(3);
+    let job = InFlight::start(master.port, 1500);
+    let started = Instant::now();
+    signal(master.pid(), "TERM");
+    let rest = job.rest();
+    assert!(
+        rest.starts_with("SLEEP 1500 "),
+        "the job was cut short: {rest:?}"
+    );
+    assert!(pids.contains(&reply_pid(&rest)));
+    let status = master
+        .wait_exit(Duration::from_secs(20))
+        .expect("the master exits after TERM");
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+    let f = master.families();
+    assert_eq!(
+        counter(&f, "gunicorn_worker_restart_total", &[("reason", "term")]),
+        3.0
+    );
+    assert_eq!(counter(&f, "gunicorn_worker_restart_total", &[]), 3.0);
+    assert_eq!(counter(&f, "gunicorn_worker_requests_total", &[]), 1.0);
+}
+
+/// QUIT to the master while a job runs for 20 s: the workers exit at once (the master would wait
+/// its 30 s graceful timeout for them otherwise), the job is cut, the master exits 0.
+#[test]
+fn quit_exits_fast_even_mid_job() {
+    let mut master = Start::new(env!("CARGO_BIN_EXE_sync-worker")).spawn();
+    master.wait_workers(3);
+    let job = InFlight::start(master.port, 20_000);
+    let started = Instant::now();
+    signal(master.pid(), "QUIT");
+    let status = master
+        .wait_exit(Duration::from_secs(5))
+        .expect("the master exits within 5 s of QUIT, mid-job");
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(job.rest(), "", "the job was cut");
+    let f = master.families();
+    assert_eq!(
+        counter(&f, "gunicorn_worker_restart_total", &[("reason", "quit")]),
+        3.0
+    );
+    assert_eq!(counter(&f, "gunicorn_worker_restart_total", &[]), 3.0);
+}
+
+/// INT, idle workers: fast too.
+#[test]
+fn int_exits_fast() {
+    let mut master = Start::new(env!("CARGO_BIN_EXE_threaded-worker")).spawn();
+    master.wait_workers(3);
+    let started = Instant::now();
+    signal(master.pid(), "INT");
+    let status = master
+        .wait_exit(Duration::from_secs(5))
+        .expect("the master exits within 5 s of INT");
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let f = master.families();
+    assert_eq!(
+        counter(&f, "gunicorn_worker_restart_total", &[("reason", "quit")]),
+        3.0
+    );
+}
+
+/// `--max-requests 5` with one worker: five jobs by one pid, then that worker exits (counting
+/// `reason="max_requests"`) and a new one serves the sixth.
+#[test]
+fn max_requests_replaces_the_worker() {
+    let master = Start {
+        workers: 1,
+        args: &["--max-requests", "5"],
+        ..Start::new(env!("CARGO_BIN_EXE_sync-worker"))
+    }
+    .spawn();
+    let first = master.wait_workers(1);
+    let mut served = Vec::new();
+    for i in 0..5 {
+        let reply = request(master.port, &format!("job{i}")).expect("a reply");
+        served.push(reply_pid(&reply));
+    }
+    assert!(
+        served.iter().all(|p| first.contains(p)),
+        "{served:?} {first:?}"
+    );
+    // The sixth connection waits in the backlog for the replacement.
+    let reply = request(master.port, "job5").expect("a reply from the replacement");
+    let second = reply_pid(&reply);
+    assert!(!first.contains(&second), "{first:?} served a sixth job");
+    eventually("the old worker reaped", Duration::from_secs(10), || {
+        (master.workers() == BTreeSet::from([second])).then_some(())
+    });
+    let f = master.families();
+    assert_eq!(
+        counter(
+            &f,
+            "gunicorn_worker_restart_total",
+            &[("reason", "max_requests")]
+        ),
+        1.0
+    );
+    assert_eq!(counter(&f, "gunicorn_worker_restart_total", &[]), 1.0);
+    assert_eq!(counter(&f, "gunicorn_worker_requests_total", &[]), 6.0);
+}
+
+/// A panicking handler: the same three worker processes serve before and after, and the counts
+/// are exact (requests, duration `_count`, failures and error handling by type).
+fn panic_keeps_the_same_workers(worker: &str) {
+    let master = Start::new(worker).spawn();
+    let before = master.wait_workers(3);
+    let mut served = BTreeSet::new();
+    for i in 0..30 {
+        let reply = request(master.port, &format!("job{i}")).expect("a reply");
+        served.insert(reply_pid(&reply));
+    }
+    assert_eq!(request(master.port, "fail").as_deref(), Some("ERR\n"));
+    assert_eq!(
+        request(master.port, "panic"),
+        None,
+        "the panicking handler's connection drops"
+    );
+    assert_eq!(request(master.port, "panic"), None);
+    for i in 0..30 {
+        let reply = request(master.port, &format!("after{i}")).expect("a reply after the panics");
+        served.insert(reply_pid(&reply));
+    }
+    assert!(
+        served.is_subset(&before),
+        "{served:?} not all of {before:?}"
+    );
+    assert_eq!(master.workers(), before, "a worker was replaced");
+    let total = 30.0 + 1.0 + 2.0 + 30.0;
+    let mut last = String::new();
+    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        eventually("exact totals", Duration::from_secs(10), || {
+            let f = master.families();
+            let got = (
+                counter(&f, "gunicorn_worker_requests_total", &[]),
+                series(&f, "gunicorn_worker_request_duration_seconds", &[])
+                    .map(|m| m.get_histogram().get_sample_count())
+                    .sum::<u64>(),
+                counter(
+                    &f,
+                    "gunicorn_worker_failed_requests_total",
+                    &[("error_type", "panic")],
+                ),
+                counter(
+                    &f,
+                    "gunicorn_worker_error_handling_total",
+                    &[("error_type", "panic")],
+                ),
+                counter(
+                    &f,
+                    "gunicorn_worker_failed_requests_total",
+                    &[("error_type", "LineError")],
+                ),
+                counter(
+                    &f,
+                    "gunicorn_worker_error_handling_total",
+                    &[("error_type", "LineError")],
+                ),
+                counter(&f, "gunicorn_worker_error_handling_total", &[]),
+                counter(&f, "gunicorn_worker_restart_total", &[]),
+            );
+            last = format!("{got:?}");
+            (got == (total, total as u64, 2.0, 2.0, 1.0, 1.0, 3.0, 0.0)).then_some(())
+        })
+    }));
+    assert!(
+        got.is_ok(),
+        "(requests, duration count, failed panic, errors panic, failed LineError, errors LineError, errors, restarts) = {last}"
+    );
+    assert_eq!(master.workers(), before);
+}
+
+#[test]
+fn panic_keeps_the_same_sync_workers() {
+    panic_keeps_the_same_workers(env!("CARGO_BIN_EXE_sync-worker"));
+}
+
+#[test]
+fn panic_keeps_the_same_threaded_workers() {
+    panic_keeps_the_same_workers(env!("CARGO_BIN_EXE_threaded-worker"));
+}
+
+fn put_job(dir: &Path, name: &str, content: &str) {
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, dir.join(format!("{name}.job"))).unwrap();
+}
+
+/// A sync worker whose source blocks (polling an empty spool) under `--timeout 2`: the watchdog
+/// keeps the heartbeat going (no worker is killed over 5 s idle), and a QUIT to one worker ends
+/// it at once although its source never returns.
+#[test]
+fn blocking_source_keeps_the_heartbeat_and_quits_fast() {
+    let spool = tempfile::tempdir().unwrap();
+    let master = Start {
+        args: &["--timeout", "2"],
+        env: &[("QUEUE_DIR", spool.path())],
+        ..Start::new(env!("CARGO_BIN_EXE_spool-worker"))
+    }
+    .spawn();
+    let before = master.wait_workers(3);
+    // An observation window, not a synchronisation: over 2.5 timeouts, nobody is replaced.
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        assert_eq!(
+            master.workers(),
+            before,
+            "an idle worker missed its heartbeat"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let victim = *before.iter().next().unwrap();
+    let quit_at = Instant::now();
+    signal(victim, "QUIT");
+    eventually("the QUIT worker gone", Duration::from_secs(2), || {
+        (!master.workers().contains(&victim)).then_some(())
+    });
+    assert!(quit_at.elapsed() < Duration::from_secs(2));
+    let after = master.wait_workers(3);
+    assert!(!after.contains(&victim));
+    // Jobs still flow, and are counted exactly.
+    for i in 0..10 {
+        put_job(spool.path(), &i.to_string(), &format!("job {i}"));
+    }
+    eventually("every job done", Duration::from_secs(20), || {
+        (0..10)
+            .all(|i| spool.path().join(format!("{i}.done")).exists())
+            .then_some(())
+    });
+    let f = master.families();
+    assert_eq!(counter(&f, "gunicorn_worker_requests_total", &[]), 10.0);
+    assert_eq!(
+        counter(&f, "gunicorn_worker_restart_total", &[("reason", "quit")]),
+        1.0
+    );
+}
