@@ -113,7 +113,7 @@ pub(crate) fn bind_one(
         BindSpec::Tcp(addr) => {
             let addrs: Vec<SocketAddr> = addr
                 .to_socket_addrs()
-                .map_err(|e| MasterError::Bind(text.to_owned(), e))?
+                .map_err(|e| MasterError::Resolve(text.to_owned(), e))?
                 .collect();
             let sa = *addrs.first().ok_or(MasterError::BadBind(
                 text.to_owned(),

@@ -46,6 +46,9 @@ pub(crate) enum MasterError {
     /// A unix socket path already exists and is not a socket (gunicorn refuses it too).
     #[error("cannot bind unix:{}: {} exists and is not a socket (remove it or choose another path)", .0.display(), .0.display())]
     NotASocket(PathBuf),
+    /// The host of a `--bind HOST:PORT` could not be resolved.
+    #[error("cannot bind {0}: resolving the host failed: {1}")]
+    Resolve(String, std::io::Error),
     /// Binding failed.
     #[error("cannot bind {0}: {1} (is another server using it? choose another --bind)")]
     Bind(String, std::io::Error),

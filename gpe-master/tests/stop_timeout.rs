@@ -10,17 +10,17 @@ use std::time::{Duration, Instant};
 use common::{running, Master, Options, PATIENCE};
 use nix::sys::signal::Signal;
 
-const GRACE: Duration = Duration::from_secs(2);
+const GRACE: Duration = Duration::from_secs(3);
 
 /// HUP with a worker that ignores TERM: the replacement starts at once, the old worker is
-/// SIGKILLed no sooner than `--graceful-timeout 2` after the HUP (and not much later), counted as
+/// SIGKILLed no sooner than `--graceful-timeout 3` after the HUP (and not much later), counted as
 /// exit reason `graceful_timeout` and as one `hup` restart.
 #[test]
 fn hup_kills_an_old_worker_that_ignores_term_after_the_graceful_timeout() {
     let mut m = Master::start(
         Options::workers(1)
             .arg("--graceful-timeout")
-            .arg("2")
+            .arg("3")
             .env("EXAMPLE_IGNORE_SIGNALS", "term"),
     );
     let old = m.wait_workers(1)[0];
@@ -34,7 +34,7 @@ fn hup_kills_an_old_worker_that_ignores_term_after_the_graceful_timeout() {
     });
     assert!(
         gone >= GRACE,
-        "the old worker died {gone:?} after HUP, before --graceful-timeout 2\n{}",
+        "the old worker died {gone:?} after HUP, before --graceful-timeout 3\n{}",
         m.log()
     );
     assert!(
@@ -55,7 +55,7 @@ fn hup_kills_an_old_worker_that_ignores_term_after_the_graceful_timeout() {
     assert_eq!(m.wait_workers(1), vec![new], "the new worker stays");
     assert!(
         m.log().contains(&format!(
-            "Worker (pid:{old}) did not exit within --graceful-timeout 2s"
+            "Worker (pid:{old}) did not exit within --graceful-timeout 3s"
         )),
         "{}",
         m.log()
@@ -63,7 +63,7 @@ fn hup_kills_an_old_worker_that_ignores_term_after_the_graceful_timeout() {
     assert!(m.answering_pids(1).contains(&new));
 }
 
-/// TERM to the master with workers that ignore TERM: while it waits out `--graceful-timeout 2`
+/// TERM to the master with workers that ignore TERM: while it waits out `--graceful-timeout 3`
 /// its `/metrics` counts the TERM; then it SIGKILLs them, exits 0, removes its pidfile, and no
 /// worker is left.
 #[test]
@@ -83,7 +83,7 @@ fn stop_with_ignoring_workers(sig: Signal, name: &str, ignore: &str) {
     let mut m = Master::start(
         Options::workers(2)
             .arg("--graceful-timeout")
-            .arg("2")
+            .arg("3")
             .env("EXAMPLE_IGNORE_SIGNALS", ignore),
     );
     let pids = m.wait_workers(2);
@@ -112,7 +112,7 @@ fn stop_with_ignoring_workers(sig: Signal, name: &str, ignore: &str) {
     );
     assert!(
         took >= GRACE,
-        "{sig}: the master exited after {took:?}, before --graceful-timeout 2"
+        "{sig}: the master exited after {took:?}, before --graceful-timeout 3"
     );
     common::eventually(
         Duration::from_secs(2),
@@ -125,7 +125,7 @@ fn stop_with_ignoring_workers(sig: Signal, name: &str, ignore: &str) {
     for pid in &pids {
         assert!(
             log.contains(&format!(
-                "Worker (pid:{pid}) did not exit within --graceful-timeout 2s"
+                "Worker (pid:{pid}) did not exit within --graceful-timeout 3s"
             )),
             "{sig}: {log}"
         );
