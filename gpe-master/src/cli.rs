@@ -74,7 +74,8 @@ pub(crate) struct Cli {
     #[arg(long)]
     pub(crate) worker_tmp_dir: Option<PathBuf>,
 
-    /// Check the configuration (flags, worker binary, bind addresses) and exit.
+    /// Check the configuration (flags and their values, the worker binary, the spelling of the
+    /// bind addresses) and exit; nothing is bound, so a running server on them is no error.
     #[arg(long)]
     pub(crate) check_config: bool,
 
