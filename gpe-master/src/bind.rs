@@ -215,3 +215,46 @@ pub(crate) fn bind_all(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_specs_parse_like_gunicorn_spells_them() {
+        for ok in [
+            "127.0.0.1:8000",
+            "localhost:0",
+            "[::1]:8000",
+            "0.0.0.0:65535",
+        ] {
+            assert_eq!(
+                BindSpec::parse(ok).ok(),
+                Some(BindSpec::Tcp(ok.to_owned())),
+                "{ok}"
+            );
+        }
+        assert_eq!(
+            BindSpec::parse("unix:/run/x.sock").ok(),
+            Some(BindSpec::Unix(PathBuf::from("/run/x.sock")))
+        );
+        assert_eq!(BindSpec::parse("fd://3").ok(), Some(BindSpec::Fd(3)));
+        for bad in [
+            "nonsense",
+            "127.0.0.1:http",
+            "127.0.0.1:65536",
+            "127.0.0.1:",
+            "::1:8000",
+            "[::1:8000",
+            "[]:8000",
+            "unix:",
+            "fd://2",
+            "fd://x",
+        ] {
+            assert!(
+                matches!(BindSpec::parse(bad), Err(MasterError::BadBind(..))),
+                "{bad}"
+            );
+        }
+    }
+}
