@@ -6,6 +6,10 @@
 //! [`run_async_connections`] and builds the [`Options`]; every behaviour lives here, where it is
 //! tested like any other code.
 //!
+//! The connection kinds accept on every listener the worker inherits (TCP and Unix); the async
+//! one hands the handler the stream type it takes ([`AsyncStream`]: [`AsyncConnection`] for
+//! every listener, `tokio::net::TcpStream` or `tokio::net::UnixStream` for one family).
+//!
 //! The async kinds run the job source and the handlers as tokio tasks; the source future is
 //! dropped only when the worker stops, so a source must make claiming a job cancel-safe only
 //! with respect to shutdown.
@@ -771,14 +775,178 @@ fn spawn_job<R: IntoOutcome + Send + 'static>(
     });
 }
 
-/// Run an async worker that handles TCP connections accepted on its listeners.
-pub fn run_async_connections<W, R, HF>(
+/// A connection accepted by the async connection kind, on a TCP or a Unix listener. A handler
+/// taking this type is served on every listener the worker inherits.
+///
+/// ```
+/// use gpe_core::runtime::AsyncConnection;
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let (a, b) = tokio::net::UnixStream::pair()?;
+/// let mut conn = AsyncConnection::Unix(a);
+/// conn.write_all(b"hi").await?;
+/// let mut buf = [0; 2];
+/// let mut peer = AsyncConnection::Unix(b);
+/// peer.read_exact(&mut buf).await?;
+/// assert_eq!(&buf, b"hi");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AsyncConnection {
+    /// TCP.
+    Tcp(tokio::net::TcpStream),
+    /// A Unix-domain stream.
+    Unix(tokio::net::UnixStream),
+}
+
+impl tokio::io::AsyncRead for AsyncConnection {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            AsyncConnection::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            AsyncConnection::Unix(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for AsyncConnection {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            AsyncConnection::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            AsyncConnection::Unix(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            AsyncConnection::Tcp(s) => std::pin::Pin::new(s).poll_flush(cx),
+            AsyncConnection::Unix(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            AsyncConnection::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            AsyncConnection::Unix(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// What an async connection handler may take: [`tokio::net::TcpStream`] (served on the TCP
+/// listeners only), [`tokio::net::UnixStream`] (Unix listeners only) or [`AsyncConnection`]
+/// (every listener).
+pub trait AsyncStream: Sized + Send + 'static {
+    /// Whether TCP listeners are served.
+    const TCP: bool;
+    /// Whether Unix listeners are served.
+    const UNIX: bool;
+    /// A TCP connection as this type (`None` when not served).
+    fn from_tcp(stream: tokio::net::TcpStream) -> Option<Self>;
+    /// A Unix connection as this type (`None` when not served).
+    fn from_unix(stream: tokio::net::UnixStream) -> Option<Self>;
+}
+
+impl AsyncStream for tokio::net::TcpStream {
+    const TCP: bool = true;
+    const UNIX: bool = false;
+    fn from_tcp(stream: tokio::net::TcpStream) -> Option<Self> {
+        Some(stream)
+    }
+    fn from_unix(_: tokio::net::UnixStream) -> Option<Self> {
+        None
+    }
+}
+
+impl AsyncStream for tokio::net::UnixStream {
+    const TCP: bool = false;
+    const UNIX: bool = true;
+    fn from_tcp(_: tokio::net::TcpStream) -> Option<Self> {
+        None
+    }
+    fn from_unix(stream: tokio::net::UnixStream) -> Option<Self> {
+        Some(stream)
+    }
+}
+
+impl AsyncStream for AsyncConnection {
+    const TCP: bool = true;
+    const UNIX: bool = true;
+    fn from_tcp(stream: tokio::net::TcpStream) -> Option<Self> {
+        Some(AsyncConnection::Tcp(stream))
+    }
+    fn from_unix(stream: tokio::net::UnixStream) -> Option<Self> {
+        Some(AsyncConnection::Unix(stream))
+    }
+}
+
+/// Accept on `listener` forever, sending each connection to `tx` (one task per listener).
+async fn accept_loop<C: AsyncStream>(listener: Listener, tx: tokio::sync::mpsc::Sender<C>) {
+    enum Async {
+        Tcp(tokio::net::TcpListener),
+        Unix(tokio::net::UnixListener),
+    }
+    let _ = listener.set_nonblocking(true);
+    let converted = match listener {
+        Listener::Tcp(t) => tokio::net::TcpListener::from_std(t).map(Async::Tcp),
+        Listener::Unix(u) => tokio::net::UnixListener::from_std(u).map(Async::Unix),
+    };
+    let listener = match converted {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot use an inherited listener");
+            return;
+        }
+    };
+    loop {
+        let accepted = match &listener {
+            Async::Tcp(t) => t.accept().await.map(|(s, _)| C::from_tcp(s)),
+            Async::Unix(u) => u.accept().await.map(|(s, _)| C::from_unix(s)),
+        };
+        match accepted {
+            Ok(Some(conn)) => {
+                if tx.send(conn).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // EMFILE and the like: do not spin.
+                tracing::debug!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Run an async worker that handles the connections accepted on its listeners: every TCP and
+/// Unix listener for a handler taking [`AsyncConnection`], the TCP ones for
+/// [`tokio::net::TcpStream`], the Unix ones for [`tokio::net::UnixStream`] (a listener of the
+/// other family is skipped with a warning; none left is a boot error, exit code 3).
+pub fn run_async_connections<W, C, R, HF>(
     worker: W,
     options: Options,
-    handler: impl Fn(Arc<W>, tokio::net::TcpStream) -> HF + Send + Sync + 'static,
+    handler: impl Fn(Arc<W>, C) -> HF + Send + Sync + 'static,
 ) -> ExitCode
 where
     W: Send + Sync + 'static,
+    C: AsyncStream,
     HF: Future<Output = R> + Send + 'static,
     R: IntoOutcome + Send + 'static,
 {
@@ -796,37 +964,54 @@ where
             return ExitCode::from(3);
         }
     };
+    let served: Vec<Listener> = listeners
+        .into_iter()
+        .filter(|l| {
+            let ok = match l {
+                Listener::Tcp(_) => C::TCP,
+                Listener::Unix(_) => C::UNIX,
+            };
+            if !ok {
+                tracing::warn!(
+                    handler_takes = std::any::type_name::<C>(),
+                    "skipping a listener of the other socket family: take \
+                     gpe_core::runtime::AsyncConnection to serve TCP and Unix listeners"
+                );
+            }
+            ok
+        })
+        .collect();
+    if served.is_empty() {
+        tracing::error!(
+            handler_takes = std::any::type_name::<C>(),
+            "no listener this handler can serve"
+        );
+        return ExitCode::from(3);
+    }
     let worker = Arc::new(worker);
     rt.block_on(async {
-        let mut accepting = Vec::new();
-        for l in listeners {
-            match l {
-                Listener::Tcp(t) => {
-                    let _ = t.set_nonblocking(true);
-                    match tokio::net::TcpListener::from_std(t) {
-                        Ok(t) => accepting.push(t),
-                        Err(e) => tracing::error!(error = %e, "cannot use an inherited listener"),
-                    }
-                }
-                Listener::Unix(_) => {
-                    tracing::warn!("the async connection worker serves TCP listeners only; skipping a Unix socket")
-                }
-            }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<C>(64);
+        let mut accepting = tokio::task::JoinSet::new();
+        for l in served {
+            accepting.spawn(accept_loop(l, tx.clone()));
         }
-        let Some(listener) = accepting.into_iter().next() else {
-            tracing::error!("no TCP listener to accept on");
-            return;
-        };
+        drop(tx);
         let mut tasks = tokio::task::JoinSet::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
         while !sup.should_stop() {
-            match tokio::time::timeout(Duration::from_millis(250), listener.accept()).await {
-                Ok(Ok((stream, _))) => {
-                    spawn_job(&mut tasks, &sup, handler(Arc::clone(&worker), stream));
-                }
-                Ok(Err(e)) => tracing::debug!(error = %e, "accept failed"),
-                Err(_) => {}
+            tokio::select! {
+                conn = rx.recv() => match conn {
+                    Some(conn) => spawn_job(&mut tasks, &sup, handler(Arc::clone(&worker), conn)),
+                    None => break,
+                },
+                _ = tick.tick() => {}
             }
             while tasks.try_join_next().is_some() {}
+        }
+        // Stop accepting (the listeners close), then serve what was already accepted.
+        accepting.shutdown().await;
+        while let Ok(conn) = rx.try_recv() {
+            spawn_job(&mut tasks, &sup, handler(Arc::clone(&worker), conn));
         }
         while tasks.join_next().await.is_some() {}
     });

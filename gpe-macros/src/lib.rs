@@ -20,7 +20,10 @@ mod worker;
 /// - `handler = method`: the method called for each job (default `handle`);
 /// - `source = method`: where jobs come from (`fn(&self) -> Option<Job>`, `async` for the async
 ///   kind; `None` means no more jobs). Default: connections accepted on the listeners inherited
-///   from gpe-master (or bound from `GPE_BIND` / `127.0.0.1:8000` standalone);
+///   from gpe-master (or bound from `GPE_BIND` / `127.0.0.1:8000` standalone): the handler takes
+///   a `gpe_core::runtime::Connection` (sync, threads), or for `async` a
+///   `gpe_core::runtime::AsyncConnection` (every listener), a `tokio::net::TcpStream` (TCP
+///   listeners only) or a `tokio::net::UnixStream` (Unix listeners only);
 /// - `prefix = "..."`: metric name prefix (default `"gunicorn_"`);
 /// - `labels(key = "value", ...)`: constant labels on every metric;
 /// - `buckets = [0.01, 0.1, ...]`: request duration buckets;

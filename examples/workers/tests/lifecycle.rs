@@ -655,3 +655,71 @@ fn blocking_source_keeps_the_heartbeat_and_quits_fast() {
         1.0
     );
 }
+
+/// One line over a Unix socket; the reply.
+fn request_unix(path: &Path, line: &str) -> Option<String> {
+    let mut s = std::os::unix::net::UnixStream::connect(path).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("{line}\n").as_bytes()).ok()?;
+    let mut reply = String::new();
+    BufReader::new(s).read_line(&mut reply).ok()?;
+    (!reply.is_empty()).then_some(reply)
+}
+
+/// The async connection kind serves every inherited listener: two TCP ports and a Unix socket,
+/// with exact counts; a panic leaves the same workers.
+#[test]
+fn async_connections_serve_every_listener() {
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("upper.sock");
+    let second = free_port();
+    let second_bind = format!("127.0.0.1:{second}");
+    let unix_bind = format!("unix:{}", sock.display());
+    let master = Start {
+        args: &["--bind", &second_bind, "--bind", &unix_bind],
+        ..Start::new(env!("CARGO_BIN_EXE_async-worker"))
+    }
+    .spawn();
+    let before = master.wait_workers(3);
+    let mut served = BTreeSet::new();
+    for i in 0..10 {
+        for (how, tag, reply) in [
+            ("first TCP", "A", request(master.port, &format!("a{i}"))),
+            ("second TCP", "B", request(second, &format!("b{i}"))),
+            ("Unix", "C", request_unix(&sock, &format!("c{i}"))),
+        ] {
+            let reply = reply.unwrap_or_else(|| panic!("no reply on the {how} listener"));
+            assert!(reply.starts_with(&format!("{tag}{i} ")), "{how}: {reply}");
+            served.insert(reply_pid(&reply));
+        }
+    }
+    assert_eq!(request_unix(&sock, "fail").as_deref(), Some("ERR\n"));
+    assert_eq!(request(second, "panic"), None);
+    assert_eq!(
+        request(master.port, "after").map(|r| r.starts_with("AFTER ")),
+        Some(true)
+    );
+    assert!(served.is_subset(&before), "{served:?} {before:?}");
+    assert_eq!(master.workers(), before);
+    let mut last = (0.0, 0.0, 0.0);
+    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        eventually("exact totals", Duration::from_secs(10), || {
+            let f = master.families();
+            last = (
+                counter(&f, "gunicorn_worker_requests_total", &[]),
+                counter(
+                    &f,
+                    "gunicorn_worker_error_handling_total",
+                    &[("error_type", "panic")],
+                ),
+                counter(
+                    &f,
+                    "gunicorn_worker_error_handling_total",
+                    &[("error_type", "LineError")],
+                ),
+            );
+            (last == (33.0, 1.0, 1.0)).then_some(())
+        })
+    }));
+    assert!(got.is_ok(), "(requests, panics, LineError) = {last:?}");
+}

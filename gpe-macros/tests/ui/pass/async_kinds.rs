@@ -23,7 +23,27 @@ impl Hello {
     }
 }
 
+struct Both;
+
+#[gpe_core::instrument_worker(async)]
+impl Both {
+    async fn handle(&self, mut conn: gpe_core::runtime::AsyncConnection) -> std::io::Result<()> {
+        conn.write_all(b"hello\n").await
+    }
+}
+
+struct UnixOnly;
+
+#[gpe_core::instrument_worker(async)]
+impl UnixOnly {
+    async fn handle(&self, mut conn: tokio::net::UnixStream) {
+        let _ = conn.write_all(b"hello\n").await;
+    }
+}
+
 fn main() {
+    let _c: fn(Both) -> std::process::ExitCode = Both::run;
+    let _d: fn(UnixOnly) -> std::process::ExitCode = UnixOnly::run;
     let _a: fn(Queue) -> std::process::ExitCode = Queue::run;
     let _b: fn(Hello) -> std::process::ExitCode = Hello::run;
 }
