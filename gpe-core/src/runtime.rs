@@ -125,6 +125,11 @@ impl Options {
 }
 
 /// How a handler's return value becomes a success or a failure with an error type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a handler return type #[instrument_worker] supports",
+    label = "the handler returns `{Self}`",
+    note = "return `()` (every job succeeds) or `Result<T, E>` with `E: std::fmt::Debug` (an `Err` counts as a failed job, labelled with the type name of `E` or the `error_label`)"
+)]
 pub trait IntoOutcome {
     /// `Err(error_type)` on failure.
     fn into_outcome(self) -> Result<(), String>;
@@ -145,6 +150,28 @@ impl<T, E: std::fmt::Debug> IntoOutcome for Result<T, E> {
                 Err(short_type_name(std::any::type_name::<E>()))
             }
         }
+    }
+}
+
+/// A handler's outcome, converted where the handler returns. Not public API: the code
+/// `#[instrument_worker]` generates wraps each handler call in [`Outcome::of`], so that an
+/// unsupported return type is reported at the handler's signature.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Outcome(Result<(), String>);
+
+impl Outcome {
+    /// Convert a handler's return value.
+    #[inline]
+    pub fn of<R: IntoOutcome>(r: R) -> Outcome {
+        Outcome(r.into_outcome())
+    }
+}
+
+impl IntoOutcome for Outcome {
+    #[inline]
+    fn into_outcome(self) -> Result<(), String> {
+        self.0
     }
 }
 

@@ -29,6 +29,11 @@ mod worker;
 /// - `buckets = [0.01, 0.1, ...]`: request duration buckets;
 /// - `error_label = "..."`: the `error_type` label of failures (default: the error's type name).
 ///
+/// The handler takes `&self` and one job and returns `()` (every job succeeds) or
+/// `Result<T, E>` with `E: Debug` (an `Err` is a failed job); a panic is caught and counted as a
+/// failure with `error_type="panic"`. Misuse is a compile error at the offending argument, method
+/// or return type.
+///
 /// ```ignore
 /// struct Upper;
 ///

@@ -21,6 +21,16 @@ enum Kind {
     Async,
 }
 
+impl Kind {
+    fn keyword(self) -> &'static str {
+        match self {
+            Kind::Sync => "sync",
+            Kind::Threads(_) => "threads",
+            Kind::Async => "async",
+        }
+    }
+}
+
 /// Parsed arguments, each with the span it was written at.
 #[derive(Default)]
 struct Args {
@@ -40,11 +50,22 @@ fn duplicate(name: &Ident) -> syn::Error {
 
 impl Args {
     fn set_kind(&mut self, kind: Kind, span: Span) -> syn::Result<()> {
-        if self.kind.is_some() {
-            return Err(syn::Error::new(
-                span,
-                "conflicting worker kinds: give one of `sync`, `threads = N` or `async`",
-            ));
+        if let Some((earlier, _)) = self.kind {
+            let same = matches!(
+                (earlier, kind),
+                (Kind::Sync, Kind::Sync)
+                    | (Kind::Threads(_), Kind::Threads(_))
+                    | (Kind::Async, Kind::Async)
+            );
+            let msg = if same {
+                format!("duplicate argument `{}`", kind.keyword())
+            } else {
+                format!(
+                    "conflicting worker kinds: `{}` was given already; give one of `sync`, `threads = N` or `async`",
+                    earlier.keyword()
+                )
+            };
+            return Err(syn::Error::new(span, msg));
         }
         self.kind = Some((kind, span));
         Ok(())
@@ -59,8 +80,19 @@ impl Args {
         match name.to_string().as_str() {
             "sync" => self.set_kind(Kind::Sync, name.span()),
             "threads" => {
+                if !input.peek(Token![=]) {
+                    return Err(syn::Error::new(
+                        name.span(),
+                        "`threads` needs a thread count: `threads = 4`",
+                    ));
+                }
                 input.parse::<Token![=]>()?;
-                let n: LitInt = input.parse()?;
+                let n: LitInt = input.parse().map_err(|e| {
+                    syn::Error::new(
+                        e.span(),
+                        "`threads` takes a positive integer literal: `threads = 4`",
+                    )
+                })?;
                 let value: u32 = n.base10_parse()?;
                 if value == 0 {
                     return Err(syn::Error::new(n.span(), "`threads` must be at least 1"));
@@ -125,6 +157,22 @@ impl Args {
                 self.buckets = Some((values, name.span()));
                 Ok(())
             }
+            "gevent" | "eventlet" | "gthread" | "tornado" | "uvicorn" | "asyncio" => {
+                Err(syn::Error::new(
+                    name.span(),
+                    format!(
+                        "`{name}` is not a worker kind of #[instrument_worker]: use `sync` (one job \
+                         at a time), `threads = N` (a thread pool, like gthread) or `async` (tokio)"
+                    ),
+                ))
+            }
+            "kind" | "worker_class" | "class" => Err(syn::Error::new(
+                name.span(),
+                format!(
+                    "there is no `{name} = ...` argument: write the worker kind on its own, \
+                     as `sync`, `threads = N` or `async` (e.g. `#[instrument_worker(threads = 4)]`)"
+                ),
+            )),
             _ => Err(syn::Error::new(
                 name.span(),
                 format!("unknown argument `{name}`; expected one of: {ARGUMENTS}"),
@@ -191,6 +239,8 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         .handler
         .clone()
         .unwrap_or_else(|| Ident::new("handle", Span::call_site()));
+    // Where an unsupported handler return type is reported (impl form: the return type).
+    let mut ret_span = None;
     let self_ty: Type = match &item {
         Item::Impl(imp) => {
             if let Some((_, path, _)) = &imp.trait_ {
@@ -234,6 +284,9 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             };
             let h = find(&handler, "handler")?;
             check_signature(h, kind, 1, "handler")?;
+            if let syn::ReturnType::Type(_, ty) = &h.sig.output {
+                ret_span = Some(ty.span());
+            }
             if let Some(source) = &args.source {
                 check_signature(find(source, "source")?, kind, 0, "source")?;
             }
@@ -254,7 +307,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             "#[instrument_worker] goes on a struct or on the `impl` block that holds its handler",
         )),
     };
-    let run = generate_run(&args, kind, &handler, &self_ty);
+    let run = generate_run(&args, kind, &handler, &self_ty, ret_span);
     Ok(quote! {
         #item
         #run
@@ -279,15 +332,18 @@ fn check_signature(m: &ImplItemFn, kind: Kind, inputs: usize, role: &str) -> syn
             ))
         }
     }
-    if sig.inputs.len() != inputs + 1 {
-        let expected = if inputs == 1 {
-            "`&self` and the job"
+    if let Some(extra) = sig.inputs.iter().nth(inputs + 1) {
+        let msg = if inputs == 1 {
+            format!("the {role} takes `&self` and one job: remove this argument (put what a job needs into one job type)")
         } else {
-            "only `&self`"
+            format!("the {role} takes only `&self`: remove this argument")
         };
+        return Err(syn::Error::new(extra.span(), msg));
+    }
+    if sig.inputs.len() != inputs + 1 {
         return Err(syn::Error::new(
-            sig.inputs.span(),
-            format!("the {role} must take {expected}"),
+            sig.paren_token.span.join(),
+            format!("the {role} must take the job after `&self`: `(&self, job: Job)`"),
         ));
     }
     match (kind, &sig.asyncness) {
@@ -305,9 +361,25 @@ fn check_signature(m: &ImplItemFn, kind: Kind, inputs: usize, role: &str) -> syn
     }
 }
 
-fn generate_run(args: &Args, kind: Kind, handler: &Ident, self_ty: &Type) -> TokenStream {
+fn generate_run(
+    args: &Args,
+    kind: Kind,
+    handler: &Ident,
+    self_ty: &Type,
+    ret_span: Option<Span>,
+) -> TokenStream {
     let rt = quote!(::gpe_core::__private::runtime);
     let span = handler.span();
+    // The handler call, converted to the runtime's outcome where it returns: an unsupported
+    // return type is reported at the handler's return type (impl form) or at the handler name.
+    let ret = ret_span.unwrap_or(span);
+    let call = quote_spanned!(ret=> __gpe_worker.#handler(__gpe_job));
+    let outcome = |call: TokenStream| {
+        let of = quote_spanned!(ret=> Outcome::of);
+        quote_spanned!(ret=> #rt::#of(#call))
+    };
+    let sync_call = outcome(call.clone());
+    let async_call = outcome(quote_spanned!(ret=> #call.await));
     let kind_expr = match kind {
         Kind::Sync => quote!(#rt::Kind::Sync),
         Kind::Threads(n) => quote!(#rt::Kind::Threads(#n)),
@@ -333,23 +405,23 @@ fn generate_run(args: &Args, kind: Kind, handler: &Ident, self_ty: &Type) -> Tok
             #rt::run_async(self, __gpe_options,
                 |__gpe_worker: ::std::sync::Arc<Self>| async move { __gpe_worker.#source().await },
                 |__gpe_worker: ::std::sync::Arc<Self>, __gpe_job| async move {
-                    __gpe_worker.#handler(__gpe_job).await
+                    #async_call
                 })
         },
         (Kind::Async, None) => quote_spanned! {span=>
             #rt::run_async_connections(self, __gpe_options,
                 |__gpe_worker: ::std::sync::Arc<Self>, __gpe_job| async move {
-                    __gpe_worker.#handler(__gpe_job).await
+                    #async_call
                 })
         },
         (_, Some(source)) => quote_spanned! {span=>
             #rt::run_blocking(self, __gpe_options,
                 |__gpe_worker: &Self| __gpe_worker.#source(),
-                |__gpe_worker: &Self, __gpe_job| __gpe_worker.#handler(__gpe_job))
+                |__gpe_worker: &Self, __gpe_job| #sync_call)
         },
         (_, None) => quote_spanned! {span=>
             #rt::run_blocking_connections(self, __gpe_options,
-                |__gpe_worker: &Self, __gpe_job| __gpe_worker.#handler(__gpe_job))
+                |__gpe_worker: &Self, __gpe_job| #sync_call)
         },
     };
     quote! {
