@@ -554,7 +554,17 @@ impl Arbiter {
                 // SIGCHLD that announces such an exit).
                 (None, _) if reason != "boot_error" => {
                     self.respawn_due += 1;
-                    self.pace_respawn(pid.as_raw(), w.spawned_at.elapsed());
+                    // A clean exit with --max-requests set, by a worker that booted (it
+                    // heartbeated; without a heartbeat channel there is nothing to tell), is
+                    // gunicorn's recycling, not a crash loop: respawned at once however fast the
+                    // requests came, and the backoff is left as it is.
+                    let booted =
+                        self.settings.timeout.is_zero() || ctime(&w.heartbeat) != w.spawned_ctime;
+                    let recycled =
+                        reason == "max_requests" && self.settings.max_requests > 0 && booted;
+                    if !recycled {
+                        self.pace_respawn(pid.as_raw(), w.spawned_at.elapsed());
+                    }
                 }
                 // Replaced by a reload (its successor already runs).
                 (Some(_), Some(why)) => {
