@@ -144,15 +144,17 @@ impl Shutdown {
     /// faster. Returns whether this call changed the state.
     pub fn stop(&self, reason: StopReason) -> bool {
         let to = if reason.is_fast() { FAST } else { GRACEFUL };
+        // The reason is stored before the waiters are woken (inside the update, which holds the
+        // channel's lock): a waiter on another thread must never see the state without it.
         let changed = self.state.send_if_modified(|s| {
             let changed = *s < to;
             if changed {
+                *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
                 *s = to;
             }
             changed
         });
         if changed {
-            *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
             tracing::info!(fast = reason.is_fast(), reason = ?reason, "worker stopping");
         }
         changed
