@@ -17,3 +17,8 @@ fn four_workers_add_up_exactly_under_load() {
 fn hup_under_keep_alive_load_loses_nothing() {
     shared::hup_under_keep_alive_load_loses_nothing(BIN);
 }
+
+#[test]
+fn max_requests_replaces_workers_and_quit_stops_fast() {
+    shared::max_requests_replaces_workers_and_quit_stops_fast(BIN);
+}

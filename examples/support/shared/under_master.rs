@@ -227,3 +227,79 @@ fn children(parent: u32) -> Vec<u32> {
         })
         .collect()
 }
+
+/// `--max-requests 20` under load: every worker is replaced after its 20th request without a
+/// failed request, the totals stay exact across the replacements, each retiring worker counts
+/// its exit as `max_requests`; then QUIT stops the master and its workers at once.
+pub(crate) fn max_requests_replaces_workers_and_quit_stops_fast(bin: &str) {
+    let Some(master) = target_bin("gpe-master") else {
+        panic!("gpe-master is not built in this target directory: run `cargo build --workspace --bins` first (.ci/test does)");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let mut master = Proc::spawn(
+        Command::new(master)
+            .args(["--workers", "2", "--bind", &format!("127.0.0.1:{port}")])
+            .args(["--max-requests", "20", "--log-level", "warning"])
+            .arg(bin)
+            .env("PROMETHEUS_MULTIPROC_DIR", dir.path())
+            .env("PROMETHEUS_BIND_ADDRESS", "127.0.0.1")
+            .env("PROMETHEUS_METRICS_PORT", metrics_port.to_string()),
+    );
+    eventually("the master's /metrics", Duration::from_secs(30), || {
+        get(metrics_port, "/metrics")
+            .ok()
+            .filter(|(s, _)| *s == 200)
+    });
+    // Every request must succeed (`load` asserts it), across the replacements.
+    let n = 200;
+    load(port, &["/", "/users/7"], n, 2);
+    let text = eventually("every request in /metrics", Duration::from_secs(20), || {
+        let (_, text) = get(metrics_port, "/metrics").ok()?;
+        (sum(&text, "gunicorn_worker_requests_total", &[]) >= n as f64).then_some(text)
+    });
+    assert_eq!(sum(&text, "gunicorn_worker_requests_total", &[]), n as f64);
+    // 200 requests, at most 20 per worker: at least 9 workers finished (the last ones may not
+    // have reached their 20th yet).
+    let text = eventually(
+        "the retired workers' exits in /metrics",
+        Duration::from_secs(20),
+        || {
+            let (_, text) = get(metrics_port, "/metrics").ok()?;
+            (sum(
+                &text,
+                "gunicorn_worker_restart_total",
+                &[("reason", "max_requests")],
+            ) >= 8.0)
+                .then_some(text)
+        },
+    );
+    let master_counted = sum(
+        &text,
+        "gunicorn_master_worker_exits_total",
+        &[("reason", "max_requests")],
+    );
+    assert!(master_counted >= 8.0, "{text}");
+    let served: HashSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("gunicorn_worker_requests_total{"))
+        .filter_map(|l| l.split("worker_id=\"").nth(1)?.split('"').next())
+        .collect();
+    assert!(
+        served.len() >= 10,
+        "requests spread over the replaced workers: {served:?}"
+    );
+
+    let started = std::time::Instant::now();
+    master.signal("QUIT");
+    let status = master
+        .wait_exit(Duration::from_secs(5))
+        .expect("the master exits on QUIT");
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "QUIT is a fast stop: {:?}",
+        started.elapsed()
+    );
+    assert!(get(port, "/").is_err(), "nothing serves after QUIT");
+}
