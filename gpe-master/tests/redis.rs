@@ -99,6 +99,31 @@ struct Host {
     _dir: tempfile::TempDir,
 }
 
+impl Host {
+    /// `sum(gunicorn_worker_requests_total)` in this host's files. A worker answers a job before
+    /// the generated wrapper counts it, so a test that kills a worker right after its last
+    /// answer first waits for this (else the kill can land between the answer and the count).
+    fn file_total(&self) -> f64 {
+        gpe_core::MultiProcessCollector::new(self._dir.path())
+            .with_auto_compact(false)
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "gunicorn_worker_requests_total")
+            .flat_map(|f| f.get_metric())
+            .map(|m| m.get_counter().get_value())
+            .sum()
+    }
+
+    fn wait_file_total(&self, n: f64) {
+        eventually(
+            PATIENCE,
+            "the jobs counted in the host's files",
+            || (self.file_total() == n).then_some(()),
+            || format!("files total {}", self.file_total()),
+        );
+    }
+}
+
 /// `gpe-master --workers 2` of `sync-worker`, syncing to `redis_url` as host `id`.
 fn master(id: &str, redis_url: &str) -> Host {
     master_with(id, redis_url, &["--no-metrics"])
@@ -218,6 +243,7 @@ fn two_hosts_sync_to_redis_and_the_exporter_adds_them_up() {
     }
     let (&victim, _) = served_by.iter().next().unwrap();
     assert!(children(a.proc.0.id() as i32).contains(&victim));
+    a.wait_file_total(40.0);
     kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
     eventually(
         PATIENCE,
@@ -362,6 +388,7 @@ fn reaped_worker_and_graceful_stop_flush_without_waiting_for_the_timer() {
     // 14 jobs done; the timer will not sync for an hour.
     let victim = *served_by.iter().next().unwrap();
     assert!(children(a.proc.0.id() as i32).contains(&victim));
+    a.wait_file_total(14.0);
     kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
     eventually(
         PATIENCE,
@@ -370,6 +397,7 @@ fn reaped_worker_and_graceful_stop_flush_without_waiting_for_the_timer() {
         || format!("total {:?}", requests_total(addr, "")),
     );
     send_jobs(a.port, 6);
+    a.wait_file_total(20.0);
     assert_eq!(
         requests_total(addr, ""),
         Some(14.0),
