@@ -180,14 +180,24 @@ fn scrape(c: &mut Criterion) {
     g.finish();
 }
 
-/// The per-call cost of what `#[instrument_worker]` wraps around a handler (timing, counters,
-/// histogram, `catch_unwind`) against the same handler called bare, in the same run.
+/// The per-job cost of `#[instrument_worker]` against the same handler called bare, in the same
+/// run: `JobRecorder::call` (timing, counters, histogram, `catch_unwind`) alone, and the whole
+/// per-job path of the sync and threaded loops (`JobLoop::step`: the stop check, the job from
+/// the source, the call wrapped in `Outcome::of` as the generated closure does, the
+/// max-requests count; the sync kind also marks the job busy for the heartbeat watchdog).
 fn worker_wrapper(c: &mut Criterion) {
+    use gpe_core::runtime::{JobLoop, JobRecorder, Kind, Options, Outcome};
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let recorder =
-        gpe_core::runtime::JobRecorder::new(&gpe_core::runtime::Options::new("Bench"), &store, "1")
-            .unwrap();
+    let recorder = JobRecorder::new(&Options::new("Bench"), &store, "1").unwrap();
+    let sync_loop = JobLoop::new(&Options::new("BenchSync"), &store, "2", 0).unwrap();
+    let threads_loop = JobLoop::new(
+        &Options::new("BenchThreads").kind(Kind::Threads(4)),
+        &store,
+        "3",
+        0,
+    )
+    .unwrap();
     fn handler(x: u64) -> Result<u64, std::io::Error> {
         Ok(black_box(x).wrapping_mul(31).rotate_left(7))
     }
@@ -206,6 +216,18 @@ fn worker_wrapper(c: &mut Criterion) {
             black_box(recorder.call(|| handler(x))).is_ok()
         })
     });
+    for (name, jobs) in [
+        ("loop_step_sync", &sync_loop),
+        ("loop_step_threads", &threads_loop),
+    ] {
+        let mut x = 0u64;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                x += 1;
+                black_box(jobs.step(|| Some(black_box(x)), |j| Outcome::of(handler(j))))
+            })
+        });
+    }
     g.finish();
 }
 

@@ -265,7 +265,15 @@ impl JobMetrics {
 impl JobMetrics {
     /// Run one job: timed, panics caught, outcome recorded.
     fn call<R: IntoOutcome>(&self, job: impl FnOnce() -> R) -> Result<(), String> {
-        let started = Instant::now();
+        self.call_from(Instant::now(), job)
+    }
+
+    /// As `call`, timed from `started`.
+    fn call_from<R: IntoOutcome>(
+        &self,
+        started: Instant,
+        job: impl FnOnce() -> R,
+    ) -> Result<(), String> {
         let outcome = match catch_unwind(AssertUnwindSafe(job)) {
             Ok(r) => r.into_outcome(),
             Err(p) => {
@@ -319,6 +327,73 @@ impl JobRecorder {
     }
 }
 
+/// The per-job path of the sync and threaded job loops, exactly as [`run_blocking`] runs it —
+/// the stop check, the job from the source, the instrumented handler call (timing, counters,
+/// histogram, `catch_unwind`) and the max-requests count — without the process-level parts
+/// (signal handlers, watchdog, heartbeat, sampler). For benchmarks (`gpe-core/benches/store.rs`
+/// times it against a bare handler call) and for driving jobs by hand.
+///
+/// ```
+/// use gpe_core::runtime::{JobLoop, Options};
+/// # fn main() -> Result<(), gpe_core::Error> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = gpe_core::Store::open(dir.path())?;
+/// // Stops after 2 jobs, as a worker with GPE_MAX_REQUESTS=2 does.
+/// let jobs = JobLoop::new(&Options::new("Demo"), &store, "1", 2)?;
+/// let handler = |n: u32| -> Result<u32, std::num::TryFromIntError> { u8::try_from(n).map(u32::from) };
+/// assert!(jobs.step(|| Some(7), handler));
+/// assert!(jobs.step(|| Some(700), handler)); // a failed job, counted
+/// assert!(!jobs.step(|| Some(1), handler)); // max-requests reached: the loop ends
+/// assert_eq!(jobs.handled(), 2);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct JobLoop {
+    sup: Supervisor,
+}
+
+impl JobLoop {
+    /// Register the job and worker resource metrics of `options` for worker `worker_id` in
+    /// `store`; the loop ends after `max_requests` jobs (0: never).
+    ///
+    /// # Errors
+    /// When a metric cannot be registered (an invalid prefix or constant label, say).
+    pub fn new(
+        options: &Options,
+        store: &Store,
+        worker_id: &str,
+        max_requests: u64,
+    ) -> Result<JobLoop, Error> {
+        Ok(JobLoop {
+            sup: Supervisor::build(
+                options,
+                store,
+                worker_id,
+                None,
+                max_requests,
+                Duration::ZERO,
+            )?,
+        })
+    }
+
+    /// One turn of the loop: `false` when the loop ends (a stop was asked for, or `source`
+    /// returned `None`), else the job from `source` was handled and recorded.
+    #[inline]
+    pub fn step<J, R: IntoOutcome>(
+        &self,
+        source: impl FnOnce() -> Option<J>,
+        handler: impl FnOnce(J) -> R,
+    ) -> bool {
+        self.sup.step(source, handler)
+    }
+
+    /// Jobs handled so far.
+    pub fn handled(&self) -> u64 {
+        self.sup.handled.load(Ordering::Relaxed)
+    }
+}
+
 /// A panic payload as text, for the log.
 fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
     p.downcast_ref::<&str>()
@@ -331,8 +406,11 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
 /// resource metrics.
 #[derive(Debug)]
 struct Supervisor {
-    ctx: WorkerContext,
+    /// `None` for a [`JobLoop`] outside a worker process.
+    ctx: Option<WorkerContext>,
     kind: Kind,
+    max_requests: u64,
+    timeout: Duration,
     metrics: JobMetrics,
     worker: WorkerMetrics,
     _sampler: Option<SamplerHandle>,
@@ -377,38 +455,32 @@ impl Supervisor {
             }
         };
         let worker_id = ctx.worker_id().to_string();
-        let metrics = match JobMetrics::new(options, &store, &worker_id) {
-            Ok(m) => m,
+        let (max_requests, timeout) = (ctx.max_requests(), ctx.timeout());
+        let mut sup = match Supervisor::build(
+            options,
+            &store,
+            &worker_id,
+            Some(ctx),
+            max_requests,
+            timeout,
+        ) {
+            Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot register the worker metrics");
                 return Err(ExitCode::from(3));
             }
         };
-        let worker = match WorkerMetrics::with_labels(
-            &store,
-            &format!("{}worker_", options.prefix),
-            &options.const_labels,
-            worker_id.as_str(),
-        ) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot register the worker resource metrics");
-                return Err(ExitCode::from(3));
-            }
-        };
-        let sampler = match worker.spawn_sampler(SAMPLE_INTERVAL) {
+        sup._sampler = match sup.worker.spawn_sampler(SAMPLE_INTERVAL) {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!(error = %e, "no worker resource sampler");
                 None
             }
         };
-        let term = Arc::new(AtomicBool::new(false));
-        let quit = Arc::new(AtomicBool::new(false));
         for (sig, flag) in [
-            (signal_hook::consts::SIGTERM, &term),
-            (signal_hook::consts::SIGQUIT, &quit),
-            (signal_hook::consts::SIGINT, &quit),
+            (signal_hook::consts::SIGTERM, &sup.term),
+            (signal_hook::consts::SIGQUIT, &sup.quit),
+            (signal_hook::consts::SIGINT, &sup.quit),
         ] {
             if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
                 tracing::error!(error = %e, signal = sig, "cannot install a signal handler");
@@ -424,23 +496,8 @@ impl Supervisor {
             tracing::warn!(error = %e, "cannot install the USR1 handler");
         }
         tracing::info!(worker = %options.name, worker_id = %worker_id, pid = std::process::id(), kind = ?options.kind, "Booting worker");
-        let sup = Arc::new(Supervisor {
-            ctx,
-            kind: options.kind,
-            metrics,
-            worker,
-            _sampler: sampler,
-            term,
-            quit,
-            max_reached: AtomicBool::new(false),
-            orphaned: AtomicBool::new(false),
-            recorded_graceful: Once::new(),
-            recorded_fast: Once::new(),
-            handled: AtomicU64::new(0),
-            busy_since: AtomicU64::new(0),
-            epoch: Instant::now(),
-        });
-        sup.ctx.notify();
+        let sup = Arc::new(sup);
+        sup.notify();
         let watched = Arc::clone(&sup);
         let spawned = std::thread::Builder::new()
             .name("gpe-watchdog".to_owned())
@@ -452,6 +509,59 @@ impl Supervisor {
         Ok(sup)
     }
 
+    /// The per-process state, without the process-level parts (signals, watchdog, sampler).
+    fn build(
+        options: &Options,
+        store: &Store,
+        worker_id: &str,
+        ctx: Option<WorkerContext>,
+        max_requests: u64,
+        timeout: Duration,
+    ) -> Result<Supervisor, Error> {
+        let metrics = JobMetrics::new(options, store, worker_id)?;
+        let worker = WorkerMetrics::with_labels(
+            store,
+            &format!("{}worker_", options.prefix),
+            &options.const_labels,
+            worker_id,
+        )?;
+        Ok(Supervisor {
+            ctx,
+            kind: options.kind,
+            max_requests,
+            timeout,
+            metrics,
+            worker,
+            _sampler: None,
+            term: Arc::new(AtomicBool::new(false)),
+            quit: Arc::new(AtomicBool::new(false)),
+            max_reached: AtomicBool::new(false),
+            orphaned: AtomicBool::new(false),
+            recorded_graceful: Once::new(),
+            recorded_fast: Once::new(),
+            handled: AtomicU64::new(0),
+            busy_since: AtomicU64::new(0),
+            epoch: Instant::now(),
+        })
+    }
+
+    fn notify(&self) {
+        if let Some(ctx) = &self.ctx {
+            ctx.notify();
+        }
+    }
+
+    /// The listeners to accept on (a boot error, logged, when there are none).
+    fn listeners(&self) -> Result<Vec<Listener>, ExitCode> {
+        let Some(ctx) = &self.ctx else {
+            return Err(ExitCode::from(3));
+        };
+        ctx.listeners_or_bind().map_err(|e| {
+            tracing::error!(error = %e, "no listener to accept on");
+            ExitCode::from(3)
+        })
+    }
+
     /// The watchdog thread: heartbeats and acts on the stop flags every [`WATCH_TICK`], whatever
     /// the job loops are doing (a long handler or a blocking source delays neither a fast stop
     /// nor the heartbeat). For the sync kind, as gunicorn's sync worker, the heartbeat stops while
@@ -459,7 +569,14 @@ impl Supervisor {
     fn watch(&self) -> ! {
         loop {
             if !self.stuck() {
-                self.ctx.notify();
+                self.notify();
+            }
+            if !self.orphaned.load(Ordering::Relaxed)
+                && self.ctx.as_ref().is_some_and(WorkerContext::parent_changed)
+            {
+                tracing::info!("Parent changed, shutting down");
+                self.worker.set_state(WorkerState::Stopping);
+                self.orphaned.store(true, Ordering::Relaxed);
             }
             if self.stop_requested() && self.quit.load(Ordering::Relaxed) {
                 self.exit_fast();
@@ -470,7 +587,7 @@ impl Supervisor {
 
     /// Whether a sync job has been running longer than the master's timeout.
     fn stuck(&self) -> bool {
-        let timeout = self.ctx.timeout();
+        let timeout = self.timeout;
         if self.kind != Kind::Sync || timeout.is_zero() {
             return false;
         }
@@ -506,16 +623,8 @@ impl Supervisor {
             });
             return true;
         }
-        if self.orphaned.load(Ordering::Relaxed) {
-            return true;
-        }
-        if self.ctx.parent_changed() {
-            tracing::info!("Parent changed, shutting down");
-            self.orphaned.store(true, Ordering::Relaxed);
-            self.worker.set_state(WorkerState::Stopping);
-            return true;
-        }
-        false
+        // The watchdog checks the parent (a syscall) every tick, not every job.
+        self.orphaned.load(Ordering::Relaxed)
     }
 
     fn exit_fast(&self) -> ! {
@@ -540,7 +649,7 @@ impl Supervisor {
     /// Count a finished job; asks for a graceful stop at max-requests.
     fn finished(&self) {
         let n = self.handled.fetch_add(1, Ordering::Relaxed) + 1;
-        let max = self.ctx.max_requests();
+        let max = self.max_requests;
         if max > 0 && n >= max && !self.max_reached.swap(true, Ordering::Relaxed) {
             tracing::info!(
                 max_requests = max,
@@ -550,15 +659,35 @@ impl Supervisor {
     }
 
     fn run_job<R: IntoOutcome>(&self, job: impl FnOnce() -> R) {
+        let started = Instant::now();
         let sync = self.kind == Kind::Sync;
         if sync {
-            self.busy_since.store(self.now_ms() + 1, Ordering::Relaxed);
+            let ms = started.saturating_duration_since(self.epoch).as_millis() as u64;
+            self.busy_since.store(ms + 1, Ordering::Relaxed);
         }
-        let _outcome = self.metrics.call(job);
+        let _outcome = self.metrics.call_from(started, job);
         if sync {
             self.busy_since.store(0, Ordering::Relaxed);
         }
         self.finished();
+    }
+
+    /// One turn of the sync and threaded loops: stop, or take a job from `source` and run it.
+    /// `false` when the loop ends.
+    #[inline]
+    fn step<J, R: IntoOutcome>(
+        &self,
+        source: impl FnOnce() -> Option<J>,
+        handler: impl FnOnce(J) -> R,
+    ) -> bool {
+        if self.should_stop() {
+            return false;
+        }
+        let Some(job) = source() else {
+            return false;
+        };
+        self.run_job(|| handler(job));
+        true
     }
 
     fn threads(options: &Options) -> usize {
@@ -596,14 +725,7 @@ where
     };
     std::thread::scope(|scope| {
         for _ in 0..Supervisor::threads(&options) {
-            scope.spawn(|| {
-                while !sup.should_stop() {
-                    let Some(job) = source(&worker) else {
-                        break;
-                    };
-                    sup.run_job(|| handler(&worker, job));
-                }
-            });
+            scope.spawn(|| while sup.step(|| source(&worker), |job| handler(&worker, job)) {});
         }
     });
     sup.exit()
@@ -692,12 +814,9 @@ where
         Ok(s) => s,
         Err(code) => return code,
     };
-    let listeners = match sup.ctx.listeners_or_bind() {
+    let listeners = match sup.listeners() {
         Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "no listener to accept on");
-            return ExitCode::from(3);
-        }
+        Err(code) => return code,
     };
     for l in &listeners {
         let _ = l.set_nonblocking(true);
@@ -984,12 +1103,9 @@ where
     let Some(rt) = tokio_runtime() else {
         return ExitCode::from(3);
     };
-    let listeners = match sup.ctx.listeners_or_bind() {
+    let listeners = match sup.listeners() {
         Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "no listener to accept on");
-            return ExitCode::from(3);
-        }
+        Err(code) => return code,
     };
     let served: Vec<Listener> = listeners
         .into_iter()
