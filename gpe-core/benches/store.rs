@@ -209,6 +209,10 @@ fn worker_wrapper(c: &mut Criterion) {
             black_box(handler(x)).is_ok()
         })
     });
+    // What the two clock reads of a timed job cost on their own on this machine.
+    g.bench_function("two_clock_reads", |b| {
+        b.iter(|| black_box(std::time::Instant::now()).elapsed())
+    });
     let mut x = 0u64;
     g.bench_function("instrumented", |b| {
         b.iter(|| {

@@ -427,9 +427,8 @@ struct Supervisor {
     recorded_graceful: Once,
     recorded_fast: Once,
     handled: AtomicU64,
-    /// Sync kind: when the running job started (ms since `epoch`, + 1), 0 when idle.
-    busy_since: AtomicU64,
-    epoch: Instant,
+    /// Sync kind: a job is running (the watchdog times it by the `handled` count it sees).
+    busy: AtomicBool,
 }
 
 /// How often the watchdog thread looks at the stop flags and the heartbeat.
@@ -540,8 +539,7 @@ impl Supervisor {
             recorded_graceful: Once::new(),
             recorded_fast: Once::new(),
             handled: AtomicU64::new(0),
-            busy_since: AtomicU64::new(0),
-            epoch: Instant::now(),
+            busy: AtomicBool::new(false),
         })
     }
 
@@ -567,8 +565,9 @@ impl Supervisor {
     /// nor the heartbeat). For the sync kind, as gunicorn's sync worker, the heartbeat stops while
     /// one job runs longer than the master's timeout, so that the master replaces a stuck worker.
     fn watch(&self) -> ! {
+        let mut busy_seen = None;
         loop {
-            if !self.stuck() {
+            if !self.stuck(&mut busy_seen) {
                 self.notify();
             }
             if !self.orphaned.load(Ordering::Relaxed)
@@ -585,18 +584,23 @@ impl Supervisor {
         }
     }
 
-    /// Whether a sync job has been running longer than the master's timeout.
-    fn stuck(&self) -> bool {
+    /// Whether a sync job has been running longer than the master's timeout. `seen` is the
+    /// watchdog's note of the running job: the `handled` count while it runs, and when the
+    /// watchdog first saw it (so the job path itself reads no clock for this).
+    fn stuck(&self, seen: &mut Option<(u64, Instant)>) -> bool {
         let timeout = self.timeout;
-        if self.kind != Kind::Sync || timeout.is_zero() {
+        if self.kind != Kind::Sync || timeout.is_zero() || !self.busy.load(Ordering::Relaxed) {
+            *seen = None;
             return false;
         }
-        let since = self.busy_since.load(Ordering::Relaxed);
-        since != 0 && self.now_ms().saturating_sub(since - 1) > timeout.as_millis() as u64
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        let handled = self.handled.load(Ordering::Relaxed);
+        match *seen {
+            Some((job, since)) if job == handled => since.elapsed() > timeout,
+            _ => {
+                *seen = Some((handled, Instant::now()));
+                false
+            }
+        }
     }
 
     /// Whether a stop (graceful or fast) was asked for; records the first graceful and the first
@@ -659,15 +663,13 @@ impl Supervisor {
     }
 
     fn run_job<R: IntoOutcome>(&self, job: impl FnOnce() -> R) {
-        let started = Instant::now();
         let sync = self.kind == Kind::Sync;
         if sync {
-            let ms = started.saturating_duration_since(self.epoch).as_millis() as u64;
-            self.busy_since.store(ms + 1, Ordering::Relaxed);
+            self.busy.store(true, Ordering::Relaxed);
         }
-        let _outcome = self.metrics.call_from(started, job);
+        let _outcome = self.metrics.call(job);
         if sync {
-            self.busy_since.store(0, Ordering::Relaxed);
+            self.busy.store(false, Ordering::Relaxed);
         }
         self.finished();
     }

@@ -734,3 +734,34 @@ fn async_connections_serve_every_listener() {
     }));
     assert!(got.is_ok(), "(requests, panics, LineError) = {last:?}");
 }
+
+/// `--timeout 2` and a 6 s job: the sync kind stops heartbeating once the job outlives the
+/// timeout (gunicorn's sync worker), so the master kills and replaces that worker mid-job; the
+/// threaded kind heartbeats from its watchdog whatever its jobs do, so the job completes on the
+/// same worker.
+#[test]
+fn a_job_outliving_the_timeout_kills_sync_workers_only() {
+    for (worker, killed) in [
+        (env!("CARGO_BIN_EXE_sync-worker"), true),
+        (env!("CARGO_BIN_EXE_threaded-worker"), false),
+    ] {
+        let master = Start {
+            workers: 1,
+            args: &["--timeout", "2"],
+            ..Start::new(worker)
+        }
+        .spawn();
+        let before = master.wait_workers(1);
+        let job = InFlight::start(master.port, 6000);
+        let rest = job.rest();
+        if killed {
+            assert_eq!(rest, "", "{worker}: the stuck job should have been cut");
+            let after = master.wait_workers(1);
+            assert!(after.is_disjoint(&before), "{worker}: not replaced");
+        } else {
+            assert!(rest.starts_with("SLEEP 6000 "), "{worker}: {rest:?}");
+            assert!(before.contains(&reply_pid(&rest)));
+            assert_eq!(master.workers(), before, "{worker}: replaced");
+        }
+    }
+}
