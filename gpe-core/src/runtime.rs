@@ -29,7 +29,9 @@
 //! finish; QUIT/INT sets `state="quitting"`, counts `reason="quit"` and exits at once, even in
 //! the middle of a job or while a source blocks. For the sync kind the heartbeat pauses while a
 //! job runs longer than the master's `--timeout` (as gunicorn's sync worker: the master replaces a
-//! stuck worker); the threaded and async kinds heartbeat regardless of their jobs.
+//! stuck worker); the threaded and async kinds heartbeat regardless of their jobs. The ABRT the
+//! master sends a timed-out worker sets `state="aborting"`, counts `reason="abort"` and exits 1
+//! (gunicorn's `handle_abort`).
 //!
 //! A blocking `source` (sync and threaded kinds) is only asked to stop between jobs: on TERM the
 //! worker exits once the source returns, so a source should return (a job, or `None`) within a
@@ -418,6 +420,8 @@ struct Supervisor {
     term: Arc<AtomicBool>,
     /// QUIT or INT (fast).
     quit: Arc<AtomicBool>,
+    /// ABRT: the master's heartbeat timeout.
+    abort: Arc<AtomicBool>,
     /// The max-requests limit was reached (graceful).
     max_reached: AtomicBool,
     /// The parent changed (graceful).
@@ -480,6 +484,7 @@ impl Supervisor {
             (signal_hook::consts::SIGTERM, &sup.term),
             (signal_hook::consts::SIGQUIT, &sup.quit),
             (signal_hook::consts::SIGINT, &sup.quit),
+            (signal_hook::consts::SIGABRT, &sup.abort),
         ] {
             if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
                 tracing::error!(error = %e, signal = sig, "cannot install a signal handler");
@@ -534,6 +539,7 @@ impl Supervisor {
             _sampler: None,
             term: Arc::new(AtomicBool::new(false)),
             quit: Arc::new(AtomicBool::new(false)),
+            abort: Arc::new(AtomicBool::new(false)),
             max_reached: AtomicBool::new(false),
             orphaned: AtomicBool::new(false),
             recorded_graceful: Once::new(),
@@ -567,6 +573,16 @@ impl Supervisor {
     fn watch(&self) -> ! {
         let mut busy_seen = None;
         loop {
+            if self.abort.load(Ordering::Relaxed) {
+                // As gunicorn's worker: the master timed us out; count it and exit 1.
+                self.worker.record_restart(RestartReason::Abort);
+                self.worker.set_state(WorkerState::Aborting);
+                tracing::error!(
+                    handled = self.handled.load(Ordering::Relaxed),
+                    "Worker timed out (ABRT from the master), exiting"
+                );
+                std::process::exit(1);
+            }
             if !self.stuck(&mut busy_seen) {
                 self.notify();
             }
@@ -1166,6 +1182,60 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The worker resource families honour the prefix and constant labels, and a loop ended by
+    /// max-requests counts `restart_total{reason="max_requests"}` and sets `state="stopping"`.
+    #[test]
+    fn job_loop_records_worker_families_with_the_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let options = Options::new("T")
+            .kind(Kind::Threads(2))
+            .prefix("app_")
+            .const_label("svc", "a");
+        let jobs = JobLoop::new(&options, &store, "4", 3).unwrap();
+        jobs.sup.worker.sample();
+        let text = || {
+            crate::exposition::encode_text(&crate::MultiProcessCollector::new(dir.path()).gather())
+                .unwrap()
+        };
+        let pid = std::process::id();
+        let t = text();
+        assert!(
+            t.contains(&format!(
+                "app_worker_state{{pid=\"{pid}\",state=\"running\",svc=\"a\",worker_id=\"4\"}} 1"
+            )),
+            "{t}"
+        );
+        assert!(t.contains(&format!(
+            "app_worker_memory_bytes{{pid=\"{pid}\",svc=\"a\",worker_id=\"4\"}}"
+        )));
+        assert!(!t.contains("restart_total"), "{t}");
+        let mut n = 0;
+        while jobs.step(|| Some(1u8), |_| ()) {
+            n += 1;
+        }
+        assert_eq!(n, 3);
+        let t = text();
+        assert!(
+            t.contains(
+                r#"app_worker_restart_total{reason="max_requests",svc="a",worker_id="4"} 1"#
+            ),
+            "{t}"
+        );
+        assert!(t.contains(&format!(
+            "app_worker_state{{pid=\"{pid}\",state=\"stopping\",svc=\"a\",worker_id=\"4\"}} 1"
+        )));
+        assert!(
+            t.contains(r#"app_worker_requests_total{svc="a",worker_id="4"} 3"#),
+            "{t}"
+        );
+        // The loop stays stopped, and the exit is counted once.
+        assert!(!jobs.step(|| Some(1u8), |_| ()));
+        assert!(text().contains(
+            r#"app_worker_restart_total{reason="max_requests",svc="a",worker_id="4"} 1"#
+        ));
+    }
 
     #[test]
     fn error_type_names_are_short() {

@@ -758,6 +758,13 @@ fn a_job_outliving_the_timeout_kills_sync_workers_only() {
             assert_eq!(rest, "", "{worker}: the stuck job should have been cut");
             let after = master.wait_workers(1);
             assert!(after.is_disjoint(&before), "{worker}: not replaced");
+            // It got the master's ABRT: counted, as gunicorn's worker exits on it.
+            let f = master.families();
+            assert_eq!(
+                counter(&f, "gunicorn_worker_restart_total", &[("reason", "abort")]),
+                1.0
+            );
+            assert_eq!(counter(&f, "gunicorn_worker_restart_total", &[]), 1.0);
         } else {
             assert!(rest.starts_with("SLEEP 6000 "), "{worker}: {rest:?}");
             assert!(before.contains(&reply_pid(&rest)));
