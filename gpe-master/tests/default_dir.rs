@@ -7,20 +7,10 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use common::{eventually, master_bin, Master, Options, PATIENCE};
-
-fn sync_worker() -> PathBuf {
-    let bin = master_bin().parent().unwrap().join("sync-worker");
-    assert!(
-        bin.is_file(),
-        "{} is missing: `cargo build --workspace --bins` first (.ci/test does)",
-        bin.display()
-    );
-    bin
-}
+use common::{eventually, sync_worker, Master, Options, PATIENCE};
 
 /// One line-protocol job; true when a worker answered.
 fn job(m: &Master) -> bool {

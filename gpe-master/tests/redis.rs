@@ -6,11 +6,10 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{children, eventually, free_port, http_get, master_bin, PATIENCE};
+use common::{children, eventually, free_port, http_get, master_bin, sync_worker, PATIENCE};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -68,16 +67,6 @@ impl Drop for Redis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn sync_worker() -> PathBuf {
-    let bin = master_bin().parent().unwrap().join("sync-worker");
-    assert!(
-        bin.is_file(),
-        "{} is missing: `cargo build --workspace --bins` first (.ci/test does)",
-        bin.display()
-    );
-    bin
 }
 
 /// A process killed (with its children) on drop.

@@ -59,6 +59,18 @@ pub(crate) fn worker_bin() -> PathBuf {
     .clone()
 }
 
+/// `target/<profile>/sync-worker` (examples/workers, an `#[instrument_worker]` worker that
+/// counts `gunicorn_worker_requests_total`), next to `gpe-master`.
+pub(crate) fn sync_worker() -> PathBuf {
+    let bin = master_bin().parent().unwrap().join("sync-worker");
+    assert!(
+        bin.is_file(),
+        "{} is missing: `cargo build --workspace --bins` first (.ci/test does)",
+        bin.display()
+    );
+    bin
+}
+
 /// A port that was free a moment ago (the master cannot report the port of `--bind HOST:0`).
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
