@@ -201,7 +201,12 @@ impl Arbiter {
                 self.stop(Stop::Fast);
                 return code;
             }
-            for (sig, name) in self.signals.take() {
+            let taken = self.signals.take();
+            for name in &taken.dropped {
+                self.metrics.signals.with_label_values(&[name]).inc();
+                tracing::warn!("Dropping signal {name}: more than 5 pending (gunicorn's queue)");
+            }
+            for (sig, name) in taken.act {
                 self.metrics.signals.with_label_values(&[name]).inc();
                 if sig != libc_sig::CHLD {
                     tracing::info!("Handling signal: {name}");
@@ -712,7 +717,8 @@ impl Arbiter {
             }
             self.kill_overdue();
             // Signals sent during the stop are counted, not acted on (the master is exiting).
-            for (_, name) in self.signals.take() {
+            let taken = self.signals.take();
+            for name in taken.act.iter().map(|(_, n)| n).chain(&taken.dropped) {
                 self.metrics.signals.with_label_values(&[name]).inc();
             }
             self.signals.wait(Duration::from_millis(50));

@@ -66,7 +66,7 @@ pub(crate) fn run() -> anyhow::Result<i32> {
         server.local_addr()
     );
     loop {
-        for (sig, name) in signals.take() {
+        for (sig, name) in signals.take().act {
             if [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT].contains(&sig) {
                 tracing::info!("Handling signal: {name}; shutting down");
                 server.shutdown();

@@ -1,6 +1,8 @@
-//! Signal handling: a handler only writes a byte to the self-pipe of its signal (signal-hook
-//! does that); the arbiter's loop sleeps on the pipes and counts the bytes, so signals sent back
-//! to back are each acted on (gunicorn queues them) instead of being merged into one.
+//! Signal handling as gunicorn's arbiter: a handler only writes one byte, the signal's number,
+//! to the master's signal queue (a non-blocking socket pair); the arbiter's loop sleeps on it,
+//! reads the signals in the order they arrived and acts on at most [`MAX_PENDING`] of them per
+//! wake-up (gunicorn's queue holds 5; extras are dropped, but still counted). CHLD is not queued
+//! (gunicorn handles it apart): it only wakes the loop, which reaps.
 
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
@@ -25,69 +27,70 @@ pub(crate) const HANDLED: [(i32, &str); 10] = [
     (SIGWINCH, "winch"),
 ];
 
-/// At most this many pending deliveries of one signal are acted on (gunicorn's queue holds 5).
+/// At most this many queued signals are acted on per wake-up (gunicorn's queue holds 5).
 const MAX_PENDING: usize = 5;
 
-/// One self-pipe per signal: the handler writes a byte to `write`, the loop reads `read`.
-#[derive(Debug)]
-struct Pipe {
-    sig: i32,
-    name: &'static str,
-    read: UnixStream,
-    /// Kept so the pipe stays open for the handler.
-    _write: UnixStream,
+fn name_of(sig: i32) -> Option<&'static str> {
+    HANDLED.iter().find(|(s, _)| *s == sig).map(|(_, n)| *n)
 }
 
-/// The read ends of the signals' self-pipes.
+/// The read end of the signal queue.
 #[derive(Debug)]
 pub(crate) struct Signals {
-    pipes: Vec<Pipe>,
+    read: UnixStream,
+}
+
+/// What one [`Signals::take`] found.
+#[derive(Debug, Default)]
+pub(crate) struct Taken {
+    /// The signals to act on, in arrival order (CHLD included, never dropped).
+    pub(crate) act: Vec<(i32, &'static str)>,
+    /// Signals received past the queue's capacity: counted, not acted on.
+    pub(crate) dropped: Vec<&'static str>,
 }
 
 impl Signals {
     pub(crate) fn install() -> std::io::Result<Signals> {
-        let mut pipes = Vec::new();
-        for (sig, name) in HANDLED {
-            let (read, write) = UnixStream::pair()?;
-            read.set_nonblocking(true)?;
-            write.set_nonblocking(true)?;
-            signal_hook::low_level::pipe::register(sig, write.try_clone()?)?;
-            pipes.push(Pipe {
-                sig,
-                name,
-                read,
-                _write: write,
-            });
+        let (read, write) = UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        for (sig, _) in HANDLED {
+            let tag = u8::try_from(sig).map_err(|_| std::io::Error::other("signal number"))?;
+            crate::sys::register_queue_handler(sig, tag, OwnedFd::from(write.try_clone()?))?;
         }
-        Ok(Signals { pipes })
+        Ok(Signals { read })
     }
 
-    /// Signals received since the last call, in the fixed order of [`HANDLED`], each repeated as
-    /// many times as it was delivered (up to 5).
-    pub(crate) fn take(&self) -> Vec<(i32, &'static str)> {
-        let mut out = Vec::new();
-        for p in &self.pipes {
-            let mut n = 0;
-            let mut buf = [0u8; 64];
-            while let Ok(k) = (&p.read).read(&mut buf) {
-                if k == 0 {
-                    break;
-                }
-                n += k;
+    /// The signals received since the last call, in arrival order: every CHLD, and at most
+    /// [`MAX_PENDING`] of the others (the rest in `dropped`).
+    pub(crate) fn take(&self) -> Taken {
+        let mut taken = Taken::default();
+        let mut queued = 0;
+        let mut buf = [0u8; 64];
+        while let Ok(k) = (&self.read).read(&mut buf) {
+            if k == 0 {
+                break;
             }
-            out.extend(std::iter::repeat_n((p.sig, p.name), n.min(MAX_PENDING)));
+            for &b in &buf[..k] {
+                let sig = i32::from(b);
+                let Some(name) = name_of(sig) else { continue };
+                if sig == SIGCHLD {
+                    taken.act.push((sig, name));
+                } else if queued < MAX_PENDING {
+                    queued += 1;
+                    taken.act.push((sig, name));
+                } else {
+                    taken.dropped.push(name);
+                }
+            }
         }
-        out
+        taken
     }
 
     /// Sleep until a signal is pending or `timeout` passes (pending bytes are left for `take`).
     pub(crate) fn wait(&self, timeout: Duration) {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        let mut fds: Vec<PollFd<'_>> = self
-            .pipes
-            .iter()
-            .map(|p| PollFd::new(p.read.as_fd(), PollFlags::POLLIN))
-            .collect();
+        let mut fds = [PollFd::new(self.read.as_fd(), PollFlags::POLLIN)];
         let ms = PollTimeout::try_from(timeout.as_millis().min(60_000) as i32)
             .unwrap_or(PollTimeout::MAX);
         let _ = poll(&mut fds, ms);
@@ -98,4 +101,27 @@ impl Signals {
 pub(crate) fn dup_high(fd: impl AsFd, min: i32) -> std::io::Result<OwnedFd> {
     let raw = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(min))?;
     crate::sys::own_new_fd(raw).ok_or_else(|| std::io::Error::other("dup returned no descriptor"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `raise` runs the handler before it returns, so the order of arrival is the order here.
+    #[test]
+    fn signals_come_out_in_arrival_order_capped_at_five_chld_apart() {
+        let signals = Signals::install().unwrap();
+        for sig in [SIGUSR2, SIGWINCH, SIGTTIN, SIGUSR1] {
+            signal_hook::low_level::raise(sig).unwrap();
+        }
+        for _ in 0..7 {
+            signal_hook::low_level::raise(SIGTTOU).unwrap();
+        }
+        signal_hook::low_level::raise(SIGCHLD).unwrap();
+        let taken = signals.take();
+        let names: Vec<&str> = taken.act.iter().map(|(_, n)| *n).collect();
+        assert_eq!(names, ["usr2", "winch", "ttin", "usr1", "ttou", "chld"]);
+        assert_eq!(taken.dropped, ["ttou"; 6]);
+        assert!(signals.take().act.is_empty(), "taken once");
+    }
 }
