@@ -226,6 +226,31 @@ impl WorkerContext {
         }
     }
 
+    /// The heartbeat as a task for the worker's own async runtime (`None` without a heartbeat
+    /// channel): it beats every half period for as long as the runtime runs it, so a runtime
+    /// whose threads are all stuck stops heartbeating and the master's `--timeout` replaces the
+    /// worker, as gunicorn's async workers that notify from their event loop. Prefer it to
+    /// [`start_heartbeat`](Self::start_heartbeat) in tokio-based servers.
+    ///
+    /// ```no_run
+    /// # async fn serve(ctx: &gpe_core::worker::WorkerContext) {
+    /// if let Some(beat) = ctx.heartbeat_task() {
+    ///     tokio::spawn(beat);
+    /// }
+    /// # }
+    /// ```
+    #[cfg(feature = "server")]
+    pub fn heartbeat_task(&self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let h = self.heartbeat.clone()?;
+        let period = (h.inner.period / 2).max(Duration::from_millis(100));
+        Some(async move {
+            loop {
+                h.beat();
+                tokio::time::sleep(period).await;
+            }
+        })
+    }
+
     /// The inherited listeners, in `--bind` order, named as in `LISTEN_FDNAMES`. Taken once.
     ///
     /// # Errors
