@@ -15,6 +15,10 @@
 //! - [`WorkerMetrics`]: memory, CPU, uptime and state of the worker, sampled on a timer
 //!   ([`WorkerMetrics::spawn_sampler`]), never per request.
 //!
+//! - [`serve`] (feature `axum`): an axum `Router` served as a gpe-master worker or standalone —
+//!   listeners, the metrics layer, max-requests, worker metrics, graceful and fast stops, and
+//!   standalone its own `/metrics` — in a few lines.
+//!
 //! [`RequestMetrics`] and [`RequestTracker`] are framework-independent: gpe-actix records the same
 //! families through them.
 //!
@@ -56,6 +60,9 @@ mod future;
 pub mod hooks;
 mod layer;
 mod metrics;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod serve;
 mod service;
 mod sync;
 pub mod worker;

@@ -203,6 +203,15 @@ impl RequestMetricsBuilder {
         self
     }
 
+    /// The `worker_id` label value unless one was set (the serve module's worker id).
+    #[cfg(feature = "axum")]
+    pub(crate) fn worker_id_or(mut self, id: String) -> Self {
+        if self.worker_id.is_none() {
+            self.worker_id = Some(id);
+        }
+        self
+    }
+
     /// Do not record requests to `path`: an exact path, or a prefix when it ends in `*`
     /// (`/static/*`).
     #[must_use]

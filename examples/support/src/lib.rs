@@ -1,8 +1,10 @@
-//! What the example services (`example-axum`, `example-actix`, `example-hyper`) share: where the
-//! listener comes from (gpe-master's socket activation or `--bind`), the worker environment,
-//! signals (TERM graceful, QUIT/INT fast, USR1 harmless), max-requests, the heartbeat, the worker
-//! sampler and, standalone, the process's own `/metrics` server. Framework-specific serving stays
-//! in each example.
+//! What the example services share. All of them (`example-axum`, `example-actix`,
+//! `example-hyper`): logging and the command line ([`Args`]: `--bind`). The actix-web and hyper
+//! examples also: where the listener comes from (gpe-master's socket activation or `--bind`),
+//! the worker environment, signals (TERM graceful, QUIT/INT fast, USR1 harmless), max-requests,
+//! the heartbeat, the worker sampler and, standalone, the process's own `/metrics` server
+//! ([`Boot`], [`Control`]); framework-specific serving stays in each example. example-axum gets
+//! all of that from `gpe_tower::serve` instead.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,16 +37,25 @@ pub struct Boot {
     bind: String,
 }
 
-impl Boot {
-    /// Read the gpe-master contract (if any) and `--bind ADDR` (standalone only); `None` after
-    /// printing `--help`.
-    pub fn from_env_and_args() -> anyhow::Result<Option<Boot>> {
-        let mut bind = "127.0.0.1:8000".to_owned();
+/// The command line the examples take: `--bind ADDR` (standalone only) and `--help`.
+#[derive(Debug, Clone, Default)]
+pub struct Args {
+    /// `--bind HOST:PORT|unix:PATH`, if given.
+    pub bind: Option<String>,
+}
+
+impl Args {
+    /// Parse the process's arguments; `None` after printing `--help`.
+    ///
+    /// # Errors
+    /// An unknown argument, or `--bind` without an address.
+    pub fn parse() -> anyhow::Result<Option<Args>> {
+        let mut bind = None;
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
             match a.as_str() {
-                "--bind" | "-b" => bind = args.next().context("--bind needs an address")?,
-                s if s.starts_with("--bind=") => bind = s["--bind=".len()..].to_owned(),
+                "--bind" | "-b" => bind = Some(args.next().context("--bind needs an address")?),
+                s if s.starts_with("--bind=") => bind = Some(s["--bind=".len()..].to_owned()),
                 "-h" | "--help" => {
                     println!("usage: {} [--bind HOST:PORT|unix:PATH]", program_name());
                     return Ok(None);
@@ -52,6 +63,18 @@ impl Boot {
                 other => anyhow::bail!("unknown argument {other:?} (try --help)"),
             }
         }
+        Ok(Some(Args { bind }))
+    }
+}
+
+impl Boot {
+    /// Read the gpe-master contract (if any) and `--bind ADDR` (standalone only; default
+    /// `127.0.0.1:8000`); `None` after printing `--help`.
+    pub fn from_env_and_args() -> anyhow::Result<Option<Boot>> {
+        let Some(args) = Args::parse()? else {
+            return Ok(None);
+        };
+        let bind = args.bind.unwrap_or_else(|| "127.0.0.1:8000".to_owned());
         let ctx = Arc::new(WorkerContext::from_env().context("reading the worker environment")?);
         let store = Store::from_env().context("opening the metrics store")?;
         let worker_id = ctx.worker_id().to_string();

@@ -1,0 +1,736 @@
+//! Serve an [`axum::Router`] as a gpe worker, under gpe-master or standalone (feature `axum`).
+//!
+//! [`Worker::builder`] → [`WorkerBuilder::build`] → [`Worker::serve`] does what every pre-fork
+//! worker needs around the application:
+//!
+//! - reads the worker environment ([`WorkerContext::from_env`]) and opens the store
+//!   ([`Store::from_env`], or [`WorkerBuilder::store`]);
+//! - under gpe-master, serves every inherited listener (TCP and Unix-domain); standalone, binds
+//!   [`WorkerBuilder::bind`] (`HOST:PORT` or `unix:PATH`; default `GPE_BIND`, else
+//!   [`DEFAULT_BIND`]);
+//! - wraps the router in the [`MetricsLayer`] (from a [`RequestMetricsBuilder`], a built
+//!   [`RequestMetrics`], or none), a request counter for `GPE_MAX_REQUESTS`, and
+//!   `Connection: close` on every response once the worker is stopping;
+//! - samples [`WorkerMetrics`] on a timer, and records the worker's state and restart reason when
+//!   it stops (`term`, `quit` or `max_requests`); heartbeats for the master;
+//! - standalone only, serves this process's own `/metrics` ([`ServerConfig::from_env`]:
+//!   `PROMETHEUS_BIND_ADDRESS`, `PROMETHEUS_METRICS_PORT`, TLS, basic auth); under gpe-master
+//!   the master serves them for every worker;
+//! - serves until a graceful stop has drained, a fast stop, or the graceful deadline
+//!   (see [`Worker::serve`] and [`gpe_core::shutdown`]).
+//!
+//! A whole service (`no_run`: it binds 127.0.0.1:8000, or serves gpe-master's listeners):
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use gpe_tower::serve::Worker;
+//! use gpe_tower::RequestMetrics;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), gpe_tower::BuildError> {
+//!     let app = Router::new()
+//!         .route("/", get(|| async { "hello\n" }))
+//!         .route("/health", get(|| async { "ok\n" }));
+//!     Worker::builder()
+//!         .bind("127.0.0.1:8000")? // standalone only: under gpe-master its listeners are served
+//!         .request_metrics(RequestMetrics::builder().exclude_path("/health"))
+//!         .build()?
+//!         .serve(app)
+//!         .await
+//! }
+//! ```
+//!
+//! The same, stopped from the program (a [`Shutdown`] stop is what TERM, QUIT, INT and
+//! max-requests do):
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use gpe_core::shutdown::StopReason;
+//! use gpe_tower::serve::{LocalAddr, Worker};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let worker = Worker::builder()
+//!     .bind("127.0.0.1:0")?
+//!     .store(gpe_core::Store::open(dir.path())?)
+//!     .no_metrics_server()
+//!     .build()?;
+//! let Some(LocalAddr::Tcp(addr)) = worker.local_addrs().into_iter().next() else {
+//!     unreachable!("bound to TCP")
+//! };
+//! println!("serving on http://{addr}/");
+//! let shutdown = worker.shutdown().clone();
+//! let serving = tokio::spawn(worker.serve(Router::new().route("/", get(|| async { "hi" }))));
+//!
+//! shutdown.stop(StopReason::Quit);
+//! serving.await??;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
+use axum::Router;
+use gpe_core::server::{MetricsServer, ServerConfig};
+use gpe_core::shutdown::{Shutdown, StopReason};
+use gpe_core::worker::{Listener, WorkerContext};
+use gpe_core::Store;
+
+use crate::{
+    BuildError, MetricsLayer, RequestMetrics, RequestMetricsBuilder, RestartReason, SamplerHandle,
+    WorkerMetrics, WorkerState,
+};
+
+/// The standalone address when neither [`WorkerBuilder::bind`] nor `GPE_BIND` gives one.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
+
+/// How often [`WorkerMetrics`] are sampled unless [`WorkerBuilder::sample_interval`] says.
+pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A standalone bind address: `HOST:PORT` or `unix:PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BindAddr {
+    /// `HOST:PORT` (resolved when bound): `127.0.0.1:8000`, `[::1]:8000`, `localhost:0`.
+    Tcp(String),
+    /// `unix:PATH`: a Unix-domain socket at `PATH` (which must not exist yet).
+    Unix(PathBuf),
+}
+
+impl FromStr for BindAddr {
+    type Err = BuildError;
+
+    fn from_str(s: &str) -> Result<BindAddr, BuildError> {
+        let invalid = || BuildError::InvalidBind(s.to_owned());
+        if let Some(path) = s.strip_prefix("unix:") {
+            return if path.is_empty() {
+                Err(invalid())
+            } else {
+                Ok(BindAddr::Unix(PathBuf::from(path)))
+            };
+        }
+        let (host, port) = s.rsplit_once(':').ok_or_else(invalid)?;
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(invalid());
+        }
+        Ok(BindAddr::Tcp(s.to_owned()))
+    }
+}
+
+impl fmt::Display for BindAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BindAddr::Tcp(a) => f.write_str(a),
+            BindAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl BindAddr {
+    fn bind(&self) -> Result<Listener, BuildError> {
+        let err = |source| BuildError::Bind {
+            addr: self.to_string(),
+            source,
+        };
+        Ok(match self {
+            BindAddr::Tcp(a) => Listener::Tcp(std::net::TcpListener::bind(a).map_err(err)?),
+            BindAddr::Unix(p) => {
+                Listener::Unix(std::os::unix::net::UnixListener::bind(p).map_err(err)?)
+            }
+        })
+    }
+}
+
+/// Where a [`Worker`] accepts connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LocalAddr {
+    /// A TCP listener's address (port 0 resolved).
+    Tcp(SocketAddr),
+    /// A Unix-domain listener's path (`None` when unnamed).
+    Unix(Option<PathBuf>),
+}
+
+impl fmt::Display for LocalAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LocalAddr::Tcp(a) => write!(f, "http://{a}/"),
+            LocalAddr::Unix(Some(p)) => write!(f, "unix:{}", p.display()),
+            LocalAddr::Unix(None) => f.write_str("unix:(unnamed)"),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum RequestMetricsChoice {
+    Build(RequestMetricsBuilder),
+    Built(RequestMetrics),
+    Off,
+}
+
+#[derive(Debug)]
+enum MetricsServerChoice {
+    FromEnv,
+    Config(ServerConfig),
+    Off,
+}
+
+/// How to start a [`Worker`]; see the [module docs](self).
+#[derive(Debug)]
+#[must_use = "a WorkerBuilder does nothing until .build()"]
+pub struct WorkerBuilder {
+    bind: Option<BindAddr>,
+    store: Option<Store>,
+    request_metrics: RequestMetricsChoice,
+    sample_interval: Duration,
+    metrics_server: MetricsServerChoice,
+}
+
+impl Default for WorkerBuilder {
+    fn default() -> Self {
+        WorkerBuilder {
+            bind: None,
+            store: None,
+            request_metrics: RequestMetricsChoice::Build(RequestMetrics::builder()),
+            sample_interval: DEFAULT_SAMPLE_INTERVAL,
+            metrics_server: MetricsServerChoice::FromEnv,
+        }
+    }
+}
+
+impl WorkerBuilder {
+    /// The address to bind standalone: `HOST:PORT` or `unix:PATH` (default `GPE_BIND`, else
+    /// [`DEFAULT_BIND`]). Ignored under gpe-master, whose listeners are served instead.
+    ///
+    /// # Errors
+    /// [`BuildError::InvalidBind`] when `addr` is neither spelling.
+    pub fn bind(mut self, addr: &str) -> Result<Self, BuildError> {
+        self.bind = Some(addr.parse()?);
+        Ok(self)
+    }
+
+    /// Write metrics into this store instead of [`Store::from_env`]'s
+    /// (`PROMETHEUS_MULTIPROC_DIR`). The standalone `/metrics` server reads its directory.
+    pub fn store(mut self, store: Store) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Record requests with metrics built from `builder` (the default is
+    /// [`RequestMetrics::builder()`]); its `worker_id` defaults to the worker's.
+    pub fn request_metrics(mut self, builder: RequestMetricsBuilder) -> Self {
+        self.request_metrics = RequestMetricsChoice::Build(builder);
+        self
+    }
+
+    /// Record requests with metrics already built (their store should be this worker's).
+    pub fn with_request_metrics(mut self, metrics: RequestMetrics) -> Self {
+        self.request_metrics = RequestMetricsChoice::Built(metrics);
+        self
+    }
+
+    /// Add no [`MetricsLayer`] (to measure its cost, or to add one with another label hook
+    /// to the router yourself). Worker metrics are still recorded.
+    pub fn no_request_metrics(mut self) -> Self {
+        self.request_metrics = RequestMetricsChoice::Off;
+        self
+    }
+
+    /// How often to sample the worker's memory, CPU and uptime (default
+    /// [`DEFAULT_SAMPLE_INTERVAL`]).
+    ///
+    /// # Errors
+    /// [`BuildError::ZeroInterval`] for a zero interval.
+    pub fn sample_interval(mut self, interval: Duration) -> Result<Self, BuildError> {
+        if interval.is_zero() {
+            return Err(BuildError::ZeroInterval);
+        }
+        self.sample_interval = interval;
+        Ok(self)
+    }
+
+    /// Standalone, serve `/metrics` with this configuration instead of
+    /// [`ServerConfig::from_env`]'s.
+    pub fn metrics_server(mut self, config: ServerConfig) -> Self {
+        self.metrics_server = MetricsServerChoice::Config(config);
+        self
+    }
+
+    /// Serve no `/metrics` standalone (another process scrapes the store's directory).
+    pub fn no_metrics_server(mut self) -> Self {
+        self.metrics_server = MetricsServerChoice::Off;
+        self
+    }
+
+    /// Read the environment, open the store, take or bind the listeners, build the metrics,
+    /// start the sampler, install the signal handlers and, standalone, bind `/metrics`. Must be
+    /// called inside a tokio runtime with its I/O and time drivers enabled
+    /// (`Builder::enable_all`, `#[tokio::main]`).
+    ///
+    /// # Errors
+    /// - [`BuildError::NoRuntime`] outside a tokio runtime;
+    /// - [`BuildError::Worker`] when a `LISTEN_*` / `GPE_*` variable or an inherited fd cannot
+    ///   be used, [`BuildError::NoListener`] when the master passed none;
+    /// - [`BuildError::Bind`] when the standalone address cannot be bound;
+    /// - [`BuildError::Store`] when the store cannot be opened or rejects a family, and the
+    ///   errors of [`RequestMetricsBuilder::build`];
+    /// - [`BuildError::Signals`] when a signal handler cannot be installed;
+    /// - [`BuildError::Config`] / [`BuildError::MetricsServer`] when the standalone `/metrics`
+    ///   server's configuration is invalid or its address cannot be bound.
+    ///
+    /// # Panics
+    /// Inside a tokio runtime built without the I/O or time driver (tokio's own panic).
+    pub fn build(self) -> Result<Worker, BuildError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(BuildError::NoRuntime);
+        }
+        let ctx = Arc::new(WorkerContext::from_env()?);
+        let store = match self.store {
+            Some(s) => s,
+            None => Store::from_env()?,
+        };
+        let worker_id = ctx.worker_id().to_string();
+        let listeners = take_listeners(&ctx, self.bind)?;
+
+        let request_metrics = match self.request_metrics {
+            RequestMetricsChoice::Build(b) => {
+                Some(b.worker_id_or(worker_id.clone()).build(&store)?)
+            }
+            RequestMetricsChoice::Built(m) => Some(m),
+            RequestMetricsChoice::Off => None,
+        };
+        let worker_metrics = WorkerMetrics::new(&store, worker_id.clone())?;
+        let sampler = worker_metrics.spawn_sampler(self.sample_interval)?;
+
+        let shutdown = Shutdown::install(&ctx).map_err(BuildError::Signals)?;
+        let recorder = Arc::new(StopRecorder {
+            shutdown: shutdown.clone(),
+            worker: worker_metrics.clone(),
+            recorded: Mutex::new(Recorded::Nothing),
+        });
+        // Record why the worker stops in its metrics at the moment it does: once for the
+        // graceful stop and once more if it turns fast.
+        let watcher = Arc::clone(&recorder);
+        tokio::spawn(async move {
+            watcher.shutdown.graceful().await;
+            watcher.catch_up();
+            watcher.shutdown.fast().await;
+            watcher.catch_up();
+        });
+
+        // Standalone only: gpe-master serves /metrics for all its workers.
+        let metrics_server = if ctx.is_managed() {
+            None
+        } else {
+            let config = match self.metrics_server {
+                MetricsServerChoice::FromEnv => Some(ServerConfig::from_env()?),
+                MetricsServerChoice::Config(c) => Some(c),
+                MetricsServerChoice::Off => None,
+            };
+            match config {
+                Some(config) => {
+                    let collector = gpe_core::MultiProcessCollector::new(store.dir());
+                    let server = MetricsServer::bind(config, Arc::new(move || collector.gather()))?;
+                    if let Ok(addr) = server.local_addr() {
+                        tracing::info!(%addr, "metrics on http://{addr}/metrics");
+                    }
+                    Some(server)
+                }
+                None => None,
+            }
+        };
+
+        Ok(Worker {
+            ctx,
+            store,
+            worker_id,
+            listeners,
+            request_metrics,
+            worker_metrics,
+            sampler,
+            shutdown,
+            recorder,
+            metrics_server,
+        })
+    }
+
+    /// [`build`](Self::build), then [`Worker::serve`].
+    ///
+    /// # Errors
+    /// As both.
+    pub async fn serve(self, app: Router) -> Result<(), BuildError> {
+        self.build()?.serve(app).await
+    }
+}
+
+/// Under gpe-master its listeners (all of them), else one bound to `bind`, `GPE_BIND` or
+/// [`DEFAULT_BIND`]; non-blocking and registered with the runtime.
+fn take_listeners(ctx: &WorkerContext, bind: Option<BindAddr>) -> Result<Vec<Bound>, BuildError> {
+    let listeners = if ctx.is_managed() {
+        let inherited = ctx.listeners()?;
+        if inherited.is_empty() {
+            return Err(BuildError::NoListener);
+        }
+        inherited
+    } else {
+        let addr = match bind {
+            Some(a) => a,
+            None => match std::env::var("GPE_BIND") {
+                Ok(v) if !v.is_empty() => v.parse()?,
+                _ => DEFAULT_BIND.parse()?,
+            },
+        };
+        vec![addr.bind()?]
+    };
+    listeners
+        .into_iter()
+        .map(|l| {
+            l.set_nonblocking(true).map_err(BuildError::Io)?;
+            match l {
+                Listener::Tcp(l) => tokio::net::TcpListener::from_std(l).map(Bound::Tcp),
+                Listener::Unix(l) => tokio::net::UnixListener::from_std(l).map(Bound::Unix),
+                _ => return Err(BuildError::UnsupportedListener),
+            }
+            .map_err(BuildError::Io)
+        })
+        .collect()
+}
+
+#[derive(Debug)]
+enum Bound {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl Bound {
+    fn local_addr(&self) -> Option<LocalAddr> {
+        match self {
+            Bound::Tcp(l) => l.local_addr().ok().map(LocalAddr::Tcp),
+            Bound::Unix(l) => l
+                .local_addr()
+                .ok()
+                .map(|a| LocalAddr::Unix(a.as_pathname().map(PathBuf::from))),
+        }
+    }
+}
+
+/// A worker ready to serve: listeners bound, metrics built, signal handlers installed. See the
+/// [module docs](self).
+#[derive(Debug)]
+pub struct Worker {
+    ctx: Arc<WorkerContext>,
+    store: Store,
+    worker_id: String,
+    listeners: Vec<Bound>,
+    request_metrics: Option<RequestMetrics>,
+    worker_metrics: WorkerMetrics,
+    sampler: SamplerHandle,
+    shutdown: Shutdown,
+    recorder: Arc<StopRecorder>,
+    metrics_server: Option<MetricsServer>,
+}
+
+impl Worker {
+    /// Start describing a worker.
+    pub fn builder() -> WorkerBuilder {
+        WorkerBuilder::default()
+    }
+
+    /// The worker side of gpe-master's contract (empty standalone).
+    pub fn context(&self) -> &WorkerContext {
+        &self.ctx
+    }
+
+    /// Whether gpe-master started this process.
+    pub fn is_managed(&self) -> bool {
+        self.ctx.is_managed()
+    }
+
+    /// The store the metrics are written to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The `worker_id` label value (`GPE_WORKER_ID`, `0` standalone).
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// The request metrics the [`MetricsLayer`] records into, if any.
+    pub fn request_metrics(&self) -> Option<&RequestMetrics> {
+        self.request_metrics.as_ref()
+    }
+
+    /// The worker metrics (sampled; state and restarts recorded on stop).
+    pub fn worker_metrics(&self) -> &WorkerMetrics {
+        &self.worker_metrics
+    }
+
+    /// The stop state: [`Shutdown::stop`] stops the worker as TERM or QUIT would.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// Where the worker accepts connections.
+    pub fn local_addrs(&self) -> Vec<LocalAddr> {
+        self.listeners
+            .iter()
+            .filter_map(Bound::local_addr)
+            .collect()
+    }
+
+    /// Standalone, the address of this process's `/metrics` server.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server
+            .as_ref()
+            .and_then(|s| s.local_addr().ok())
+    }
+
+    /// Serve `app` on every listener until a graceful stop has drained, a fast stop, or the
+    /// graceful deadline:
+    ///
+    /// - on a graceful stop (TERM, max-requests, a changed parent) stop accepting at once (the
+    ///   other workers take the accept queue) and answer with `Connection: close`; after
+    ///   [`ACCEPT_SETTLE`](gpe_core::shutdown::ACCEPT_SETTLE) ask the open connections to
+    ///   finish; return when they have;
+    /// - on a fast stop (QUIT, INT) return at once;
+    /// - `GPE_GRACEFUL_TIMEOUT` after a graceful stop, return with requests in flight (warns).
+    ///
+    /// Connections still open when it returns are dropped with the runtime (return from
+    /// `main`). The worker's state and restart reason are recorded before it returns.
+    ///
+    /// # Errors
+    /// [`BuildError::Io`] when serving a listener fails.
+    pub async fn serve(self, app: Router) -> Result<(), BuildError> {
+        let Worker {
+            ctx,
+            worker_id,
+            listeners,
+            request_metrics,
+            sampler,
+            shutdown,
+            recorder,
+            metrics_server,
+            ..
+        } = self;
+        ctx.start_heartbeat();
+        let app = stack(app, request_metrics, &shutdown);
+
+        let metrics_task = metrics_server.map(|server| {
+            tokio::spawn(async move {
+                if let Err(e) = server.serve(std::future::pending()).await {
+                    tracing::error!(error = %e, "metrics server failed");
+                }
+            })
+        });
+
+        let pid = std::process::id();
+        let mut tasks = tokio::task::JoinSet::new();
+        for listener in listeners {
+            if let Some(addr) = listener.local_addr() {
+                tracing::info!(%worker_id, pid, "listening on {addr}");
+            }
+            match listener {
+                Bound::Tcp(l) => tasks.spawn(serve_listener(l, app.clone(), shutdown.clone())),
+                Bound::Unix(l) => tasks.spawn(serve_listener(l, app.clone(), shutdown.clone())),
+            };
+        }
+        let drained = async {
+            while let Some(joined) = tasks.join_next().await {
+                joined
+                    .map_err(|e| BuildError::Io(std::io::Error::other(e)))?
+                    .map_err(BuildError::Io)?;
+            }
+            Ok(())
+        };
+        let result = tokio::select! {
+            r = drained => r,
+            () = shutdown.fast() => Ok(()),
+            () = shutdown.deadline() => {
+                tracing::warn!("graceful timeout: exiting with requests in flight");
+                Ok(())
+            }
+        };
+        tasks.abort_all();
+        if let Some(t) = metrics_task {
+            t.abort();
+        }
+        recorder.catch_up();
+        drop(sampler);
+        result
+    }
+}
+
+/// The router inside the metrics layer, the max-requests counter and `Connection: close` while
+/// stopping (outermost).
+fn stack(app: Router, metrics: Option<RequestMetrics>, shutdown: &Shutdown) -> Router {
+    let app = match metrics {
+        Some(m) => app.layer(MetricsLayer::new(m)),
+        None => app,
+    };
+    let counter = shutdown.clone();
+    let stopping = shutdown.clone();
+    app.layer(axum::middleware::map_request(move |req: Request| {
+        counter.count_request();
+        std::future::ready(req)
+    }))
+    // Once stopping, every answer closes its connection: keep-alive clients reconnect (to
+    // another worker) instead of losing a request to the close of an idle connection.
+    .layer(axum::middleware::map_response(move |mut res: Response| {
+        if stopping.is_stopping() {
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        std::future::ready(res)
+    }))
+}
+
+/// Serve one listener until a graceful stop has settled and its connections are done.
+async fn serve_listener<L>(listener: L, app: Router, shutdown: Shutdown) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: fmt::Debug,
+{
+    // Stop accepting at once on a graceful stop, but ask the open connections to finish only a
+    // moment later (see `gpe_core::shutdown::ACCEPT_SETTLE`): one accepted just before the stop
+    // may not have had its first request read yet, and a keep-alive client's next request may
+    // be on its way.
+    let listener = StopAccepting {
+        inner: listener,
+        stop: Box::pin(shutdown.graceful()),
+        stopped: false,
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.settled())
+        .await
+}
+
+/// A listener that stops accepting (pends forever) once `stop` resolves, so the other workers
+/// take the accept queue while this one finishes its connections.
+struct StopAccepting<L> {
+    inner: L,
+    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+    stopped: bool,
+}
+
+impl<L: axum::serve::Listener> axum::serve::Listener for StopAccepting<L> {
+    type Io = L::Io;
+    type Addr = L::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        if !self.stopped {
+            tokio::select! {
+                accepted = self.inner.accept() => return accepted,
+                () = &mut self.stop => self.stopped = true,
+            }
+        }
+        std::future::pending().await
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Recorded {
+    Nothing,
+    Graceful,
+    Fast,
+}
+
+/// Records the stop in the worker metrics, each stage once, whether the watching task or the
+/// end of [`Worker::serve`] gets there first.
+#[derive(Debug)]
+struct StopRecorder {
+    shutdown: Shutdown,
+    worker: WorkerMetrics,
+    recorded: Mutex<Recorded>,
+}
+
+impl StopRecorder {
+    fn catch_up(&self) {
+        let mut recorded = self.recorded.lock().unwrap_or_else(PoisonError::into_inner);
+        // The state first: once it says stopping, the reason is set.
+        let stopping = self.shutdown.is_stopping();
+        let reason = self.shutdown.reason();
+        let fast = reason.is_some_and(StopReason::is_fast);
+        if *recorded < Recorded::Graceful && stopping {
+            // A stop that was fast from the start is recorded once, by the fast stage.
+            if !fast {
+                self.worker.record_restart(restart_reason(reason));
+            }
+            self.worker.set_state(WorkerState::Stopping);
+            *recorded = Recorded::Graceful;
+        }
+        if *recorded < Recorded::Fast && fast {
+            self.worker.record_restart(restart_reason(reason));
+            self.worker.set_state(WorkerState::Quitting);
+            *recorded = Recorded::Fast;
+        }
+    }
+}
+
+fn restart_reason(reason: Option<StopReason>) -> RestartReason {
+    match reason {
+        Some(StopReason::Quit) => RestartReason::Quit,
+        Some(StopReason::MaxRequests) => RestartReason::MaxRequests,
+        _ => RestartReason::Term,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_addresses() {
+        assert_eq!(
+            "127.0.0.1:8000".parse::<BindAddr>().ok(),
+            Some(BindAddr::Tcp("127.0.0.1:8000".to_owned()))
+        );
+        assert!("[::1]:0".parse::<BindAddr>().is_ok());
+        assert!("localhost:80".parse::<BindAddr>().is_ok());
+        assert_eq!(
+            "unix:/tmp/app.sock".parse::<BindAddr>().ok(),
+            Some(BindAddr::Unix(PathBuf::from("/tmp/app.sock")))
+        );
+        for bad in [
+            "",
+            "8000",
+            ":8000",
+            "host:",
+            "host:99999",
+            "host:x",
+            "unix:",
+        ] {
+            assert!(
+                matches!(bad.parse::<BindAddr>(), Err(BuildError::InvalidBind(s)) if s == bad),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            BindAddr::Unix(PathBuf::from("/a b")).to_string(),
+            "unix:/a b"
+        );
+    }
+
+    #[test]
+    fn build_outside_a_runtime_is_an_error() {
+        assert!(matches!(
+            Worker::builder().build(),
+            Err(BuildError::NoRuntime)
+        ));
+    }
+}
