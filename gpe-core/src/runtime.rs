@@ -375,6 +375,7 @@ impl JobLoop {
                 None,
                 max_requests,
                 Duration::ZERO,
+                Signals::default(),
             )?,
         })
     }
@@ -435,6 +436,14 @@ struct Supervisor {
     busy: AtomicBool,
 }
 
+/// The flags the signal handlers set.
+#[derive(Debug, Default)]
+struct Signals {
+    term: Arc<AtomicBool>,
+    quit: Arc<AtomicBool>,
+    abort: Arc<AtomicBool>,
+}
+
 /// How often the watchdog thread looks at the stop flags and the heartbeat.
 const WATCH_TICK: Duration = Duration::from_millis(50);
 
@@ -450,6 +459,28 @@ impl Supervisor {
                 return Err(ExitCode::from(3));
             }
         };
+        // Handlers first: once the metrics files exist (what a test or the master can see), a
+        // signal is no longer the default action.
+        let signals = Signals::default();
+        for (sig, flag) in [
+            (signal_hook::consts::SIGTERM, &signals.term),
+            (signal_hook::consts::SIGQUIT, &signals.quit),
+            (signal_hook::consts::SIGINT, &signals.quit),
+            (signal_hook::consts::SIGABRT, &signals.abort),
+        ] {
+            if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
+                tracing::error!(error = %e, signal = sig, "cannot install a signal handler");
+                return Err(ExitCode::from(3));
+            }
+        }
+        // USR1 is forwarded by the master to reopen log files; these workers log to stderr
+        // only, but the signal must not kill them (its default action).
+        if let Err(e) = signal_hook::flag::register(
+            signal_hook::consts::SIGUSR1,
+            Arc::new(AtomicBool::new(false)),
+        ) {
+            tracing::warn!(error = %e, "cannot install the USR1 handler");
+        }
         let store = match Store::from_env() {
             Ok(s) => s,
             Err(e) => {
@@ -466,6 +497,7 @@ impl Supervisor {
             Some(ctx),
             max_requests,
             timeout,
+            signals,
         ) {
             Ok(s) => s,
             Err(e) => {
@@ -480,25 +512,6 @@ impl Supervisor {
                 None
             }
         };
-        for (sig, flag) in [
-            (signal_hook::consts::SIGTERM, &sup.term),
-            (signal_hook::consts::SIGQUIT, &sup.quit),
-            (signal_hook::consts::SIGINT, &sup.quit),
-            (signal_hook::consts::SIGABRT, &sup.abort),
-        ] {
-            if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
-                tracing::error!(error = %e, signal = sig, "cannot install a signal handler");
-                return Err(ExitCode::from(3));
-            }
-        }
-        // USR1 is forwarded by the master to reopen log files; these workers log to stderr
-        // only, but the signal must not kill them (its default action).
-        if let Err(e) = signal_hook::flag::register(
-            signal_hook::consts::SIGUSR1,
-            Arc::new(AtomicBool::new(false)),
-        ) {
-            tracing::warn!(error = %e, "cannot install the USR1 handler");
-        }
         tracing::info!(worker = %options.name, worker_id = %worker_id, pid = std::process::id(), kind = ?options.kind, "Booting worker");
         let sup = Arc::new(sup);
         sup.notify();
@@ -521,6 +534,7 @@ impl Supervisor {
         ctx: Option<WorkerContext>,
         max_requests: u64,
         timeout: Duration,
+        signals: Signals,
     ) -> Result<Supervisor, Error> {
         let metrics = JobMetrics::new(options, store, worker_id)?;
         let worker = WorkerMetrics::with_labels(
@@ -537,9 +551,9 @@ impl Supervisor {
             metrics,
             worker,
             _sampler: None,
-            term: Arc::new(AtomicBool::new(false)),
-            quit: Arc::new(AtomicBool::new(false)),
-            abort: Arc::new(AtomicBool::new(false)),
+            term: signals.term,
+            quit: signals.quit,
+            abort: signals.abort,
             max_reached: AtomicBool::new(false),
             orphaned: AtomicBool::new(false),
             recorded_graceful: Once::new(),

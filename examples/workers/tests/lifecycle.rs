@@ -772,3 +772,39 @@ fn a_job_outliving_the_timeout_kills_sync_workers_only() {
         }
     }
 }
+
+/// The async queue consumer on TERM: the job it claimed finishes (its `.done` file appears), the
+/// master exits 0, every worker counts `reason="term"`.
+#[test]
+fn term_lets_an_async_job_finish() {
+    let spool = tempfile::tempdir().unwrap();
+    let mut master = Start {
+        env: &[("QUEUE_DIR", spool.path())],
+        ..Start::new(env!("CARGO_BIN_EXE_queue-worker"))
+    }
+    .spawn();
+    master.wait_workers(3);
+    put_job(spool.path(), "slow", "sleep 1500");
+    eventually("the job claimed", Duration::from_secs(10), || {
+        std::fs::read_dir(spool.path())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("slow.claimed-"))
+            .then_some(())
+    });
+    signal(master.pid(), "TERM");
+    let status = master
+        .wait_exit(Duration::from_secs(20))
+        .expect("the master exits after TERM");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        std::fs::read_to_string(spool.path().join("slow.done")).unwrap(),
+        "SLEEP 1500"
+    );
+    let f = master.families();
+    assert_eq!(counter(&f, "gunicorn_worker_requests_total", &[]), 1.0);
+    assert_eq!(
+        counter(&f, "gunicorn_worker_restart_total", &[("reason", "term")]),
+        3.0
+    );
+}

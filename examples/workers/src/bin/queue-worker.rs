@@ -2,7 +2,7 @@
 //! atomic rename so that each is processed by exactly one of the workers.
 //!
 //! A job `NAME.job` is answered by `NAME.done` holding its content upper-cased; a job whose
-//! content is `panic` panics (counted as a failure; the worker goes on).
+//! content is `panic` panics (counted as a failure; the worker goes on); `sleep MS` takes that long.
 //!
 //! Run with:
 //! ```sh
@@ -43,6 +43,13 @@ impl Spool {
 
     async fn process(&self, claimed: PathBuf) -> std::io::Result<()> {
         let content = tokio::fs::read_to_string(&claimed).await?;
+        if let Some(ms) = content
+            .trim()
+            .strip_prefix("sleep ")
+            .and_then(|ms| ms.parse().ok())
+        {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         if content.trim() == "panic" {
             let _ = tokio::fs::remove_file(&claimed).await;
             panic!("job {} asked for a panic", claimed.display());
