@@ -34,19 +34,48 @@ mod worker;
 /// failure with `error_type="panic"`. Misuse is a compile error at the offending argument, method
 /// or return type.
 ///
-/// ```ignore
+/// ```no_run
+/// use std::io::{BufRead, BufReader, Write};
+///
 /// struct Upper;
 ///
 /// #[gpe_core::instrument_worker(threads = 4)]
 /// impl Upper {
 ///     fn handle(&self, conn: gpe_core::runtime::Connection) -> std::io::Result<()> {
-///         // read a line, write it back upper-cased
-///         # Ok(())
+///         // Read a line, write it back upper-cased.
+///         let mut reader = BufReader::new(conn);
+///         let mut line = String::new();
+///         reader.read_line(&mut line)?;
+///         reader.get_mut().write_all(line.to_uppercase().as_bytes())
 ///     }
 /// }
 ///
 /// fn main() -> std::process::ExitCode {
 ///     Upper.run()
+/// }
+/// ```
+///
+/// A queue consumer on tokio, with its own job source and metric options:
+///
+/// ```no_run
+/// struct Queue;
+///
+/// #[derive(Debug)]
+/// struct Rejected;
+///
+/// #[gpe_core::instrument_worker(async, source = next_job, handler = process, prefix = "queue_", labels(queue = "mail"))]
+/// impl Queue {
+///     async fn next_job(&self) -> Option<String> {
+///         None // no more jobs: the worker exits
+///     }
+///
+///     async fn process(&self, job: String) -> Result<(), Rejected> {
+///         if job.is_empty() { Err(Rejected) } else { Ok(()) }
+///     }
+/// }
+///
+/// fn main() -> std::process::ExitCode {
+///     Queue.run()
 /// }
 /// ```
 #[proc_macro_attribute]
