@@ -12,7 +12,8 @@
 //!   [`RequestMetrics`], or none), a request counter for `GPE_MAX_REQUESTS`, and
 //!   `Connection: close` on every response once the worker is stopping;
 //! - samples [`WorkerMetrics`] on a timer, and records the worker's state and restart reason when
-//!   it stops (`term`, `quit` or `max_requests`); heartbeats for the master;
+//!   it stops (`term`, `quit` or `max_requests`); heartbeats for the master from a task of the
+//!   runtime ([`WorkerContext::heartbeat_task`]);
 //! - standalone only, serves this process's own `/metrics` ([`ServerConfig::from_env`]:
 //!   `PROMETHEUS_BIND_ADDRESS`, `PROMETHEUS_METRICS_PORT`, TLS, basic auth); under gpe-master
 //!   the master serves them for every worker;
@@ -524,7 +525,9 @@ impl Worker {
             metrics_server,
             ..
         } = self;
-        ctx.start_heartbeat();
+        // A task of this runtime, not a thread: a runtime whose threads are all stuck stops
+        // heartbeating, and the master's --timeout replaces the worker.
+        let heartbeat = ctx.heartbeat_task().map(tokio::spawn);
         let app = stack(app, request_metrics, &shutdown);
 
         let metrics_task = metrics_server.map(|server| {
@@ -563,7 +566,7 @@ impl Worker {
             }
         };
         tasks.abort_all();
-        if let Some(t) = metrics_task {
+        for t in [metrics_task, heartbeat].into_iter().flatten() {
             t.abort();
         }
         recorder.catch_up();
