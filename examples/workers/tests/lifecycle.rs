@@ -1,7 +1,8 @@
 //! The lifecycle of `#[instrument_worker]` workers under a real `gpe-master`: the worker resource
 //! metrics on the master's `/metrics`, TERM (graceful: an in-flight job finishes), QUIT/INT (fast,
 //! even mid-job or while a blocking source waits), max-requests, the heartbeat while a source
-//! blocks, and a panicking handler that leaves the very same worker processes serving.
+//! blocks or a job outlives the timeout, a panicking handler that leaves the very same worker
+//! processes serving, and every kind serving every listener (two TCP binds and a Unix one).
 //!
 //! Real signals, real processes; every wait polls against a deadline. Needs `target/*/gpe-master`
 //! next to this test's binary (`cargo build -p gpe-master -p example-workers`).
@@ -677,10 +678,9 @@ fn request_unix(path: &Path, line: &str) -> Option<String> {
     (!reply.is_empty()).then_some(reply)
 }
 
-/// The async connection kind serves every inherited listener: two TCP ports and a Unix socket,
-/// with exact counts; a panic leaves the same workers.
-#[test]
-fn async_connections_serve_every_listener() {
+/// Every connection kind serves every inherited listener: two TCP ports and a Unix socket, with
+/// exact counts; a panic leaves the same workers.
+fn every_listener_served(worker: &str) {
     let sock_dir = tempfile::tempdir().unwrap();
     let sock = sock_dir.path().join("upper.sock");
     let second = free_port();
@@ -688,7 +688,7 @@ fn async_connections_serve_every_listener() {
     let unix_bind = format!("unix:{}", sock.display());
     let master = Start {
         args: &["--bind", &second_bind, "--bind", &unix_bind],
-        ..Start::new(env!("CARGO_BIN_EXE_async-worker"))
+        ..Start::new(worker)
     }
     .spawn();
     let before = master.wait_workers(3);
@@ -807,4 +807,19 @@ fn term_lets_an_async_job_finish() {
         counter(&f, "gunicorn_worker_restart_total", &[("reason", "term")]),
         3.0
     );
+}
+
+#[test]
+fn async_connections_serve_every_listener() {
+    every_listener_served(env!("CARGO_BIN_EXE_async-worker"));
+}
+
+#[test]
+fn sync_connections_serve_every_listener() {
+    every_listener_served(env!("CARGO_BIN_EXE_sync-worker"));
+}
+
+#[test]
+fn threaded_connections_serve_every_listener() {
+    every_listener_served(env!("CARGO_BIN_EXE_threaded-worker"));
 }
