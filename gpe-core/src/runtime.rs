@@ -34,8 +34,9 @@
 //! (gunicorn's `handle_abort`).
 //!
 //! A blocking `source` (sync and threaded kinds) is only asked to stop between jobs: on TERM the
-//! worker exits once the source returns, so a source should return (a job, or `None`) within a
-//! second or so; one that blocks longer is killed by the master after `--graceful-timeout`.
+//! worker exits once the source returns, so a source that waits for jobs should poll
+//! [`is_stopping`] and return `None` once it is set; one that keeps blocking is killed by the
+//! master after `--graceful-timeout`.
 
 use std::future::Future;
 use std::io::{Read, Write};
@@ -436,6 +437,39 @@ struct Supervisor {
     busy: AtomicBool,
 }
 
+/// Set by the watchdog of this process's worker once a stop was asked for.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Whether this worker process was asked to stop (TERM, QUIT/INT, max-requests, a changed
+/// parent), as seen by the runtime's watchdog (within 50 ms). A `source` of the sync or threaded
+/// kinds that blocks waiting for a job should check it while it waits and return `None` once it
+/// is `true`: the loop only looks at the stop between jobs, so a source that keeps waiting holds
+/// a TERM up until the master's `--graceful-timeout` kills the worker. Always `false` outside a
+/// running `#[instrument_worker]` worker.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// /// Wait for a job in `queue`, or give up once the worker is stopping.
+/// fn next_job(queue: &std::sync::Mutex<Vec<u32>>) -> Option<u32> {
+///     loop {
+///         if let Some(job) = queue.lock().unwrap().pop() {
+///             return Some(job);
+///         }
+///         if gpe_core::runtime::is_stopping() {
+///             return None;
+///         }
+///         std::thread::sleep(Duration::from_millis(10));
+///     }
+/// }
+///
+/// assert_eq!(next_job(&std::sync::Mutex::new(vec![7])), Some(7));
+/// assert!(!gpe_core::runtime::is_stopping());
+/// ```
+pub fn is_stopping() -> bool {
+    STOPPING.load(Ordering::Relaxed)
+}
+
 /// The flags the signal handlers set.
 #[derive(Debug, Default)]
 struct Signals {
@@ -607,8 +641,11 @@ impl Supervisor {
                 self.worker.set_state(WorkerState::Stopping);
                 self.orphaned.store(true, Ordering::Relaxed);
             }
-            if self.stop_requested() && self.quit.load(Ordering::Relaxed) {
-                self.exit_fast();
+            if self.stop_requested() {
+                STOPPING.store(true, Ordering::Relaxed);
+                if self.quit.load(Ordering::Relaxed) {
+                    self.exit_fast();
+                }
             }
             std::thread::sleep(WATCH_TICK);
         }

@@ -823,3 +823,29 @@ fn sync_connections_serve_every_listener() {
 fn threaded_connections_serve_every_listener() {
     every_listener_served(env!("CARGO_BIN_EXE_threaded-worker"));
 }
+
+/// TERM while every sync worker waits in its blocking source: the source sees
+/// `runtime::is_stopping()` and returns `None`, so the master exits 0 at once (not after its 30 s
+/// graceful timeout), with 3 term exits counted.
+#[test]
+fn term_ends_a_blocking_source() {
+    let spool = tempfile::tempdir().unwrap();
+    let mut master = Start {
+        env: &[("QUEUE_DIR", spool.path())],
+        ..Start::new(env!("CARGO_BIN_EXE_spool-worker"))
+    }
+    .spawn();
+    master.wait_workers(3);
+    let started = Instant::now();
+    signal(master.pid(), "TERM");
+    let status = master
+        .wait_exit(Duration::from_secs(5))
+        .expect("the master exits within 5 s of TERM");
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let f = master.families();
+    assert_eq!(
+        counter(&f, "gunicorn_worker_restart_total", &[("reason", "term")]),
+        3.0
+    );
+}

@@ -1,6 +1,7 @@
 //! A sync queue consumer with a blocking job source: jobs are files in a spool directory
 //! (`QUEUE_DIR`), claimed by an atomic rename; `next_job` blocks (polling every 50 ms) until
-//! there is one. The runtime's watchdog heartbeats and acts on QUIT while it blocks.
+//! there is one, or until the worker is stopping (`gpe_core::runtime::is_stopping`). The
+//! runtime's watchdog heartbeats and acts on QUIT while it blocks.
 //!
 //! A job `NAME.job` is answered by `NAME.done` holding its content upper-cased; a job whose
 //! content is `panic` panics (counted; the worker goes on); `sleep MS` sleeps that long first.
@@ -23,7 +24,7 @@ struct Spool {
 
 #[gpe_core::instrument_worker(sync, source = next_job, handler = process)]
 impl Spool {
-    /// Claim the next job, blocking until there is one.
+    /// Claim the next job, blocking until there is one or the worker is stopping.
     fn next_job(&self) -> Option<PathBuf> {
         loop {
             if let Ok(entries) = std::fs::read_dir(&self.dir) {
@@ -37,6 +38,11 @@ impl Spool {
                         }
                     }
                 }
+            }
+            // Give up waiting once the worker is stopping (TERM, max-requests): the loop only
+            // looks at the stop between jobs.
+            if gpe_core::runtime::is_stopping() {
+                return None;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
