@@ -157,7 +157,11 @@ impl Control {
     /// When a signal handler cannot be installed.
     pub fn start(boot: &Boot, worker: &WorkerMetrics) -> anyhow::Result<Control> {
         let shutdown = Shutdown::install(&boot.ctx).context("installing signal handlers")?;
-        boot.ctx.start_heartbeat();
+        // On the runtime, not a thread of its own: a runtime stuck as a whole stops beating
+        // and the master's --timeout replaces the worker.
+        if let Some(beat) = boot.ctx.heartbeat_task() {
+            tokio::spawn(beat);
+        }
         // Record why the worker stops in its metrics, once for the graceful stop and once more
         // if it turns fast.
         for fast in [false, true] {
