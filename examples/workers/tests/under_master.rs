@@ -4,101 +4,14 @@
 //!
 //! Needs `target/*/gpe-master` next to this test's binary (`.ci/test` builds every binary first).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use gpe_core::{Liveness, MultiProcessCollector};
 
-fn gpe_master() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let master = dir.join("gpe-master");
-    assert!(
-        master.exists(),
-        "{} is missing: build it first (`cargo build -p gpe-master`, done by `.ci/test`)",
-        master.display()
-    );
-    master
-}
+mod common;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A master under a watchdog: killed (with its workers) when the test ends, pass or fail.
-struct Master {
-    child: Child,
-    metrics_dir: tempfile::TempDir,
-}
-
-impl Drop for Master {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(worker: &str, port: u16, extra_env: &[(&str, &Path)]) -> Master {
-    let metrics_dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(gpe_master());
-    cmd.args([
-        "--workers",
-        "3",
-        "--bind",
-        &format!("127.0.0.1:{port}"),
-        "--no-metrics",
-    ])
-    .arg(worker)
-    .env("PROMETHEUS_MULTIPROC_DIR", metrics_dir.path())
-    .env("RUST_LOG", "warn")
-    .env("RUST_BACKTRACE", "0")
-    .stdin(Stdio::null());
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    Master {
-        child: cmd.spawn().unwrap(),
-        metrics_dir,
-    }
-}
-
-fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Send one line; the reply, or `None` when the connection was dropped (a panicking handler).
-fn request(port: u16, line: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(format!("{line}\n").as_bytes()).ok()?;
-    let mut reply = String::new();
-    BufReader::new(s).read_line(&mut reply).ok()?;
-    (!reply.is_empty()).then_some(reply)
-}
+use common::{eventually, request, Start};
 
 fn totals(dir: &Path) -> (f64, f64, f64) {
     let families = MultiProcessCollector::new(dir)
@@ -131,8 +44,8 @@ fn totals(dir: &Path) -> (f64, f64, f64) {
 }
 
 fn line_protocol(worker: &str) {
-    let port = free_port();
-    let master = start(worker, port, &[]);
+    let master = Start::new(worker).spawn();
+    let port = master.port;
     let first = eventually("a worker answering", Duration::from_secs(30), || {
         request(port, "warm")
     });
@@ -184,11 +97,11 @@ fn threaded_worker_under_master() {
 #[test]
 fn queue_worker_under_master() {
     let spool = tempfile::tempdir().unwrap();
-    let master = start(
-        env!("CARGO_BIN_EXE_queue-worker"),
-        free_port(),
-        &[("QUEUE_DIR", spool.path())],
-    );
+    let master = Start {
+        env: &[("QUEUE_DIR", spool.path())],
+        ..Start::new(env!("CARGO_BIN_EXE_queue-worker"))
+    }
+    .spawn();
     let n = 40;
     for i in 0..n {
         std::fs::write(
