@@ -5,33 +5,21 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::time::Duration;
 
-use common::{eventually, sync_worker, Master, Options, PATIENCE};
+use common::{eventually, line_job, sum_samples, sync_worker, Master, Options, PATIENCE};
 
-/// One line-protocol job; true when a worker answered.
+/// One line-protocol job; true when a worker answered it.
 fn job(m: &Master) -> bool {
-    let Ok(mut s) = TcpStream::connect(m.addr) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut reply = String::new();
-    s.write_all(b"job\n").is_ok()
-        && BufReader::new(s).read_line(&mut reply).is_ok()
-        && reply.starts_with("JOB")
+    line_job(m.addr).is_some_and(|r| r.starts_with("JOB"))
 }
 
 fn requests_total(m: &Master) -> Option<f64> {
-    let text = m.metrics().ok()?;
-    Some(
-        text.lines()
-            .filter(|l| l.starts_with("gunicorn_worker_requests_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum(),
-    )
+    Some(sum_samples(
+        &m.metrics().ok()?,
+        "gunicorn_worker_requests_total",
+        "",
+    ))
 }
 
 fn db_files(dir: &Path) -> usize {

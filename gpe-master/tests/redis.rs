@@ -9,7 +9,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{children, eventually, free_port, http_get, master_bin, sync_worker, PATIENCE};
+use common::{
+    children, eventually, free_port, http_get, line_job, master_bin, sum_samples, sync_worker,
+    PATIENCE,
+};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -149,12 +152,11 @@ fn master_env(id: &str, redis_url: &str, extra: &[&str], envs: &[(&str, &str)]) 
 
 /// One job on the line protocol; the answering worker's pid.
 fn job(port: u16) -> Option<i32> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    s.write_all(b"job\n").ok()?;
-    let mut reply = String::new();
-    BufReader::new(s).read_line(&mut reply).ok()?;
-    reply.trim().rsplit(' ').next()?.parse().ok()
+    line_job(([127, 0, 0, 1], port).into())?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn send_jobs(port: u16, n: usize) {
@@ -177,19 +179,10 @@ fn exporter(redis_url: &str, host_label: bool) -> (Proc, SocketAddr) {
     (Proc(cmd.spawn().unwrap()), addr)
 }
 
-/// Sum of the samples of `name` whose label text contains `filter`.
-fn sum(text: &str, name: &str, filter: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| l.contains(filter))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn requests_total(addr: SocketAddr, filter: &str) -> Option<f64> {
     let text = http_get(addr, "/metrics", Duration::from_secs(10)).ok()?;
     let status = text.split(' ').nth(1)?;
-    (status == "200").then(|| sum(&text, "gunicorn_worker_requests_total", filter))
+    (status == "200").then(|| sum_samples(&text, "gunicorn_worker_requests_total", filter))
 }
 
 #[test]

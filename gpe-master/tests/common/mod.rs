@@ -118,6 +118,26 @@ pub(crate) fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::
     Ok(out)
 }
 
+/// One `job` on the line protocol of the worker examples (`sync-worker` answers `JOB <pid>`):
+/// the reply line, trimmed, or `None` when nothing answered.
+pub(crate) fn line_job(addr: SocketAddr) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(b"job\n").ok()?;
+    let mut reply = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(s), &mut reply).ok()?;
+    Some(reply.trim().to_owned()).filter(|r| !r.is_empty())
+}
+
+/// Sum of the samples of `name` in an exposition whose label text contains `filter` (`""`: all).
+pub(crate) fn sum_samples(text: &str, name: &str, filter: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// The pid in a worker's `hello from pid N` answer.
 pub(crate) fn pid_in(response: &str) -> Option<i32> {
     response
