@@ -214,7 +214,7 @@ impl WorkerContext {
         let Some(h) = self.heartbeat.clone() else {
             return;
         };
-        let period = (h.inner.period / 2).max(Duration::from_millis(100));
+        let period = h.background_period();
         let spawned = std::thread::Builder::new()
             .name("gpe-heartbeat".to_owned())
             .spawn(move || loop {
@@ -242,7 +242,7 @@ impl WorkerContext {
     #[cfg(feature = "server")]
     pub fn heartbeat_task(&self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
         let h = self.heartbeat.clone()?;
-        let period = (h.inner.period / 2).max(Duration::from_millis(100));
+        let period = h.background_period();
         Some(async move {
             loop {
                 h.beat();
@@ -386,6 +386,12 @@ impl Heartbeat {
         }
         let now = self.inner.started.elapsed().as_millis() as u64;
         self.inner.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// How often a background beater (thread or task) touches the file: half of `notify`'s period,
+    /// at least 100 ms.
+    fn background_period(&self) -> Duration {
+        (self.inner.period / 2).max(Duration::from_millis(100))
     }
 
     /// Touch the file if the last beat is older than a quarter of the timeout.
