@@ -27,28 +27,31 @@ fn middleware(c: &mut Criterion) {
     ));
     let with = system.block_on(test::init_service(
         App::new()
-            .wrap(ActixMetrics::new(metrics))
+            .wrap(ActixMetrics::new(metrics.clone()))
+            .route("/users/{id}", web::get().to(hello)),
+    ));
+    let route_first = system.block_on(test::init_service(
+        App::new()
+            .wrap(ActixMetrics::new(metrics).in_flight_by_endpoint())
             .route("/users/{id}", web::get().to(hello)),
     ));
     let mut g = c.benchmark_group("actix_request");
-    g.bench_function("bare", |b| {
-        b.iter(|| {
-            system.block_on(async {
-                let req = test::TestRequest::get().uri("/users/42").to_request();
-                let res = test::call_service(&bare, black_box(req)).await;
-                black_box(test::read_body(res).await.len())
-            })
-        })
-    });
-    g.bench_function("with_gpe_middleware", |b| {
-        b.iter(|| {
-            system.block_on(async {
-                let req = test::TestRequest::get().uri("/users/42").to_request();
-                let res = test::call_service(&with, black_box(req)).await;
-                black_box(test::read_body(res).await.len())
-            })
-        })
-    });
+    macro_rules! bench {
+        ($name:literal, $app:expr) => {
+            g.bench_function($name, |b| {
+                b.iter(|| {
+                    system.block_on(async {
+                        let req = test::TestRequest::get().uri("/users/42").to_request();
+                        let res = test::call_service(&$app, black_box(req)).await;
+                        black_box(test::read_body(res).await.len())
+                    })
+                })
+            });
+        };
+    }
+    bench!("bare", bare);
+    bench!("with_gpe_middleware", with);
+    bench!("with_gpe_middleware_in_flight_by_endpoint", route_first);
     g.finish();
 }
 

@@ -219,8 +219,19 @@ async fn random_url_scan_stays_bounded() {
 
 #[actix_web::test]
 async fn server_errors_handler_errors_and_panics_are_counted() {
+    // By default a panic has no routed request to read the pattern from.
+    errors_and_panics(false, "<unmatched>").await;
+    errors_and_panics(true, "/panic").await;
+}
+
+async fn errors_and_panics(route_first: bool, panic_endpoint: &str) {
     let f = fixture(RequestMetrics::builder());
-    let app = app!(ActixMetrics::new(f.metrics.clone()));
+    let mw = ActixMetrics::new(f.metrics.clone());
+    let app = app!(if route_first {
+        mw.in_flight_by_endpoint()
+    } else {
+        mw
+    });
     for (uri, status) in [
         ("/fail", 503),
         ("/fail", 503),
@@ -255,9 +266,31 @@ async fn server_errors_handler_errors_and_panics_are_counted() {
     assert_eq!(
         f.sum(
             "gunicorn_worker_requests_total",
-            &[("endpoint", "/panic"), ("status", "500")]
+            &[("endpoint", panic_endpoint), ("status", "500")]
         ),
         2.0
+    );
+    assert_eq!(
+        f.sum(
+            "gunicorn_worker_failed_requests_total",
+            &[("endpoint", panic_endpoint), ("error_type", "panic")]
+        ),
+        2.0
+    );
+    // Returned 5xx responses and handler errors keep their route either way.
+    assert_eq!(
+        f.sum(
+            "gunicorn_worker_requests_total",
+            &[("endpoint", "/fail"), ("status", "503")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        f.sum(
+            "gunicorn_worker_failed_requests_total",
+            &[("endpoint", "/error"), ("error_type", "service_error")]
+        ),
+        1.0
     );
     assert_eq!(f.sum("gunicorn_worker_requests_total", &[]), 5.0);
 }
@@ -271,7 +304,14 @@ async fn duration_ends_with_the_body_and_early_drops_count() {
     );
     let app = app!(ActixMetrics::new(f.metrics.clone()));
     let res = test::call_service(&app, test::TestRequest::get().uri("/stream").to_request()).await;
-    assert_eq!(f.sum("gunicorn_worker_requests_in_flight", &[]), 1.0);
+    // Before routing, the in-flight gauge knows the method only.
+    assert_eq!(
+        f.sum(
+            "gunicorn_worker_requests_in_flight",
+            &[("endpoint", ""), ("method", "GET")]
+        ),
+        1.0
+    );
     assert_eq!(&test::read_body(res).await[..], b"firstsecond");
     assert_eq!(f.sum("gunicorn_worker_requests_in_flight", &[]), 0.0);
     let le = |b: &str| {
@@ -307,5 +347,34 @@ async fn duration_ends_with_the_body_and_early_drops_count() {
     assert_eq!(
         f.sum("gunicorn_worker_requests_total", &[("endpoint", "/stream")]),
         2.0
+    );
+}
+
+#[actix_web::test]
+async fn in_flight_by_endpoint_labels_the_gauge_with_the_pattern() {
+    let f = fixture(RequestMetrics::builder());
+    let app = app!(ActixMetrics::new(f.metrics.clone()).in_flight_by_endpoint());
+    let res = test::call_service(&app, test::TestRequest::get().uri("/stream").to_request()).await;
+    assert_eq!(
+        f.sum(
+            "gunicorn_worker_requests_in_flight",
+            &[("endpoint", "/stream"), ("method", "GET")]
+        ),
+        1.0
+    );
+    assert_eq!(&test::read_body(res).await[..], b"firstsecond");
+    assert_eq!(f.sum("gunicorn_worker_requests_in_flight", &[]), 0.0);
+    for i in 0..10 {
+        let req = test::TestRequest::get()
+            .uri(&format!("/users/{i}"))
+            .to_request();
+        test::read_body(test::call_service(&app, req).await).await;
+    }
+    assert_eq!(
+        f.sum(
+            "gunicorn_worker_requests_total",
+            &[("endpoint", "/users/{id}"), ("status", "200")]
+        ),
+        10.0
     );
 }

@@ -75,7 +75,7 @@ pub use layer::MetricsLayer;
 pub use metrics::{
     FailureKind, RequestMetrics, RequestMetricsBuilder, RequestTracker, DEFAULT_DURATION_BUCKETS,
     DEFAULT_MAX_SERIES, DEFAULT_PREFIX, DEFAULT_SIZE_BUCKETS, OVERFLOW, STATUS_CLIENT_CLOSED,
-    STATUS_NO_RESPONSE, UNMATCHED,
+    STATUS_NO_RESPONSE, UNMATCHED, UNROUTED,
 };
 pub use service::{Metrics, RouteTemplate};
 pub use worker::{RestartReason, SamplerHandle, WorkerMetrics, WorkerState};

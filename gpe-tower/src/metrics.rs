@@ -35,6 +35,10 @@ pub const DEFAULT_PREFIX: &str = "gunicorn_worker_";
 /// The `endpoint` value of requests that matched no route.
 pub const UNMATCHED: &str = "<unmatched>";
 
+/// The `endpoint` value of the in-flight gauge for requests started before routing
+/// ([`RequestMetrics::start_unrouted`]): empty, which Prometheus stores as no label at all.
+pub const UNROUTED: &str = "";
+
 /// The `endpoint` value that series go to once a family reaches its series cap.
 pub const OVERFLOW: &str = "<overflow>";
 
@@ -287,6 +291,7 @@ impl RequestMetricsBuilder {
             endpoints: RwLock::new(HashMap::new()),
             overflow: Arc::new(EndpointSeries::new(OVERFLOW)),
             unmatched: OnceLock::new(),
+            unrouted: OnceLock::new(),
             exclude: self.exclude,
         };
         Ok(RequestMetrics {
@@ -334,7 +339,9 @@ enum PathMatch {
 /// | `client_disconnects_total` | counter | `worker_id`, `method`, `endpoint` |
 ///
 /// `status` is the response status code, `499` when the client went away before the response,
-/// and `none` when the service returned an error instead of a response.
+/// and `none` when the service returned an error instead of a response. The in-flight gauge's
+/// `endpoint` is [`UNROUTED`] (empty) for requests started with
+/// [`start_unrouted`](RequestMetrics::start_unrouted), as gpe-actix does by default.
 #[derive(Debug, Clone)]
 pub struct RequestMetrics {
     inner: Arc<Inner>,
@@ -356,6 +363,7 @@ struct Inner {
     endpoints: RwLock<HashMap<Box<str>, Arc<EndpointSeries>>>,
     overflow: Arc<EndpointSeries>,
     unmatched: OnceLock<Arc<EndpointSeries>>,
+    unrouted: OnceLock<Arc<EndpointSeries>>,
     exclude: Vec<PathMatch>,
 }
 
@@ -437,20 +445,54 @@ impl RequestMetrics {
     /// returned tracker is dropped.
     pub fn start(&self, method: &str, endpoint: &str) -> RequestTracker {
         let series = self.endpoint_series(endpoint);
-        let method = method_index(method);
-        let in_flight = series.in_flight[usize::from(method)].get_or_init(|| {
-            self.log_err(self.inner.in_flight.with_label_values(&[
-                &self.inner.worker_id,
-                METHODS[usize::from(method)],
-                &series.endpoint,
-            ]))
-        });
-        if let Some(g) = in_flight {
+        self.start_in(method_index(method), series, None)
+    }
+
+    /// Start tracking a request whose endpoint is not known yet: an actix-web middleware runs
+    /// before the app routes the request, and resolving the route template there would route it
+    /// twice. The in-flight gauge goes up under `endpoint=""` ([`UNROUTED`]); call
+    /// [`RequestTracker::set_endpoint`] once the route is known, else the request is recorded
+    /// under [`UNMATCHED`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), gpe_tower::BuildError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = gpe_core::Store::open(dir.path())?;
+    /// let metrics = gpe_tower::RequestMetrics::builder().build(&store)?;
+    /// let mut t = metrics.start_unrouted("GET");
+    /// // ... the framework routes the request and runs the handler ...
+    /// t.set_endpoint("/users/{id}");
+    /// t.set_status(200);
+    /// t.complete();
+    /// assert_eq!(t.endpoint(), "/users/{id}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn start_unrouted(&self, method: &str) -> RequestTracker {
+        let i = &self.inner;
+        let unrouted = i
+            .unrouted
+            .get_or_init(|| Arc::new(EndpointSeries::new(UNROUTED)))
+            .clone();
+        let unmatched = self.endpoint_series(UNMATCHED);
+        self.start_in(method_index(method), unmatched, Some(unrouted))
+    }
+
+    /// Raise the in-flight gauge of `in_flight` (of `series` when `None`) and start the clock.
+    fn start_in(
+        &self,
+        method: u8,
+        series: Arc<EndpointSeries>,
+        in_flight: Option<Arc<EndpointSeries>>,
+    ) -> RequestTracker {
+        let gauge_series = in_flight.as_ref().unwrap_or(&series);
+        if let Some(g) = self.in_flight_gauge(gauge_series, method) {
             g.inc();
         }
         RequestTracker {
             metrics: self.clone(),
             series,
+            in_flight,
             method,
             start: Instant::now(),
             request_size: 0,
@@ -459,6 +501,19 @@ impl RequestMetrics {
             failure: None,
             stage: Stage::Pending,
         }
+    }
+
+    /// The in-flight gauge of `(series, method)`, made on first use.
+    fn in_flight_gauge<'s>(&self, series: &'s EndpointSeries, method: u8) -> Option<&'s Gauge> {
+        series.in_flight[usize::from(method)]
+            .get_or_init(|| {
+                self.log_err(self.inner.in_flight.with_label_values(&[
+                    &self.inner.worker_id,
+                    METHODS[usize::from(method)],
+                    &series.endpoint,
+                ]))
+            })
+            .as_ref()
     }
 
     fn log_err<T>(&self, r: Result<T, gpe_core::Error>) -> Option<T> {
@@ -638,7 +693,10 @@ enum Stage {
 #[derive(Debug)]
 pub struct RequestTracker {
     metrics: RequestMetrics,
+    /// The series the request is recorded under.
     series: Arc<EndpointSeries>,
+    /// The series whose in-flight gauge went up, when not `series` (the endpoint was set late).
+    in_flight: Option<Arc<EndpointSeries>>,
     method: u8,
     start: Instant,
     request_size: u64,
@@ -684,6 +742,20 @@ impl RequestTracker {
         self.stage = Stage::Complete;
     }
 
+    /// Record the request under `endpoint` (a route template, [`UNMATCHED`] or a value from a
+    /// label hook) instead of the one it was started with. The in-flight gauge keeps the label
+    /// it went up under, so that it comes down where it went up.
+    pub fn set_endpoint(&mut self, endpoint: &str) {
+        if *self.series.endpoint == *endpoint {
+            return;
+        }
+        let series = self.metrics.endpoint_series(endpoint);
+        let old = std::mem::replace(&mut self.series, series);
+        if self.in_flight.is_none() {
+            self.in_flight = Some(old);
+        }
+    }
+
     /// The endpoint label this request is recorded under (may become `<overflow>` at the end).
     pub fn endpoint(&self) -> &str {
         &self.series.endpoint
@@ -697,7 +769,8 @@ impl RequestTracker {
 
 impl Drop for RequestTracker {
     fn drop(&mut self) {
-        if let Some(Some(g)) = self.series.in_flight[usize::from(self.method)].get() {
+        let gauge_series = self.in_flight.as_ref().unwrap_or(&self.series);
+        if let Some(Some(g)) = gauge_series.in_flight[usize::from(self.method)].get() {
             g.dec();
         }
         self.metrics.record(self);
