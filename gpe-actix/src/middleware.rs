@@ -28,8 +28,8 @@ use crate::MetricsBody;
 /// The middleware wraps the whole app, so it runs before actix routes the request. By default it
 /// reads the matched pattern from the routed request in the response, which costs nothing, and
 /// the in-flight gauge is labelled by method only (`endpoint=""`, [`gpe_tower::UNROUTED`]); a
-/// request that ends without a response (a handler panic, an error from an inner middleware) is
-/// recorded under `<unmatched>`. [`in_flight_by_endpoint`](Self::in_flight_by_endpoint) resolves
+/// request that ends without a response (a handler panic, an error from an inner middleware) has
+/// no routed request to read, and is recorded under `endpoint=""` too. [`in_flight_by_endpoint`](Self::in_flight_by_endpoint) resolves
 /// the pattern before routing instead.
 #[derive(Debug, Clone)]
 pub struct ActixMetrics<E = DefaultEndpoint> {

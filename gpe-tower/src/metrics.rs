@@ -35,8 +35,9 @@ pub const DEFAULT_PREFIX: &str = "gunicorn_worker_";
 /// The `endpoint` value of requests that matched no route.
 pub const UNMATCHED: &str = "<unmatched>";
 
-/// The `endpoint` value of the in-flight gauge for requests started before routing
-/// ([`RequestMetrics::start_unrouted`]): empty, which Prometheus stores as no label at all.
+/// The `endpoint` value of a request whose route is not known: started before routing
+/// ([`RequestMetrics::start_unrouted`]), its in-flight gauge, and the request itself if it ends
+/// before its route is set (a panic). Empty, which Prometheus stores as no label at all.
 pub const UNROUTED: &str = "";
 
 /// The `endpoint` value that series go to once a family reaches its series cap.
@@ -339,9 +340,10 @@ enum PathMatch {
 /// | `client_disconnects_total` | counter | `worker_id`, `method`, `endpoint` |
 ///
 /// `status` is the response status code, `499` when the client went away before the response,
-/// and `none` when the service returned an error instead of a response. The in-flight gauge's
-/// `endpoint` is [`UNROUTED`] (empty) for requests started with
-/// [`start_unrouted`](RequestMetrics::start_unrouted), as gpe-actix does by default.
+/// and `none` when the service returned an error instead of a response. `endpoint` is
+/// [`UNROUTED`] (empty) in the in-flight gauge of requests started with
+/// [`start_unrouted`](RequestMetrics::start_unrouted), as gpe-actix does by default, and in every
+/// family for such a request that ended before its route was known.
 #[derive(Debug, Clone)]
 pub struct RequestMetrics {
     inner: Arc<Inner>,
@@ -452,7 +454,7 @@ impl RequestMetrics {
     /// before the app routes the request, and resolving the route template there would route it
     /// twice. The in-flight gauge goes up under `endpoint=""` ([`UNROUTED`]); call
     /// [`RequestTracker::set_endpoint`] once the route is known, else the request is recorded
-    /// under [`UNMATCHED`].
+    /// under `endpoint=""` too.
     ///
     /// ```
     /// # fn main() -> Result<(), gpe_tower::BuildError> {
@@ -469,13 +471,12 @@ impl RequestMetrics {
     /// # }
     /// ```
     pub fn start_unrouted(&self, method: &str) -> RequestTracker {
-        let i = &self.inner;
-        let unrouted = i
+        let unrouted = self
+            .inner
             .unrouted
             .get_or_init(|| Arc::new(EndpointSeries::new(UNROUTED)))
             .clone();
-        let unmatched = self.endpoint_series(UNMATCHED);
-        self.start_in(method_index(method), unmatched, Some(unrouted))
+        self.start_in(method_index(method), unrouted, None)
     }
 
     /// Raise the in-flight gauge of `in_flight` (of `series` when `None`) and start the clock.

@@ -14,7 +14,7 @@ fn serves_and_counts_exactly() {
 
 #[test]
 fn term_drains_in_flight_requests_and_quit_does_not() {
-    shared::term_drains_in_flight_requests_and_quit_does_not(BIN);
+    shared::term_drains_in_flight_requests_and_quit_does_not(BIN, "/slow");
 }
 
 #[test]

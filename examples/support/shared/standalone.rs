@@ -96,7 +96,12 @@ pub(crate) fn serves_and_counts_exactly(bin: &str) {
     assert!(status.success(), "{status:?}");
 }
 
-pub(crate) fn term_drains_in_flight_requests_and_quit_does_not(bin: &str) {
+/// `in_flight_endpoint` is the in-flight gauge's `endpoint` label of the slow request (empty for
+/// gpe-actix, whose gauge is by method only).
+pub(crate) fn term_drains_in_flight_requests_and_quit_does_not(
+    bin: &str,
+    in_flight_endpoint: &str,
+) {
     let dir = tempfile::tempdir().unwrap();
     let (mut p, port, _) = start(bin, dir.path());
     let slow = std::thread::spawn(move || get(port, "/slow?ms=800"));
@@ -111,7 +116,7 @@ pub(crate) fn term_drains_in_flight_requests_and_quit_does_not(bin: &str) {
             (sum(
                 &text,
                 "gunicorn_worker_requests_in_flight",
-                &[("endpoint", "/slow")],
+                &[("endpoint", in_flight_endpoint), ("method", "GET")],
             ) == 1.0)
                 .then_some(())
         },
