@@ -9,7 +9,9 @@
 #
 # Environment: ROUNDS (default 2: every server is run ROUNDS times, interleaved, and the median
 # round is reported), DURATION (wrk seconds, default 10), WARMUP (seconds, default 2),
-# CONNECTIONS (default 32), BENCH_TARGET_DIR (where the main workspace's gpe-master is built,
+# CONNECTIONS (default 32), PIN (default 1 on 2+ cores: the one-thread servers run on CPU 0 and
+# wrk on the others, so that load generator and server do not take each other's core),
+# BENCH_TARGET_DIR (where the main workspace's gpe-master is built,
 # default <root>/target-bench). Every wrk run is bounded by -d and by `timeout`; every server is
 # killed after its run. Network: loopback only.
 set -euo pipefail
@@ -20,6 +22,7 @@ ROUNDS="${ROUNDS:-2}"
 DURATION="${DURATION:-10}"
 WARMUP="${WARMUP:-2}"
 CONNECTIONS="${CONNECTIONS:-32}"
+PIN="${PIN:-$([ "$(nproc)" -ge 2 ] && echo 1 || echo 0)}"
 BENCH_TARGET_DIR="${BENCH_TARGET_DIR:-$root/target-bench}"
 
 # --- tools -----------------------------------------------------------------------------------
@@ -121,9 +124,16 @@ results="$work/results.tsv"
 : >"$results"
 
 # run_one NAME ROUND CHECK_SOURCE -- COMMAND... : start, warm up, measure, verify, stop.
+# URL_PATH (default /) is the path loaded; PIN_SERVER=1 pins the server to CPU 0 (see PIN).
 run_one() {
   local name="$1" round="$2" source="$3"
   shift 4
+  local path="${URL_PATH:-/}"
+  local server_cpu=() wrk_cpu=()
+  if [ "$PIN" = 1 ] && [ "${PIN_SERVER:-0}" = 1 ]; then
+    server_cpu=(taskset -c 0)
+    wrk_cpu=(taskset -c "1-$(($(nproc) - 1))")
+  fi
   local port
   port="$(free_port)"
   local store="$work/store-$name-$round"
@@ -141,19 +151,19 @@ run_one() {
   source="${source//@MPORT@/$mport}"
   source="${source//@STORE@/$store}"
   BIND="127.0.0.1:$port" PROMETHEUS_MULTIPROC_DIR="$store" RUST_LOG=warn \
-    "${cmd[@]}" >"$work/$name-$round.log" 2>&1 &
+    "${server_cpu[@]}" "${cmd[@]}" >"$work/$name-$round.log" 2>&1 &
   server_pid=$!
   if ! wait_ready "$port"; then
     cat "$work/$name-$round.log" >&2
     stop_server
     return 1
   fi
-  timeout $((WARMUP + 10)) wrk -t2 -c"$CONNECTIONS" -d"${WARMUP}s" "http://127.0.0.1:$port/" >/dev/null
+  timeout $((WARMUP + 10)) "${wrk_cpu[@]}" wrk -t2 -c"$CONNECTIONS" -d"${WARMUP}s" "http://127.0.0.1:$port$path" >/dev/null
   local before=0
   [ "$source" = "-" ] || before="$(gpe_count "$source")"
   local out="$work/$name-$round.wrk"
-  timeout $((DURATION + 20)) wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency \
-    "http://127.0.0.1:$port/" >"$out"
+  timeout $((DURATION + 20)) "${wrk_cpu[@]}" wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency \
+    "http://127.0.0.1:$port$path" >"$out"
   local rps reqs p99 errors
   rps="$(awk '/^Requests\/sec:/ { print $2 }' "$out")"
   reqs="$(awk '/requests in/ { print $1 }' "$out")"
@@ -175,15 +185,22 @@ run_one() {
 
 # --- the runs --------------------------------------------------------------------------------
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2/1048576 }' /proc/meminfo); load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-echo "wrk -t2 -c$CONNECTIONS -d${DURATION}s --latency, warm-up ${WARMUP}s, $ROUNDS round(s), order interleaved" >&2
+echo "wrk -t2 -c$CONNECTIONS -d${DURATION}s --latency, warm-up ${WARMUP}s, $ROUNDS round(s), order interleaved, PIN=$PIN" >&2
 started=$SECONDS
 for round in $(seq 1 "$ROUNDS"); do
+  export PIN_SERVER=1
   run_one axum-bare "$round" - -- "$bin/axum-bare" --workers-threads 1
   run_one axum-gpe "$round" "dir:@STORE@" -- "$bin/axum-gpe" --workers-threads 1
   run_one axum-prom "$round" - -- "$bin/axum-prom" --workers-threads 1
   run_one actix-bare "$round" - -- "$bin/actix-bare" --workers-threads 1
   run_one actix-gpe "$round" "dir:@STORE@" -- "$bin/actix-gpe" --workers-threads 1
   run_one actix-prom "$round" - -- "$bin/actix-prom" --workers-threads 1
+  # A route with a parameter, where a middleware that matches the route itself pays for it.
+  export URL_PATH=/users/42
+  run_one actix-bare-param "$round" - -- "$bin/actix-bare" --workers-threads 1
+  run_one actix-gpe-param "$round" "dir:@STORE@" -- "$bin/actix-gpe" --workers-threads 1
+  run_one actix-prom-param "$round" - -- "$bin/actix-prom" --workers-threads 1
+  export URL_PATH=/ PIN_SERVER=0
   run_one axum-gpe-4threads "$round" "dir:@STORE@" -- "$bin/axum-gpe" --workers-threads 4
   run_one master-4x-axum-gpe "$round" "url:http://127.0.0.1:@MPORT@/metrics" -- \
     "$master" --workers 4 --bind "127.0.0.1:@PORT@" --metrics-bind "127.0.0.1:@MPORT@" \
@@ -212,12 +229,13 @@ for line in open(path):
         checks.append(f"{name} round {rnd}: {check}")
 med = {n: (statistics.median(r for r, _ in v), statistics.median(p for _, p in v)) for n, v in rows.items()}
 print()
-print(f"wrk -t2 -c{conns} -d{duration}s --latency, GET /, median of {rounds} interleaved round(s); "
+print(f"wrk -t2 -c{conns} -d{duration}s --latency, GET / (the -param rows: GET /users/42), median of {rounds} interleaved round(s); "
       f"load average after: {load_after}; {elapsed} s of runs")
 print()
 print("| server (1 thread) | req/s | p99 (ms) |")
 print("|---|---:|---:|")
-for n in ["axum-bare", "axum-gpe", "axum-prom", "actix-bare", "actix-gpe", "actix-prom"]:
+for n in ["axum-bare", "axum-gpe", "axum-prom", "actix-bare", "actix-gpe", "actix-prom",
+          "actix-bare-param", "actix-gpe-param", "actix-prom-param"]:
     if n in med:
         print(f"| {n} | {med[n][0]:,.0f} | {med[n][1]:.2f} |")
 print()
@@ -232,6 +250,8 @@ ratio("axum-gpe", "axum-bare", 0.95)
 ratio("axum-gpe", "axum-prom", 1.0)
 ratio("actix-gpe", "actix-bare", 0.95)
 ratio("actix-gpe", "actix-prom", 1.0)
+ratio("actix-gpe-param", "actix-bare-param", 0.95)
+ratio("actix-gpe-param", "actix-prom-param", 1.0)
 print()
 a, b = "master-4x-axum-gpe", "axum-gpe-4threads"
 if a in med and b in med:
