@@ -5,7 +5,11 @@
 //! families as gpe-tower (it uses [`gpe_tower::RequestMetrics`] and its hooks): requests,
 //! duration, request and response sizes, in-flight, failures (5xx responses, handler errors with a
 //! 5xx status, panics) and client disconnects. The `endpoint` label is the resource pattern
-//! (`match_pattern()`), `<unmatched>` when no resource matched, and `<overflow>` past the series cap.
+//! (`match_pattern()`, read from the routed request in the response, so that no request is routed
+//! twice), `<unmatched>` when no resource matched, and `<overflow>` past the series cap. The
+//! in-flight gauge is labelled by method only (`endpoint=""`): the middleware runs before actix
+//! routes the request. [`ActixMetrics::in_flight_by_endpoint`] labels it by pattern too, at the
+//! cost of a second routing pass per request.
 //! The request is recorded when the response body is finished or dropped
 //! ([`MetricsBody`]'s `PinnedDrop`); a handler panic is caught, counted and turned into an
 //! `InternalError` that actix answers with a 500.
