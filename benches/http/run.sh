@@ -11,6 +11,7 @@
 # round is reported), DURATION (wrk seconds, default 10), WARMUP (seconds, default 2),
 # CONNECTIONS (default 32), PIN (default 1 on 2+ cores: the one-thread servers run on CPU 0 and
 # wrk on the others, so that load generator and server do not take each other's core),
+# ONLY (space-separated server names, e.g. ONLY="actix-bare actix-gpe": run just those),
 # BENCH_TARGET_DIR (where the main workspace's gpe-master is built,
 # default <root>/target-bench). Every wrk run is bounded by -d and by `timeout`; every server is
 # killed after its run. Network: loopback only.
@@ -140,6 +141,7 @@ results="$work/results.tsv"
 run_one() {
   local name="$1" round="$2" source="$3"
   shift 4
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return 0; fi
   local path="${URL_PATH:-/}"
   local server_cpu=() wrk_cpu=()
   if [ "$PIN" = 1 ] && [ "${PIN_SERVER:-0}" = 1 ]; then
