@@ -10,7 +10,8 @@
 //! in-flight gauge is labelled by method only (`endpoint=""`): the middleware runs before actix
 //! routes the request. [`ActixMetrics::in_flight_by_endpoint`] labels it by pattern too, at the
 //! cost of a second routing pass per request.
-//! The request is recorded when the response body is finished or dropped
+//! The request body size is `Content-Length`, or for a body sent without it (chunked) the bytes
+//! the handler read. The request is recorded when the response body is finished or dropped
 //! ([`MetricsBody`]'s `PinnedDrop`); a handler panic is caught, counted and turned into an
 //! `InternalError` that actix answers with a 500.
 //!
@@ -45,6 +46,7 @@
 
 mod body;
 mod middleware;
+mod payload;
 
 pub use body::MetricsBody;
 /// The shared request metric definitions and hooks.

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::task::{ready as ready_poll, Context, Poll};
 
 use actix_web::body::MessageBody;
-use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::dev::{forward_ready, Payload, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::http::StatusCode;
 use actix_web::Error;
@@ -18,6 +18,7 @@ use gpe_tower::{
 };
 use pin_project_lite::pin_project;
 
+use crate::payload::{take_tracker, CountingPayload, RequestBytes};
 use crate::MetricsBody;
 
 /// The actix-web middleware factory: `App::new().wrap(ActixMetrics::new(metrics))`.
@@ -147,8 +148,9 @@ where
 
     forward_ready!(service);
 
-    fn call(&self, req: ServiceRequest) -> Self::Future {
+    fn call(&self, mut req: ServiceRequest) -> Self::Future {
         let c = &*self.config;
+        let mut request_bytes = None;
         let tracker = if c.metrics.is_excluded(req.path()) {
             None
         } else {
@@ -166,13 +168,25 @@ where
                 .headers()
                 .get(CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse().ok());
-            t.set_request_size(size.unwrap_or(0));
+            match size {
+                Some(n) => t.set_request_size(n),
+                // A body without Content-Length (chunked): count what the handler reads.
+                None if !matches!(req.parts().1, Payload::None) => {
+                    let count = Rc::default();
+                    request_bytes = Some(Rc::clone(&count));
+                    let inner = actix_web::HttpMessage::take_payload(&mut req);
+                    let counted = CountingPayload::new(inner, count);
+                    req.set_payload(counted.into_payload());
+                }
+                None => {}
+            }
             Some(t)
         };
         match catch_unwind(AssertUnwindSafe(|| self.service.call(req))) {
             Ok(inner) => MetricsFuture {
                 inner: Some(inner),
                 tracker,
+                request_bytes,
                 config: self.config.clone(),
             },
             Err(panic) => {
@@ -180,6 +194,7 @@ where
                 MetricsFuture {
                     inner: None,
                     tracker,
+                    request_bytes,
                     config: self.config.clone(),
                 }
             }
@@ -203,6 +218,7 @@ pin_project! {
         #[pin]
         inner: Option<F>,
         tracker: Option<RequestTracker>,
+        request_bytes: RequestBytes,
         config: Rc<Config<E>>,
     }
 }
@@ -248,7 +264,7 @@ where
                 }
             },
         };
-        let mut tracker = this.tracker.take();
+        let mut tracker = take_tracker(this.tracker, this.request_bytes);
         let Some(result) = polled else {
             return Poll::Ready(Err(internal_error(tracker)));
         };
@@ -271,7 +287,10 @@ where
                         t.fail(FailureKind::ServiceError);
                     }
                 }
-                Ok(res.map_body(|_, body| MetricsBody::new(body, tracker)))
+                let request_bytes = this.request_bytes.take();
+                Ok(res.map_body(|_, body| {
+                    MetricsBody::new(body, tracker).count_request(request_bytes)
+                }))
             }
             Err(e) => {
                 // actix renders the error into a response after the middleware.

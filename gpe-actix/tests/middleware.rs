@@ -86,7 +86,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
                 HttpResponse::Ok().streaming(chunks)
             }),
         )
-        .route("/health", web::get().to(|| async { "ok" }));
+        .route("/health", web::get().to(|| async { "ok" }))
+        .route(
+            "/upload",
+            web::post().to(|body: Bytes| async move { format!("{}", body.len()) }),
+        );
 }
 
 /// Two chunks, the second after 300 ms.
@@ -376,5 +380,59 @@ async fn in_flight_by_endpoint_labels_the_gauge_with_the_pattern() {
             &[("endpoint", "/users/{id}"), ("status", "200")]
         ),
         10.0
+    );
+}
+
+/// A request body in chunks, without Content-Length (as a chunked upload arrives).
+struct Upload(std::collections::VecDeque<Bytes>);
+
+impl futures_core::Stream for Upload {
+    type Item = Result<Bytes, actix_web::error::PayloadError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::task::Poll::Ready(self.0.pop_front().map(Ok))
+    }
+}
+
+#[actix_web::test]
+async fn request_size_counts_bodies_without_content_length() {
+    let f = fixture(RequestMetrics::builder());
+    let app = app!(ActixMetrics::new(f.metrics.clone()));
+    // With Content-Length: the header's value.
+    let req = test::TestRequest::post()
+        .uri("/upload")
+        .set_payload(vec![b'x'; 100])
+        .to_request();
+    let res = test::call_service(&app, req).await;
+    assert_eq!(&test::read_body(res).await[..], b"100");
+    // Without: the bytes the handler read.
+    let chunks = [10, 20, 30].map(|n| Bytes::from(vec![b'y'; n]));
+    let req = test::TestRequest::post().uri("/upload").to_request();
+    assert!(!actix_web::HttpMessage::headers(&req).contains_key("content-length"));
+    let stream: std::pin::Pin<Box<dyn futures_core::Stream<Item = _>>> =
+        Box::pin(Upload(chunks.into_iter().collect()));
+    let (req, _) = req.replace_payload(actix_web::dev::Payload::from(stream));
+    let res = test::call_service(&app, req).await;
+    assert_eq!(&test::read_body(res).await[..], b"60");
+    let size = |what: &str| {
+        f.sum(
+            &format!("gunicorn_worker_request_size_bytes_{what}"),
+            &[("endpoint", "/upload")],
+        )
+    };
+    assert_eq!(size("sum"), 160.0);
+    assert_eq!(size("count"), 2.0);
+    // A bodyless GET is not wrapped and records 0.
+    let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+    test::read_body(res).await;
+    assert_eq!(
+        f.sum(
+            "gunicorn_worker_request_size_bytes_sum",
+            &[("endpoint", "/")]
+        ),
+        0.0
     );
 }
