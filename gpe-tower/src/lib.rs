@@ -10,7 +10,9 @@
 //!   [`RouteTemplate`] extension), a label hook's value ([`hooks`]), or `<unmatched>`; a
 //!   per-family series cap sends further combinations to `endpoint="<overflow>"`.
 //! - Duration and response size end when the response body is finished or dropped; a body
-//!   dropped early counts as a client disconnect.
+//!   dropped early counts as a client disconnect. The request size is the body's exact size hint
+//!   or `Content-Length`; [`count_request_body`] in front of the layer counts bodies sent without
+//!   either (chunked uploads), as [`serve`] does.
 //! - Panics in the inner service are caught, counted (`error_type="panic"`) and answered 500.
 //! - [`WorkerMetrics`]: memory, CPU, uptime and state of the worker, sampled on a timer
 //!   ([`WorkerMetrics::spawn_sampler`]), never per request.
@@ -60,6 +62,7 @@ mod future;
 pub mod hooks;
 mod layer;
 mod metrics;
+pub mod request_body;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod serve;
@@ -77,5 +80,6 @@ pub use metrics::{
     DEFAULT_MAX_SERIES, DEFAULT_PREFIX, DEFAULT_SIZE_BUCKETS, OVERFLOW, STATUS_CLIENT_CLOSED,
     STATUS_NO_RESPONSE, UNMATCHED, UNROUTED,
 };
+pub use request_body::{count_request_body, CountedBody};
 pub use service::{Metrics, RouteTemplate};
 pub use worker::{RestartReason, SamplerHandle, WorkerMetrics, WorkerState};

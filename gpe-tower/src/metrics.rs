@@ -13,6 +13,7 @@ use gpe_core::prometheus::{HistogramOpts, Opts};
 use gpe_core::{Counter, CounterVec, Gauge, GaugeMode, GaugeVec, Histogram, HistogramVec, Store};
 
 use crate::budget::SeriesBudget;
+use crate::request_body::RequestBodyBytes;
 use crate::BuildError;
 
 /// The duration buckets of the Python exporter, in seconds (`+Inf` is added).
@@ -501,6 +502,7 @@ impl RequestMetrics {
             method,
             start: self.inner.clock.raw(),
             request_size: 0,
+            request_bytes: None,
             response_size: 0,
             status: None,
             failure: None,
@@ -635,7 +637,8 @@ impl RequestMetrics {
         if let Some(d) = done {
             d.requests.inc();
             d.duration.observe(t.elapsed().as_secs_f64());
-            d.request_size.observe(t.request_size as f64);
+            let request_size = t.request_bytes.as_ref().map_or(t.request_size, |c| c.get());
+            d.request_size.observe(request_size as f64);
             d.response_size.observe(t.response_size as f64);
         }
         // Failures and disconnects are rare: plain label lookups are fine there.
@@ -706,6 +709,8 @@ pub struct RequestTracker {
     /// The clock's raw reading at the start.
     start: u64,
     request_size: u64,
+    /// The count of a request body without a known size, read when the request is recorded.
+    request_bytes: Option<RequestBodyBytes>,
     response_size: u64,
     status: Option<u16>,
     failure: Option<FailureKind>,
@@ -735,6 +740,11 @@ impl RequestTracker {
         if self.failure.is_none() || self.failure == Some(FailureKind::ServerError) {
             self.failure = Some(kind);
         }
+    }
+
+    /// Take the request size from `count` (bytes read so far) when the request is recorded.
+    pub(crate) fn count_request_body(&mut self, count: RequestBodyBytes) {
+        self.request_bytes = Some(count);
     }
 
     /// Add `n` bytes to the response size.

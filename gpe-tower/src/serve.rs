@@ -586,7 +586,7 @@ fn stack(app: Router, metrics: Option<RequestMetrics>, shutdown: &Shutdown) -> R
     let stopping = shutdown.clone();
     app.layer(axum::middleware::map_request(move |req: Request| {
         counter.count_request();
-        std::future::ready(req)
+        std::future::ready(count_unsized_body(req))
     }))
     // Once stopping, every answer closes its connection: keep-alive clients reconnect (to
     // another worker) instead of losing a request to the close of an idle connection.
@@ -597,6 +597,17 @@ fn stack(app: Router, metrics: Option<RequestMetrics>, shutdown: &Shutdown) -> R
         }
         std::future::ready(res)
     }))
+}
+
+/// A request whose body size is unknown (chunked) gets its body counted for the metrics layer
+/// ([`count_request_body`](crate::count_request_body), boxed back into an axum `Body`); others
+/// pass untouched.
+fn count_unsized_body(req: Request) -> Request {
+    if crate::request_body::needs_counting(&req) {
+        crate::count_request_body(req).map(axum::body::Body::new)
+    } else {
+        req
+    }
 }
 
 /// Serve one listener until a graceful stop has settled and its connections are done.

@@ -8,6 +8,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
+use crate::request_body::RequestBodyBytes;
 use crate::{EndpointLabel, MetricsBody, RequestInfo, RequestMetrics, UNMATCHED};
 
 /// Records each request's metrics; made by [`MetricsLayer`](crate::MetricsLayer).
@@ -96,7 +97,15 @@ where
                     .parse()
                     .ok()
             });
-            t.set_request_size(size.unwrap_or(0));
+            match size {
+                Some(n) => t.set_request_size(n),
+                // Counted as read, if `count_request_body` ran in front of this layer.
+                None => {
+                    if let Some(c) = req.extensions().get::<RequestBodyBytes>() {
+                        t.count_request_body(c.clone());
+                    }
+                }
+            }
             Some(t)
         };
         let inner = &mut self.inner;

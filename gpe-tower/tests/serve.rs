@@ -33,6 +33,12 @@ fn app() -> Router {
             }),
         )
         .route("/health", get(|| async { "ok\n" }))
+        .route(
+            "/upload",
+            axum::routing::post(
+                |body: axum::body::Bytes| async move { format!("{}\n", body.len()) },
+            ),
+        )
 }
 
 fn text(dir: &std::path::Path) -> String {
@@ -56,9 +62,12 @@ impl Reply {
 }
 
 async fn request(conn: &mut BufReader<TcpStream>, path: &str) -> std::io::Result<Reply> {
-    conn.get_mut()
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await?;
+    send(conn, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")).await
+}
+
+/// Write `raw` (a whole HTTP/1.1 request) and read the response.
+async fn send(conn: &mut BufReader<TcpStream>, raw: &str) -> std::io::Result<Reply> {
+    conn.get_mut().write_all(raw.as_bytes()).await?;
     let mut status = String::new();
     conn.read_line(&mut status).await?;
     if status.is_empty() {
@@ -141,6 +150,21 @@ async fn serves_counts_and_drains_on_a_graceful_stop() {
     }
     let r = request(&mut conn, "/health").await.unwrap();
     assert_eq!(r.body, "ok\n");
+    // Request sizes: from Content-Length, and counted for a chunked upload (3 + 4 bytes).
+    let r = send(
+        &mut conn,
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.body, "5\n");
+    let r = send(
+        &mut conn,
+        "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.body, "7\n");
     let r = request(&mut conn, "/nowhere").await.unwrap();
     assert!(r.status.starts_with("HTTP/1.1 404"), "{}", r.status);
 
@@ -163,6 +187,13 @@ async fn serves_counts_and_drains_on_a_graceful_stop() {
         m.body
     );
     assert!(!m.body.contains(r#"endpoint="/health""#), "{}", m.body);
+    assert!(
+        m.body.contains(
+            r#"gunicorn_worker_request_size_bytes_sum{endpoint="/upload",method="POST",status="200",worker_id="0"} 12"#
+        ),
+        "{}",
+        m.body
+    );
     assert!(
         m.body.contains("gunicorn_worker_memory_bytes{"),
         "{}",
