@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Where a gpe server's CPU goes under load: each server of benches/http on one pinned core
+# (CPU 0), loaded by wrk on the other core(s), sampled with `perf record -e cpu-clock` (a
+# software clock: this kind of VM exposes no hardware counters) for PERF_SECONDS; the report
+# splits the samples into kernel, gpe's own code (gpe_core, gpe_tower, gpe_actix and the quanta
+# clock, self time: code inlined into framework functions is not counted, so this is a lower
+# bound) and other user code. Unlike a throughput ratio, that share does not move with the
+# machine's noise from round to round.
+#
+#   bash benches/http/profile.sh            # needs perf (Debian: linux-perf), wrk
+#
+# Environment: SERVERS (default "axum-gpe actix-gpe"), PATHS (default "/ /users/42"),
+# PERF_SECONDS (default 4), CONNECTIONS (default 32). Network: loopback only; every run is
+# bounded by timeouts and the server is killed after it.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+SERVERS="${SERVERS:-axum-gpe actix-gpe}"
+PATHS="${PATHS:-/ /users/42}"
+PERF_SECONDS="${PERF_SECONDS:-4}"
+CONNECTIONS="${CONNECTIONS:-32}"
+for tool in perf wrk taskset python3 curl; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "profile.sh needs $tool" >&2; exit 1; }
+done
+[ "$(nproc)" -ge 2 ] || { echo "profile.sh needs 2 cores (server and wrk apart)" >&2; exit 1; }
+
+(cd "$here" && cargo build --release -q)
+bin="$here/target/release"
+work="$(mktemp -d /tmp/gpe-profile.XXXXXX)"
+pid=""
+cleanup() {
+  [ -z "$pid" ] || kill -KILL "$pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')"
+
+echo "| server | path | kernel | gpe + quanta (self) | other user code |"
+echo "|---|---|---:|---:|---:|"
+for srv in $SERVERS; do
+  for path in $PATHS; do
+    mkdir -p "$work/store"
+    BIND="127.0.0.1:$port" PROMETHEUS_MULTIPROC_DIR="$work/store" RUST_LOG=warn \
+      taskset -c 0 "$bin/$srv" --workers-threads 1 >"$work/server.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 100); do
+      curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null && break
+      sleep 0.1
+    done
+    taskset -c "1-$(($(nproc) - 1))" timeout $((PERF_SECONDS + 20)) \
+      wrk -t2 -c"$CONNECTIONS" -d"$((PERF_SECONDS + 3))s" "http://127.0.0.1:$port$path" >"$work/wrk.txt" &
+    wrk_pid=$!
+    sleep 1.5
+    timeout $((PERF_SECONDS + 10)) perf record -q -e cpu-clock -F 4000 -p "$pid" -o "$work/perf.data" \
+      -- sleep "$PERF_SECONDS" >/dev/null 2>&1
+    wait "$wrk_pid"
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    pid=""
+    perf report -i "$work/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null |
+      awk -v srv="$srv" -v path="$path" '
+        /^ +[0-9.]+%/ {
+          pct = $1; sub("%", "", pct); dso = $2
+          if (dso ~ /kallsyms/) k += pct
+          else if ($0 ~ /gpe_core|gpe_tower|gpe_actix|quanta::/) g += pct
+          else u += pct
+        }
+        END { printf "| %s | %s | %.1f %% | %.1f %% | %.1f %% |\n", srv, path, k, g, u }'
+    rm -rf "$work/store" "$work/perf.data"
+  done
+done
