@@ -30,8 +30,9 @@ use crate::MetricsBody;
 /// reads the matched pattern from the routed request in the response, which costs nothing, and
 /// the in-flight gauge is labelled by method only (`endpoint=""`, [`gpe_tower::UNROUTED`]); a
 /// request that ends without a response (a handler panic, an error from an inner middleware) has
-/// no routed request to read, and is recorded under `endpoint=""` too. [`in_flight_by_endpoint`](Self::in_flight_by_endpoint) resolves
-/// the pattern before routing instead.
+/// no routed request to read, and is recorded under `endpoint=""` too.
+/// [`in_flight_by_endpoint`](Self::in_flight_by_endpoint) resolves the pattern before routing
+/// instead.
 #[derive(Debug, Clone)]
 pub struct ActixMetrics<E = DefaultEndpoint> {
     metrics: RequestMetrics,
@@ -71,8 +72,8 @@ impl<E> ActixMetrics<E> {
 
     /// Resolve the endpoint before the app routes the request (`HttpRequest::match_pattern()` on
     /// the unrouted request), so that the in-flight gauge is labelled by endpoint and a request
-    /// that ends without a response keeps its route. This routes every request twice: about
-    /// 1.3 µs more per request for a route with a parameter (see `BENCHMARKS.md`).
+    /// that ends without a response keeps its route. This routes every request twice: 0.5 to
+    /// 2 µs more per request for a route with a parameter (see `BENCHMARKS.md`).
     #[must_use]
     pub fn in_flight_by_endpoint(mut self) -> Self {
         self.route_first = true;
