@@ -452,7 +452,7 @@ impl RequestMetrics {
     /// returned tracker is dropped.
     pub fn start(&self, method: &str, endpoint: &str) -> RequestTracker {
         let series = self.endpoint_series(endpoint);
-        self.start_in(method_index(method), series, None)
+        self.start_in(method_index(method), series)
     }
 
     /// Start tracking a request whose endpoint is not known yet: an actix-web middleware runs
@@ -481,24 +481,18 @@ impl RequestMetrics {
             .unrouted
             .get_or_init(|| Arc::new(EndpointSeries::new(UNROUTED)))
             .clone();
-        self.start_in(method_index(method), unrouted, None)
+        self.start_in(method_index(method), unrouted)
     }
 
-    /// Raise the in-flight gauge of `in_flight` (of `series` when `None`) and start the clock.
-    fn start_in(
-        &self,
-        method: u8,
-        series: Arc<EndpointSeries>,
-        in_flight: Option<Arc<EndpointSeries>>,
-    ) -> RequestTracker {
-        let gauge_series = in_flight.as_ref().unwrap_or(&series);
-        if let Some(g) = self.in_flight_gauge(gauge_series, method) {
+    /// Raise the in-flight gauge of `series` and start the clock.
+    fn start_in(&self, method: u8, series: Arc<EndpointSeries>) -> RequestTracker {
+        if let Some(g) = self.in_flight_gauge(&series, method) {
             g.inc();
         }
         RequestTracker {
             metrics: self.clone(),
             series,
-            in_flight,
+            in_flight: None,
             method,
             start: self.inner.clock.raw(),
             request_size: 0,
