@@ -37,6 +37,7 @@
 mod sys;
 
 pub mod adopt;
+pub mod clock;
 pub mod collector;
 pub mod compact;
 pub mod config;

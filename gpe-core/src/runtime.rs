@@ -46,6 +46,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
+use crate::clock::{Clock, Stamp};
+
 use prometheus::{HistogramOpts, Opts};
 
 use crate::worker::{Listener, WorkerContext};
@@ -187,11 +189,8 @@ fn short_type_name(full: &str) -> String {
 /// The metrics of one worker process.
 #[derive(Debug, Clone)]
 struct JobMetrics {
-    /// Times jobs: the CPU's time-stamp counter where it is invariant (two reads cost about half
-    /// of two `Instant::now()` calls, see BENCHMARKS.md), else the monotonic clock. The first
-    /// clock of a process calibrates the counter against the monotonic clock (under 6 ms
-    /// measured here, 200 ms at most).
-    clock: quanta::Clock,
+    /// Times jobs (see [`crate::clock`]).
+    clock: Clock,
     worker_id: String,
     requests: crate::Counter,
     duration: Histogram,
@@ -247,7 +246,7 @@ impl JobMetrics {
             store,
         )?;
         Ok(JobMetrics {
-            clock: quanta::Clock::new(),
+            clock: Clock::new(),
             worker_id: worker_id.to_owned(),
             requests,
             duration,
@@ -257,17 +256,17 @@ impl JobMetrics {
         })
     }
 
-    /// A start time for [`record`](Self::record): the clock's raw reading.
+    /// A start time for [`record`](Self::record).
     #[inline]
-    fn start(&self) -> u64 {
-        self.clock.raw()
+    fn start(&self) -> Stamp {
+        self.clock.now()
     }
 
     /// Record one job started at `started` (from [`start`](Self::start)).
-    fn record(&self, started: u64, outcome: Result<(), String>) {
+    fn record(&self, started: Stamp, outcome: Result<(), String>) {
         self.requests.inc();
-        let nanos = self.clock.delta_as_nanos(started, self.clock.raw());
-        self.duration.observe(nanos as f64 / 1e9);
+        self.duration
+            .observe(self.clock.elapsed(started).as_secs_f64());
         if let Err(error_type) = outcome {
             let label = self.error_label.as_deref().unwrap_or(&error_type);
             for v in [&self.failed, &self.errors] {
@@ -288,7 +287,7 @@ impl JobMetrics {
     /// As `call`, timed from `started`.
     fn call_from<R: IntoOutcome>(
         &self,
-        started: u64,
+        started: Stamp,
         job: impl FnOnce() -> R,
     ) -> Result<(), String> {
         let outcome = match catch_unwind(AssertUnwindSafe(job)) {

@@ -9,6 +9,7 @@ use std::fmt;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
+use gpe_core::clock::{Clock, Stamp};
 use gpe_core::prometheus::{HistogramOpts, Opts};
 use gpe_core::{Counter, CounterVec, Gauge, GaugeMode, GaugeVec, Histogram, HistogramVec, Store};
 
@@ -295,7 +296,7 @@ impl RequestMetricsBuilder {
             unmatched: OnceLock::new(),
             unrouted: OnceLock::new(),
             exclude: self.exclude,
-            clock: quanta::Clock::new(),
+            clock: Clock::new(),
         };
         Ok(RequestMetrics {
             inner: Arc::new(inner),
@@ -369,9 +370,8 @@ struct Inner {
     unmatched: OnceLock<Arc<EndpointSeries>>,
     unrouted: OnceLock<Arc<EndpointSeries>>,
     exclude: Vec<PathMatch>,
-    /// Times requests: the CPU's time-stamp counter where it is invariant (about half the cost
-    /// of `Instant::now()`), else the monotonic clock.
-    clock: quanta::Clock,
+    /// Times requests (see [`gpe_core::clock`]).
+    clock: Clock,
 }
 
 /// The cached handles of one endpoint.
@@ -494,7 +494,7 @@ impl RequestMetrics {
             series,
             in_flight: None,
             method,
-            start: self.inner.clock.raw(),
+            start: self.inner.clock.now(),
             request_size: 0,
             request_bytes: None,
             response_size: 0,
@@ -700,8 +700,7 @@ pub struct RequestTracker {
     /// The series whose in-flight gauge went up, when not `series` (the endpoint was set late).
     in_flight: Option<Arc<EndpointSeries>>,
     method: u8,
-    /// The clock's raw reading at the start.
-    start: u64,
+    start: Stamp,
     request_size: u64,
     /// The count of a request body without a known size, read when the request is recorded.
     request_bytes: Option<RequestBodyBytes>,
@@ -773,8 +772,7 @@ impl RequestTracker {
 
     /// Time since [`RequestMetrics::start`].
     pub fn elapsed(&self) -> Duration {
-        let clock = &self.metrics.inner.clock;
-        Duration::from_nanos(clock.delta_as_nanos(self.start, clock.raw()))
+        self.metrics.inner.clock.elapsed(self.start)
     }
 }
 
