@@ -101,12 +101,22 @@ pub fn count_request_body<B: Body>(mut req: Request<B>) -> Request<CountedBody<B
     req.map(|inner| CountedBody { inner, count })
 }
 
+/// `req`'s body size when it is known before the body is read: the body's exact size hint, else
+/// its `Content-Length`.
+pub(crate) fn known_size<B: Body>(req: &Request<B>) -> Option<u64> {
+    req.body().size_hint().exact().or_else(|| {
+        req.headers()
+            .get(http::header::CONTENT_LENGTH)?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()
+    })
+}
+
 /// Whether `req`'s body size is unknown until it is read.
 pub(crate) fn needs_counting<B: Body>(req: &Request<B>) -> bool {
-    let body = req.body();
-    body.size_hint().exact().is_none()
-        && !body.is_end_stream()
-        && !req.headers().contains_key(http::header::CONTENT_LENGTH)
+    known_size(req).is_none() && !req.body().is_end_stream()
 }
 
 impl<B: Body> Body for CountedBody<B> {

@@ -8,7 +8,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
-use crate::request_body::RequestBodyBytes;
+use crate::request_body::{known_size, RequestBodyBytes};
 use crate::{EndpointLabel, MetricsBody, RequestInfo, RequestMetrics, UNMATCHED};
 
 /// Records each request's metrics; made by [`MetricsLayer`](crate::MetricsLayer).
@@ -89,15 +89,7 @@ where
             let mut t = self
                 .metrics
                 .start(info.method, endpoint.as_deref().unwrap_or(UNMATCHED));
-            let size = req.body().size_hint().exact().or_else(|| {
-                req.headers()
-                    .get(http::header::CONTENT_LENGTH)?
-                    .to_str()
-                    .ok()?
-                    .parse()
-                    .ok()
-            });
-            match size {
+            match known_size(&req) {
                 Some(n) => t.set_request_size(n),
                 // Counted as read, if `count_request_body` ran in front of this layer.
                 None => {
