@@ -26,14 +26,16 @@ done
 
 (cd "$here" && cargo build --release -q)
 bin="$here/target/release"
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 work="$(mktemp -d /tmp/gpe-profile.XXXXXX)"
-pid=""
+server_pid=""
 cleanup() {
-  [ -z "$pid" ] || kill -KILL "$pid" 2>/dev/null || true
+  stop_server
   rm -rf "$work"
 }
 trap cleanup EXIT
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')"
+port="$(free_port)"
 
 echo "| server | path | kernel | gpe + quanta (self) | other user code |"
 echo "|---|---|---:|---:|---:|"
@@ -42,21 +44,16 @@ for srv in $SERVERS; do
     mkdir -p "$work/store"
     BIND="127.0.0.1:$port" PROMETHEUS_MULTIPROC_DIR="$work/store" RUST_LOG=warn \
       taskset -c 0 "$bin/$srv" --workers-threads 1 >"$work/server.log" 2>&1 &
-    pid=$!
-    for _ in $(seq 1 100); do
-      curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null && break
-      sleep 0.1
-    done
-    taskset -c "1-$(($(nproc) - 1))" timeout $((PERF_SECONDS + 20)) \
+    server_pid=$!
+    wait_ready "$port" || { cat "$work/server.log" >&2; exit 1; }
+    taskset -c "$(wrk_cpus)" timeout $((PERF_SECONDS + 20)) \
       wrk -t2 -c"$CONNECTIONS" -d"$((PERF_SECONDS + 3))s" "http://127.0.0.1:$port$path" >"$work/wrk.txt" &
     wrk_pid=$!
     sleep 1.5
-    timeout $((PERF_SECONDS + 10)) perf record -q -e cpu-clock -F 4000 -p "$pid" -o "$work/perf.data" \
+    timeout $((PERF_SECONDS + 10)) perf record -q -e cpu-clock -F 4000 -p "$server_pid" -o "$work/perf.data" \
       -- sleep "$PERF_SECONDS" >/dev/null 2>&1
     wait "$wrk_pid"
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    pid=""
+    stop_server
     perf report -i "$work/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null |
       awk -v srv="$srv" -v path="$path" '
         /^ +[0-9.]+%/ {

@@ -46,6 +46,8 @@ bin="$here/target/release"
 master="$BENCH_TARGET_DIR/release/gpe-master"
 
 # --- helpers ---------------------------------------------------------------------------------
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 work="$(mktemp -d /tmp/gpe-http-bench.XXXXXX)"
 server_pid=""
 cleanup() {
@@ -59,7 +61,7 @@ cleanup() {
 trap cleanup EXIT
 
 # A private redis-server for the Redis-sync run (loopback, free port, nothing on disk).
-redis_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')"
+redis_port="$(free_port)"
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >"$work/redis.log" 2>&1 &
 redis_pid=$!
 trap 'kill "$redis_pid" 2>/dev/null || true; cleanup' EXIT
@@ -69,34 +71,6 @@ for i in $(seq 1 100); do
 done
 redis-cli -p "$redis_port" ping >/dev/null || { echo "redis-server did not start" >&2; exit 1; }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-# Wait (at most 10 s) until the port answers GET / with 200.
-wait_ready() {
-  local port="$1" i
-  for i in $(seq 1 200); do
-    if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$port/"; then return 0; fi
-    if ! kill -0 "$server_pid" 2>/dev/null; then echo "server exited before answering" >&2; return 1; fi
-    sleep 0.05
-  done
-  echo "server not ready on port $port after 10 s" >&2
-  return 1
-}
-
-stop_server() {
-  [ -n "$server_pid" ] || return 0
-  kill -INT "$server_pid" 2>/dev/null || true
-  local i
-  for i in $(seq 1 50); do
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$server_pid" 2>/dev/null || true
-  wait "$server_pid" 2>/dev/null || true
-  server_pid=""
-}
 
 # wrk's latency text (e.g. 812.00us, 1.23ms, 2.01s) in milliseconds.
 to_ms() {
@@ -146,7 +120,7 @@ run_one() {
   local server_cpu=() wrk_cpu=()
   if [ "$PIN" = 1 ] && [ "${PIN_SERVER:-0}" = 1 ]; then
     server_cpu=(taskset -c 0)
-    wrk_cpu=(taskset -c "1-$(($(nproc) - 1))")
+    wrk_cpu=(taskset -c "$(wrk_cpus)")
   fi
   local port
   port="$(free_port)"

@@ -1,0 +1,37 @@
+# Shell helpers shared by run.sh and profile.sh (sourced; they use the caller's $server_pid).
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Wait (at most 10 s) until the port answers GET / with 200.
+wait_ready() {
+  local port="$1" i
+  for i in $(seq 1 200); do
+    if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$port/"; then return 0; fi
+    if ! kill -0 "$server_pid" 2>/dev/null; then echo "server exited before answering" >&2; return 1; fi
+    sleep 0.05
+  done
+  echo "server not ready on port $port after 10 s" >&2
+  return 1
+}
+
+# Stop $server_pid: INT, then KILL after 5 s (some bench servers ignore INT).
+stop_server() {
+  [ -n "$server_pid" ] || return 0
+  kill -INT "$server_pid" 2>/dev/null || true
+  local i
+  for i in $(seq 1 50); do
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+}
+
+# The CPUs wrk runs on when the server is pinned to CPU 0: all the others.
+wrk_cpus() {
+  echo "1-$(($(nproc) - 1))"
+}
