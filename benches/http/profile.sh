@@ -10,6 +10,7 @@
 #   bash benches/http/profile.sh            # needs perf (Debian: linux-perf), wrk
 #
 # Environment: SERVERS (default "axum-gpe actix-gpe"), PATHS (default "/ /users/42"),
+# SYMBOLS=1 (also list gpe's largest symbols, on stderr),
 # PERF_SECONDS (default 4), CONNECTIONS (default 32). Network: loopback only; every run is
 # bounded by timeouts and the server is killed after it.
 set -euo pipefail
@@ -63,6 +64,12 @@ for srv in $SERVERS; do
           else u += pct
         }
         END { printf "| %s | %s | %.1f %% | %.1f %% | %.1f %% |\n", srv, path, k, g, u }'
+    if [ "${SYMBOLS:-0}" = 1 ]; then
+      # gpe's own symbols at 0.3 % of the samples or more, largest first.
+      perf report -i "$work/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
+        awk '/^ +[0-9.]+%/ && /gpe_core|gpe_tower|gpe_actix|quanta::/ && $1 + 0 >= 0.3 {
+          pct = $1; $1 = ""; $2 = ""; printf "    %s %s\n", pct, substr($0, 1, 110) }' >&2
+    fi
     rm -rf "$work/store" "$work/perf.data"
   done
 done

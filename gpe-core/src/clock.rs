@@ -2,8 +2,8 @@
 //! through `quanta` (two reads cost about half of two `Instant::now()` calls; see
 //! `BENCHMARKS.md`), else the monotonic clock.
 //!
-//! The first clock of a process calibrates the counter against the monotonic clock (under 6 ms
-//! measured on the development VM, 200 ms at most); later ones reuse that calibration.
+//! The first clock of a process calibrates the counter against the monotonic clock (a loop that
+//! quanta bounds at 200 ms); later ones reuse that calibration.
 //!
 //! ```
 //! let clock = gpe_core::clock::Clock::new();
