@@ -5,15 +5,15 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# Wait (at most 10 s) until the port answers GET / with 200.
+# Wait (at most $2 seconds, default 10) until the port answers GET / with 200.
 wait_ready() {
-  local port="$1" i
-  for i in $(seq 1 200); do
-    if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$port/"; then return 0; fi
+  local port="$1" secs="${2:-10}" i
+  for i in $(seq 1 $((secs * 20))); do
+    if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null; then return 0; fi
     if ! kill -0 "$server_pid" 2>/dev/null; then echo "server exited before answering" >&2; return 1; fi
     sleep 0.05
   done
-  echo "server not ready on port $port after 10 s" >&2
+  echo "server not ready on port $port after $secs s" >&2
   return 1
 }
 

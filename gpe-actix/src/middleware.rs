@@ -165,21 +165,23 @@ where
             } else {
                 c.metrics.start_unrouted(method)
             };
-            let size = req
-                .headers()
-                .get(CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok());
-            match size {
-                Some(n) => t.set_request_size(n),
-                // A body without Content-Length (chunked): count what the handler reads.
-                None if !matches!(req.parts().1, Payload::None) => {
-                    let count = Rc::default();
-                    request_bytes = Some(Rc::clone(&count));
-                    let inner = actix_web::HttpMessage::take_payload(&mut req);
-                    let counted = CountingPayload::new(inner, count);
-                    req.set_payload(counted.into_payload());
+            // No payload (a bodyless request, `Content-Length: 0`): size 0, no header lookup.
+            if !matches!(req.parts().1, Payload::None) {
+                let size = req
+                    .headers()
+                    .get(CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse().ok());
+                match size {
+                    Some(n) => t.set_request_size(n),
+                    // A body without Content-Length (chunked): count what the handler reads.
+                    None => {
+                        let count = Rc::default();
+                        request_bytes = Some(Rc::clone(&count));
+                        let inner = actix_web::HttpMessage::take_payload(&mut req);
+                        let counted = CountingPayload::new(inner, count);
+                        req.set_payload(counted.into_payload());
+                    }
                 }
-                None => {}
             }
             Some(t)
         };

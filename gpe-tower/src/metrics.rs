@@ -9,6 +9,7 @@ use std::fmt;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
+use foldhash::fast::RandomState;
 use gpe_core::clock::{Clock, Stamp};
 use gpe_core::prometheus::{HistogramOpts, Opts};
 use gpe_core::{Counter, CounterVec, Gauge, GaugeMode, GaugeVec, Histogram, HistogramVec, Store};
@@ -291,10 +292,10 @@ impl RequestMetricsBuilder {
             )?,
             worker_id,
             series: SeriesBudget::new(self.max_series),
-            endpoints: RwLock::new(HashMap::new()),
+            endpoints: RwLock::new(HashMap::default()),
             overflow: Arc::new(EndpointSeries::new(OVERFLOW)),
             unmatched: OnceLock::new(),
-            unrouted: OnceLock::new(),
+            unrouted: EndpointSeries::new(UNROUTED),
             exclude: self.exclude,
             clock: Clock::new(),
         };
@@ -365,10 +366,13 @@ struct Inner {
     worker_id: String,
     /// Label combinations created so far (the largest family's series count), under the cap.
     series: SeriesBudget,
-    endpoints: RwLock<HashMap<Box<str>, Arc<EndpointSeries>>>,
+    /// Looked up on every request: a fast hash (foldhash, randomly seeded), not SipHash.
+    endpoints: RwLock<HashMap<Box<str>, Arc<EndpointSeries>, RandomState>>,
     overflow: Arc<EndpointSeries>,
     unmatched: OnceLock<Arc<EndpointSeries>>,
-    unrouted: OnceLock<Arc<EndpointSeries>>,
+    /// The series of requests whose route is not known (yet): held here, not in an `Arc`, so
+    /// that starting such a request clones nothing.
+    unrouted: EndpointSeries,
     exclude: Vec<PathMatch>,
     /// Times requests (see [`gpe_core::clock`]).
     clock: Clock,
@@ -452,7 +456,7 @@ impl RequestMetrics {
     /// returned tracker is dropped.
     pub fn start(&self, method: &str, endpoint: &str) -> RequestTracker {
         let series = self.endpoint_series(endpoint);
-        self.start_in(method_index(method), series)
+        self.start_in(method_index(method), Some(series))
     }
 
     /// Start tracking a request whose endpoint is not known yet: an actix-web middleware runs
@@ -476,27 +480,22 @@ impl RequestMetrics {
     /// # }
     /// ```
     pub fn start_unrouted(&self, method: &str) -> RequestTracker {
-        let unrouted = self
-            .inner
-            .unrouted
-            .get_or_init(|| Arc::new(EndpointSeries::new(UNROUTED)))
-            .clone();
-        self.start_in(method_index(method), unrouted)
+        self.start_in(method_index(method), None)
     }
 
-    /// Raise the in-flight gauge of `series` and start the clock.
-    fn start_in(&self, method: u8, series: Arc<EndpointSeries>) -> RequestTracker {
-        if let Some(g) = self.in_flight_gauge(&series, method) {
+    /// Raise the in-flight gauge of `series` (`None`: the unrouted one) and start the clock.
+    fn start_in(&self, method: u8, series: Option<Arc<EndpointSeries>>) -> RequestTracker {
+        let gauge_series = series.as_deref().unwrap_or(&self.inner.unrouted);
+        if let Some(g) = self.in_flight_gauge(gauge_series, method) {
             g.inc();
         }
         RequestTracker {
             metrics: self.clone(),
             series,
-            in_flight: None,
+            in_flight: InFlight::Series,
             method,
             start: self.inner.clock.now(),
-            request_size: 0,
-            request_bytes: None,
+            request_size: RequestSize::Known(0),
             response_size: 0,
             status: None,
             failure: None,
@@ -553,24 +552,23 @@ impl RequestMetrics {
 
     /// The handles of `(series, method, status)`, or of the overflow series past the cap; with
     /// the series they belong to.
-    fn done(
-        &self,
-        series: &Arc<EndpointSeries>,
+    fn done<'s>(
+        &'s self,
+        series: &'s EndpointSeries,
         method: u8,
         status: u16,
-    ) -> Option<(Arc<Done>, Arc<EndpointSeries>)> {
+    ) -> Option<(Arc<Done>, &'s EndpointSeries)> {
         let find = |v: &[(u8, u16, Arc<Done>)]| {
             v.iter()
                 .find(|(m, s, _)| *m == method && *s == status)
                 .map(|(_, _, d)| d.clone())
         };
         if let Some(d) = find(&series.done.read().unwrap_or_else(|p| p.into_inner())) {
-            return Some((d, series.clone()));
+            return Some((d, series));
         }
-        let is_overflow = Arc::ptr_eq(series, &self.inner.overflow);
+        let is_overflow = std::ptr::eq(series, &*self.inner.overflow);
         if !is_overflow && !self.inner.series.reserve() {
-            let overflow = self.inner.overflow.clone();
-            return self.done(&overflow, method, status);
+            return self.done(&self.inner.overflow, method, status);
         }
         let mut done = series.done.write().unwrap_or_else(|p| p.into_inner());
         if let Some(d) = find(&done) {
@@ -578,7 +576,7 @@ impl RequestMetrics {
                 // Lost a race: give the reservation back.
                 self.inner.series.release();
             }
-            return Some((d, series.clone()));
+            return Some((d, series));
         }
         let i = &self.inner;
         let status_s = status_label(status);
@@ -595,7 +593,7 @@ impl RequestMetrics {
             response_size: self.log_err(i.response_size.with_label_values(&values))?,
         });
         done.push((method, status, d.clone()));
-        Some((d, series.clone()))
+        Some((d, series))
     }
 
     fn record(&self, t: &RequestTracker) {
@@ -608,30 +606,30 @@ impl RequestMetrics {
             (None, None) => STATUS_CLIENT_CLOSED,
         };
         let m = usize::from(t.method);
-        let fast = if status == 200 {
-            t.series.ok[m].get()
-        } else {
-            None
-        };
+        let own = t.series();
+        let fast = if status == 200 { own.ok[m].get() } else { None };
         let slow;
         let (done, series): (Option<&Done>, &EndpointSeries) = match fast {
-            Some(d) => (Some(d), &t.series),
-            None => match self.done(&t.series, t.method, status) {
+            Some(d) => (Some(d), own),
+            None => match self.done(own, t.method, status) {
                 Some((d, used)) => {
-                    if status == 200 && Arc::ptr_eq(&used, &t.series) {
-                        let _ = t.series.ok[m].set(d.clone());
+                    if status == 200 && std::ptr::eq(used, own) {
+                        let _ = own.ok[m].set(d.clone());
                     }
-                    slow = (d, used);
+                    slow = d;
                     // The combination may have gone to the overflow series.
-                    (Some(&*slow.0), &*slow.1)
+                    (Some(&*slow), used)
                 }
-                None => (None, &t.series),
+                None => (None, own),
             },
         };
         if let Some(d) = done {
             d.requests.inc();
             d.duration.observe(t.elapsed().as_secs_f64());
-            let request_size = t.request_bytes.as_ref().map_or(t.request_size, |c| c.get());
+            let request_size = match &t.request_size {
+                RequestSize::Known(n) => *n,
+                RequestSize::Counted(c) => c.get(),
+            };
             d.request_size.observe(request_size as f64);
             d.response_size.observe(t.response_size as f64);
         }
@@ -695,25 +693,43 @@ enum Stage {
 #[derive(Debug)]
 pub struct RequestTracker {
     metrics: RequestMetrics,
-    /// The series the request is recorded under.
-    series: Arc<EndpointSeries>,
-    /// The series whose in-flight gauge went up, when not `series` (the endpoint was set late).
-    in_flight: Option<Arc<EndpointSeries>>,
+    /// The series the request is recorded under; `None`: the unrouted one, which `metrics` holds.
+    series: Option<Arc<EndpointSeries>>,
+    /// Where the in-flight gauge went up.
+    in_flight: InFlight,
     method: u8,
     start: Stamp,
-    request_size: u64,
-    /// The count of a request body without a known size, read when the request is recorded.
-    request_bytes: Option<RequestBodyBytes>,
+    request_size: RequestSize,
     response_size: u64,
     status: Option<u16>,
     failure: Option<FailureKind>,
     stage: Stage,
 }
 
+/// Where a request's in-flight gauge went up.
+#[derive(Debug)]
+enum InFlight {
+    /// Under the series the request is recorded under.
+    Series,
+    /// Under the unrouted series (started unrouted; the endpoint was set since).
+    Unrouted,
+    /// Under another series (the endpoint was changed since).
+    Other(Arc<EndpointSeries>),
+}
+
+/// The request body size.
+#[derive(Debug)]
+enum RequestSize {
+    /// Known up front (`Content-Length`, an exact size hint) or set by the adapter.
+    Known(u64),
+    /// Counted as the body is read (a body without a known size), read when recorded.
+    Counted(RequestBodyBytes),
+}
+
 impl RequestTracker {
     /// The request body size in bytes (from `Content-Length` or an exact size hint).
     pub fn set_request_size(&mut self, bytes: u64) {
-        self.request_size = bytes;
+        self.request_size = RequestSize::Known(bytes);
     }
 
     /// The response status is known (the head is ready). A 5xx status marks the request failed
@@ -737,7 +753,7 @@ impl RequestTracker {
 
     /// Take the request size from `count` (bytes read so far) when the request is recorded.
     pub(crate) fn count_request_body(&mut self, count: RequestBodyBytes) {
-        self.request_bytes = Some(count);
+        self.request_size = RequestSize::Counted(count);
     }
 
     /// Add `n` bytes to the response size.
@@ -755,19 +771,29 @@ impl RequestTracker {
     /// label hook) instead of the one it was started with. The in-flight gauge keeps the label
     /// it went up under, so that it comes down where it went up.
     pub fn set_endpoint(&mut self, endpoint: &str) {
-        if *self.series.endpoint == *endpoint {
+        if *self.series().endpoint == *endpoint {
             return;
         }
         let series = self.metrics.endpoint_series(endpoint);
-        let old = std::mem::replace(&mut self.series, series);
-        if self.in_flight.is_none() {
-            self.in_flight = Some(old);
+        let old = self.series.replace(series);
+        if matches!(self.in_flight, InFlight::Series) {
+            self.in_flight = match old {
+                Some(old) => InFlight::Other(old),
+                None => InFlight::Unrouted,
+            };
         }
     }
 
     /// The endpoint label this request is recorded under (may become `<overflow>` at the end).
     pub fn endpoint(&self) -> &str {
-        &self.series.endpoint
+        &self.series().endpoint
+    }
+
+    /// The series the request is recorded under.
+    fn series(&self) -> &EndpointSeries {
+        self.series
+            .as_deref()
+            .unwrap_or(&self.metrics.inner.unrouted)
     }
 
     /// Time since [`RequestMetrics::start`].
@@ -778,7 +804,11 @@ impl RequestTracker {
 
 impl Drop for RequestTracker {
     fn drop(&mut self) {
-        let gauge_series = self.in_flight.as_ref().unwrap_or(&self.series);
+        let gauge_series = match &self.in_flight {
+            InFlight::Series => self.series(),
+            InFlight::Unrouted => &self.metrics.inner.unrouted,
+            InFlight::Other(s) => s,
+        };
         if let Some(Some(g)) = gauge_series.in_flight[usize::from(self.method)].get() {
             g.dec();
         }

@@ -82,9 +82,11 @@ impl Region {
         if !offset.is_multiple_of(8) || offset < 8 || offset.checked_add(16)? > self.len() {
             return None;
         }
+        // SAFETY: `offset + 16 <= len` (checked above), so the pointer stays inside the mapping.
+        let value = unsafe { self.map.as_mut_ptr().add(offset) } as *const AtomicU64;
         Some(Slot {
-            region: Arc::clone(self),
-            offset,
+            _region: Arc::clone(self),
+            value,
         })
     }
 }
@@ -92,17 +94,28 @@ impl Region {
 /// A value (and the timestamp after it) in shared memory: 16 bytes at an 8-aligned offset.
 #[derive(Debug, Clone)]
 pub(crate) struct Slot {
-    region: Arc<Region>,
-    offset: usize,
+    /// Keeps the mapping `value` points into alive (never read).
+    _region: Arc<Region>,
+    /// The value's word in the mapping (the timestamp is the next one), computed once: updates
+    /// are on every request's path.
+    value: *const AtomicU64,
 }
+
+// SAFETY: `value` points into the shared mapping that `region` keeps alive, and is only used
+// for atomic accesses, which any thread may make; the pointer itself is never written.
+unsafe impl Send for Slot {}
+// SAFETY: as for `Send`: shared references only ever make atomic accesses through `value`.
+unsafe impl Sync for Slot {}
 
 impl Slot {
     fn atomic(&self, extra: usize) -> &AtomicU64 {
-        // SAFETY: `Region::slot` checked that `offset` is 8-aligned and that `offset + 16` is
-        // within the mapping, which is page aligned, so both words are valid, aligned u64s. The
-        // region is kept mapped by the `Arc` for as long as `self` lives. In this process the
-        // bytes are only accessed through atomics (never through a slice or a `&mut`).
-        unsafe { &*(self.region.map.as_mut_ptr().add(self.offset + extra) as *const AtomicU64) }
+        debug_assert!(extra == 0 || extra == 8);
+        // SAFETY: `Region::slot` checked that the offset is 8-aligned and that `offset + 16` is
+        // within the mapping, which is page aligned, so both words (`extra` is 0 or 8) are
+        // valid, aligned u64s. The region is kept mapped by the `Arc` for as long as `self`
+        // lives. In this process the bytes are only accessed through atomics (never through a
+        // slice or a `&mut`).
+        unsafe { &*self.value.cast::<u8>().add(extra).cast::<AtomicU64>() }
     }
 
     /// Add `v`: one compare-and-swap loop on the value's bits.
