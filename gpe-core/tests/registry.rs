@@ -215,3 +215,59 @@ fn most_recent_gauge_adds_from_many_threads_are_exact() {
         assert_eq!(value(&s, &name, &[]), Some(160_000.0), "{mode}");
     }
 }
+
+#[test]
+fn histogram_observations_land_in_the_right_buckets_at_the_edges() {
+    // The first bucket has a fast path of its own, and an observation of 0 skips the sum's add:
+    // both must place and sum exactly as the plain scan does.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let h = HistogramVec::new(
+        HistogramOpts::new("edge_seconds", "Edges.").buckets(BUCKETS.to_vec()),
+        &["k"],
+        &store,
+    )
+    .unwrap()
+    .with_label_values(&["v"])
+    .unwrap();
+    for v in [
+        0.0,
+        -0.0,
+        -3.0,
+        0.1,
+        0.1000001,
+        1.0,
+        10.0,
+        10.5,
+        f64::INFINITY,
+        f64::NAN,
+    ] {
+        h.observe(v);
+    }
+    let families = MultiProcessCollector::new(dir.path()).gather();
+    let s = samples(&families);
+    let bucket = |le: &str| value(&s, "edge_seconds_bucket", &[("k", "v"), ("le", le)]);
+    // 0, -0, -3 and 0.1 (the bound itself) are in le=0.1; NaN is ignored.
+    assert_eq!(bucket(&fmt_le(0.1)), Some(4.0));
+    assert_eq!(bucket(&fmt_le(1.0)), Some(6.0));
+    assert_eq!(bucket(&fmt_le(10.0)), Some(7.0));
+    assert_eq!(bucket("+Inf"), Some(9.0));
+    assert_eq!(value(&s, "edge_seconds_count", &[("k", "v")]), Some(9.0));
+    assert_eq!(h.get_sample_count(), 9);
+    // -3 + 0.1 + 0.1000001 + 1 + 10 + 10.5 + inf
+    assert_eq!(h.get_sample_sum(), f64::INFINITY);
+
+    let finite = HistogramVec::new(
+        HistogramOpts::new("edge_bytes", "Edges.").buckets(BUCKETS.to_vec()),
+        &["k"],
+        &store,
+    )
+    .unwrap()
+    .with_label_values(&["v"])
+    .unwrap();
+    for v in [0.0, 0.0, 0.05, 2.0] {
+        finite.observe(v);
+    }
+    assert_eq!(finite.get_sample_count(), 4);
+    assert_eq!(finite.get_sample_sum(), 2.05);
+}
