@@ -13,7 +13,7 @@
 # Environment: SERVERS (default: the bare/gpe/prom servers of axum and actix-web), PATHS
 # (default "/ /users/42"), REQUESTS (default 4000), WARM_REQUESTS (default 500), CONNECTIONS
 # (default 1: one request at a time makes the count repeatable to a few instructions; with 4,
-# how requests batch in the event loop moves it by about 0.5 %), TOP=N (also list the N functions with the most self instructions in each gpe
+# how requests batch in the event loop moves it by about 0.5 %), TOP=N (also list the N functions with the most self instructions per request in each gpe
 # server, on stderr). Network: loopback only; every server is killed after its run.
 set -euo pipefail
 
@@ -74,11 +74,16 @@ for path in $PATHS; do
     printf '%s\t%s\t%s\n' "$srv" "$path" "$per" >>"$results"
     printf '  %-12s %-10s %8s instructions per request\n' "$srv" "$path" "$per" >&2
     if [ "$TOP" -gt 0 ] && [[ "$srv" == *-gpe ]]; then
-      callgrind_annotate --inclusive=no "$dump" 2>/dev/null |
+      # callgrind_annotate also lists the thread's entry frames (the runtime's block_on and the
+      # functions around it) at their inclusive cost, 99-100 %; they are skipped.
+      callgrind_annotate --inclusive=no --threshold=100 "$dump" 2>/dev/null |
         awk -v n="$REQUESTS" -v top="$TOP" '
-          /^ *[0-9,]+ / && shown < top && !/PROGRAM TOTALS/ {
-            ir = $1; gsub(",", "", ir); $1 = ""
-            printf "    %8.1f  %s\n", ir / n, substr($0, 2, 120); shown++ }' >&2
+          /^ *[0-9,]+ \( *[0-9.]+%\)/ && shown < top && !/PROGRAM TOTALS/ {
+            pct = $0; sub(/^[^(]*\( */, "", pct); sub(/%.*/, "", pct)
+            if (pct + 0 > 50) next
+            ir = $1; gsub(",", "", ir)
+            name = $0; sub(/^ *[0-9,]+ \( *[0-9.]+%\) +/, "", name)
+            printf "    %8.1f  %s\n", ir / n, substr(name, 1, 120); shown++ }' >&2
     fi
     rm -rf "$store" "$out" "$out".*
   done
