@@ -1,6 +1,6 @@
 //! The sync: local `.db` files to absolute values in Redis, on a timer, on demand and at exit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -303,14 +303,15 @@ impl RedisSync {
         }
     }
 
-    /// Update every process's desired values from the files.
-    fn read_files(&mut self) {
-        let dir = self.source.dir_path().to_owned();
-        let listing = match std::fs::read_dir(&dir) {
+    /// The files of every process in the directory, by pid (`None`, logged, when it cannot be
+    /// listed).
+    fn list_files(&self) -> Option<HashMap<u32, Vec<(PathBuf, Kind)>>> {
+        let dir = self.source.dir_path();
+        let listing = match std::fs::read_dir(dir) {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot list the metrics directory; nothing to sync");
-                return;
+                return None;
             }
         };
         let mut files: HashMap<u32, Vec<(PathBuf, Kind)>> = HashMap::new();
@@ -330,6 +331,35 @@ impl RedisSync {
             }
             files.entry(pid).or_default().push((path, kind));
         }
+        Some(files)
+    }
+
+    /// Update every process's desired values from the files.
+    fn read_files(&mut self) {
+        let Some(first) = self.list_files() else {
+            return;
+        };
+        // A process found dead is folded once its values are sent, and never read again: its
+        // files must all be in the listing its values are read from. A listing taken before the
+        // liveness check can miss a file the process created after it and before it exited, so
+        // the dead are found first and the directory is listed again after that. A process that
+        // first appears in the second listing counts as live this time (it is folded next time).
+        let dead_before: HashSet<u32> = match &self.source {
+            SyncSource::Dir { liveness, .. } => first
+                .keys()
+                .copied()
+                .filter(|&pid| !liveness.is_live(pid))
+                .collect(),
+            SyncSource::Process { .. } => HashSet::new(),
+        };
+        let files = if dead_before.is_empty() {
+            first
+        } else {
+            match self.list_files() {
+                Some(f) => f,
+                None => return,
+            }
+        };
         self.done.retain(|pid, _| files.contains_key(pid));
         // Processes whose files are gone are dead (their last values were read before).
         for (pid, p) in &mut self.procs {
@@ -339,10 +369,7 @@ impl RedisSync {
         }
         let mut buf = Vec::new();
         for (pid, paths) in files {
-            let live = match &self.source {
-                SyncSource::Dir { liveness, .. } => liveness.is_live(pid),
-                SyncSource::Process { .. } => true,
-            };
+            let live = !dead_before.contains(&pid);
             let start = if live { start_time(pid) } else { None };
             if let Some(&folded_start) = self.done.get(&pid) {
                 // Already folded: only a new process that reuses the pid counts again.
