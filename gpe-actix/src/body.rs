@@ -9,8 +9,6 @@ use bytes::Bytes;
 use gpe_tower::{FailureKind, RequestTracker};
 use pin_project_lite::pin_project;
 
-use crate::payload::{take_tracker, RequestBytes};
-
 pin_project! {
     /// A response body that counts its bytes and records the request when it ends: after the
     /// last chunk, or when dropped early (a client disconnect).
@@ -22,15 +20,12 @@ pin_project! {
         // The body's announced size, if any: reaching it completes the request.
         expected: Option<u64>,
         sent: u64,
-        // The request body bytes read, for a body without `Content-Length`.
-        request_bytes: RequestBytes,
     }
 
     impl<B> PinnedDrop for MetricsBody<B> {
         fn drop(this: Pin<&mut Self>) {
             // Records the request (as a client disconnect unless the body completed).
-            let this = this.project();
-            drop(take_tracker(this.tracker, this.request_bytes));
+            drop(this.project().tracker.take());
         }
     }
 }
@@ -63,17 +58,7 @@ impl<B: MessageBody> MetricsBody<B> {
             tracker,
             expected,
             sent: 0,
-            request_bytes: None,
         }
-    }
-}
-
-impl<B> MetricsBody<B> {
-    /// Record the request body size from `request_bytes` (the bytes the handler read of a body
-    /// sent without `Content-Length`) when the request is recorded.
-    pub(crate) fn count_request(mut self, request_bytes: RequestBytes) -> Self {
-        self.request_bytes = request_bytes;
-        self
     }
 }
 
@@ -88,7 +73,6 @@ impl<B> MetricsBody<B> {
             tracker,
             expected: Some(0),
             sent: 0,
-            request_bytes: None,
         }
     }
 }
@@ -109,7 +93,7 @@ impl<B: MessageBody> MessageBody for MetricsBody<B> {
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
         let this = self.project();
         let Some(mut inner) = this.inner.as_pin_mut() else {
-            if let Some(mut t) = take_tracker(this.tracker, this.request_bytes) {
+            if let Some(mut t) = this.tracker.take() {
                 t.complete();
             }
             return Poll::Ready(None);
@@ -117,7 +101,7 @@ impl<B: MessageBody> MessageBody for MetricsBody<B> {
         let polled = match catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll_next(cx))) {
             Ok(p) => p,
             Err(panic) => {
-                if let Some(mut t) = take_tracker(this.tracker, this.request_bytes) {
+                if let Some(mut t) = this.tracker.take() {
                     t.fail(FailureKind::Panic);
                     t.complete();
                 }
@@ -127,7 +111,7 @@ impl<B: MessageBody> MessageBody for MetricsBody<B> {
         match polled {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
-                if let Some(mut t) = take_tracker(this.tracker, this.request_bytes) {
+                if let Some(mut t) = this.tracker.take() {
                     t.complete();
                 }
                 Poll::Ready(None)
@@ -143,7 +127,7 @@ impl<B: MessageBody> MessageBody for MetricsBody<B> {
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {
-                if let Some(mut t) = take_tracker(this.tracker, this.request_bytes) {
+                if let Some(mut t) = this.tracker.take() {
                     t.fail(FailureKind::BodyError);
                     t.complete();
                 }

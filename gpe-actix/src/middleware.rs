@@ -13,12 +13,12 @@ use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::http::StatusCode;
 use actix_web::Error;
 use gpe_tower::{
-    BuildError, DefaultEndpoint, EndpointLabel, FailureKind, RequestInfo, RequestMetrics,
-    RequestTracker, UNMATCHED,
+    BuildError, DefaultEndpoint, EndpointLabel, FailureKind, RequestBodyBytes, RequestInfo,
+    RequestMetrics, RequestTracker, UNMATCHED,
 };
 use pin_project_lite::pin_project;
 
-use crate::payload::{take_tracker, CountingPayload, RequestBytes};
+use crate::payload::CountingPayload;
 use crate::MetricsBody;
 
 /// The actix-web middleware factory: `App::new().wrap(ActixMetrics::new(metrics))`.
@@ -151,7 +151,6 @@ where
 
     fn call(&self, mut req: ServiceRequest) -> Self::Future {
         let c = &*self.config;
-        let mut request_bytes = None;
         let tracker = if c.metrics.is_excluded(req.path()) {
             None
         } else {
@@ -175,8 +174,8 @@ where
                     Some(n) => t.set_request_size(n),
                     // A body without Content-Length (chunked): count what the handler reads.
                     None => {
-                        let count = Rc::default();
-                        request_bytes = Some(Rc::clone(&count));
+                        let count = RequestBodyBytes::default();
+                        t.count_request_body(count.clone());
                         let inner = actix_web::HttpMessage::take_payload(&mut req);
                         let counted = CountingPayload::new(inner, count);
                         req.set_payload(counted.into_payload());
@@ -189,7 +188,6 @@ where
             Ok(inner) => MetricsFuture {
                 inner: Some(inner),
                 tracker,
-                request_bytes,
                 config: self.config.clone(),
             },
             Err(panic) => {
@@ -197,7 +195,6 @@ where
                 MetricsFuture {
                     inner: None,
                     tracker,
-                    request_bytes,
                     config: self.config.clone(),
                 }
             }
@@ -221,7 +218,6 @@ pin_project! {
         #[pin]
         inner: Option<F>,
         tracker: Option<RequestTracker>,
-        request_bytes: RequestBytes,
         config: Rc<Config<E>>,
     }
 }
@@ -267,7 +263,7 @@ where
                 }
             },
         };
-        let mut tracker = take_tracker(this.tracker, this.request_bytes);
+        let mut tracker = this.tracker.take();
         let Some(result) = polled else {
             return Poll::Ready(Err(internal_error(tracker)));
         };
@@ -290,10 +286,7 @@ where
                         t.fail(FailureKind::ServiceError);
                     }
                 }
-                let request_bytes = this.request_bytes.take();
-                Ok(res.map_body(|_, body| {
-                    MetricsBody::new(body, tracker).count_request(request_bytes)
-                }))
+                Ok(res.map_body(|_, body| MetricsBody::new(body, tracker)))
             }
             Err(e) => {
                 // actix renders the error into a response after the middleware.

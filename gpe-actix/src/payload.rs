@@ -1,14 +1,13 @@
 //! The request payload wrapper that counts a body sent without `Content-Length` (chunked).
 
-use std::cell::Cell;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
 use bytes::Bytes;
 use futures_core::Stream;
+use gpe_tower::RequestBodyBytes;
 use pin_project_lite::pin_project;
 
 pin_project! {
@@ -16,13 +15,13 @@ pin_project! {
     pub(crate) struct CountingPayload {
         #[pin]
         inner: Payload,
-        count: Rc<Cell<u64>>,
+        count: RequestBodyBytes,
     }
 }
 
 impl CountingPayload {
     /// Wrap `inner`; the bytes read are added to `count`.
-    pub(crate) fn new(inner: Payload, count: Rc<Cell<u64>>) -> Self {
+    pub(crate) fn new(inner: Payload, count: RequestBodyBytes) -> Self {
         CountingPayload { inner, count }
     }
     /// As the request's payload (boxed: one allocation, for chunked requests only).
@@ -39,24 +38,8 @@ impl Stream for CountingPayload {
         let this = self.project();
         let polled = this.inner.poll_next(cx);
         if let Poll::Ready(Some(Ok(chunk))) = &polled {
-            this.count
-                .set(this.count.get().saturating_add(chunk.len() as u64));
+            this.count.add(chunk.len() as u64);
         }
         polled
     }
-}
-
-/// Where the size of a request body without `Content-Length` is counted, when there is one.
-pub(crate) type RequestBytes = Option<Rc<Cell<u64>>>;
-
-/// Take the tracker out of `slot` to record it, with the request body bytes counted so far.
-pub(crate) fn take_tracker(
-    slot: &mut Option<gpe_tower::RequestTracker>,
-    request_bytes: &RequestBytes,
-) -> Option<gpe_tower::RequestTracker> {
-    let mut t = slot.take()?;
-    if let Some(n) = request_bytes {
-        t.set_request_size(n.get());
-    }
-    Some(t)
 }

@@ -80,6 +80,6 @@ pub use metrics::{
     DEFAULT_MAX_SERIES, DEFAULT_PREFIX, DEFAULT_SIZE_BUCKETS, OVERFLOW, STATUS_CLIENT_CLOSED,
     STATUS_NO_RESPONSE, UNMATCHED, UNROUTED,
 };
-pub use request_body::{count_request_body, CountedBody};
+pub use request_body::{count_request_body, CountedBody, RequestBodyBytes};
 pub use service::{Metrics, RouteTemplate};
 pub use worker::{RestartReason, SamplerHandle, WorkerMetrics, WorkerState};

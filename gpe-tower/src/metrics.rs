@@ -751,8 +751,9 @@ impl RequestTracker {
         }
     }
 
-    /// Take the request size from `count` (bytes read so far) when the request is recorded.
-    pub(crate) fn count_request_body(&mut self, count: RequestBodyBytes) {
+    /// Take the request size from `count` (the bytes read of a body sent without a known size)
+    /// when the request is recorded, instead of a size set up front.
+    pub fn count_request_body(&mut self, count: RequestBodyBytes) {
         self.request_size = RequestSize::Counted(count);
     }
 

@@ -58,13 +58,22 @@ use http::Request;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-/// The request extension through which [`count_request_body`] hands the count to the
-/// [`Metrics`](crate::Metrics) service.
-#[derive(Debug, Clone)]
-pub(crate) struct RequestBodyBytes(pub(crate) Arc<AtomicU64>);
+/// A count of the request body bytes read so far, shared by what reads the body and the
+/// request's tracker, which reads it when the request is recorded
+/// ([`RequestTracker::count_request_body`](crate::RequestTracker::count_request_body)).
+/// [`count_request_body`] hands one to the [`Metrics`](crate::Metrics) service in a request
+/// extension; a framework adapter that wraps the request body itself (gpe-actix) makes its own.
+#[derive(Debug, Clone, Default)]
+pub struct RequestBodyBytes(Arc<AtomicU64>);
 
 impl RequestBodyBytes {
-    pub(crate) fn get(&self) -> u64 {
+    /// Add `n` bytes read.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The bytes read so far.
+    pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 }
@@ -76,7 +85,7 @@ pin_project! {
         #[pin]
         inner: B,
         // `None` when the size was known up front: nothing to count.
-        count: Option<Arc<AtomicU64>>,
+        count: Option<RequestBodyBytes>,
     }
 }
 
@@ -93,9 +102,8 @@ impl<B> CountedBody<B> {
 /// allocated for such requests only). Other requests pass through, wrapped but not counted.
 pub fn count_request_body<B: Body>(mut req: Request<B>) -> Request<CountedBody<B>> {
     let count = needs_counting(&req).then(|| {
-        let count = Arc::new(AtomicU64::new(0));
-        req.extensions_mut()
-            .insert(RequestBodyBytes(Arc::clone(&count)));
+        let count = RequestBodyBytes::default();
+        req.extensions_mut().insert(count.clone());
         count
     });
     req.map(|inner| CountedBody { inner, count })
@@ -131,7 +139,7 @@ impl<B: Body> Body for CountedBody<B> {
         let polled = this.inner.poll_frame(cx);
         if let (Some(count), Poll::Ready(Some(Ok(frame)))) = (this.count.as_ref(), &polled) {
             if let Some(data) = frame.data_ref() {
-                count.fetch_add(data.remaining() as u64, Ordering::Relaxed);
+                count.add(data.remaining() as u64);
             }
         }
         polled
