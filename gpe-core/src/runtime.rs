@@ -46,10 +46,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
-use crate::clock::{Clock, Stamp};
-
 use prometheus::{HistogramOpts, Opts};
 
+use crate::clock::{Clock, Stamp};
 use crate::worker::{Listener, WorkerContext};
 use crate::worker_metrics::{RestartReason, SamplerHandle, WorkerMetrics, WorkerState};
 use crate::{CounterVec, Error, Histogram, HistogramVec, Store};

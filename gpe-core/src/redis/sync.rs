@@ -342,8 +342,10 @@ impl RedisSync {
         // A process found dead is folded once its values are sent, and never read again: its
         // files must all be in the listing its values are read from. A listing taken before the
         // liveness check can miss a file the process created after it and before it exited, so
-        // the dead are found first and the directory is listed again after that. A process that
-        // first appears in the second listing counts as live this time (it is folded next time).
+        // the dead are found first and the directory is listed again after that (unless every
+        // dead one was folded already: their files wait for compaction and are not read). A
+        // process that first appears in the second listing counts as live this time (it is
+        // folded next time).
         let dead_before: HashSet<u32> = match &self.source {
             SyncSource::Dir { liveness, .. } => first
                 .keys()
@@ -352,7 +354,7 @@ impl RedisSync {
                 .collect(),
             SyncSource::Process { .. } => HashSet::new(),
         };
-        let files = if dead_before.is_empty() {
+        let files = if dead_before.iter().all(|pid| self.done.contains_key(pid)) {
             first
         } else {
             match self.list_files() {
