@@ -24,14 +24,12 @@ REQUESTS="${REQUESTS:-4000}"
 WARM_REQUESTS="${WARM_REQUESTS:-500}"
 CONNECTIONS="${CONNECTIONS:-1}"
 TOP="${TOP:-0}"
-for tool in valgrind callgrind_control callgrind_annotate python3 curl; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "instructions.sh needs $tool (Debian: valgrind)" >&2; exit 1; }
-done
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+need_tools instructions.sh valgrind callgrind_control callgrind_annotate python3 curl
 
 (cd "$here" && cargo build --release -q)
 bin="$here/target/release"
-# shellcheck source=lib.sh
-source "$here/lib.sh"
 work="$(mktemp -d /tmp/gpe-instructions.XXXXXX)"
 server_pid=""
 cleanup() {

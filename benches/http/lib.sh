@@ -35,3 +35,23 @@ stop_server() {
 wrk_cpus() {
   echo "1-$(($(nproc) - 1))"
 }
+
+# The CPU time (user + system, in clock ticks) the process $1 and its children have used so far.
+cpu_ticks() {
+  local total=0 p t
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
+    # Fields after the command name (which is in parentheses): utime and stime are 12th and 13th.
+    t="$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }')" || continue
+    total=$((total + ${t:-0}))
+  done
+  echo "$total"
+}
+
+# Exit unless every tool after $1 (the script's name, for the message) is on PATH.
+need_tools() {
+  local who="$1" tool
+  shift
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "$who needs $tool" >&2; exit 1; }
+  done
+}

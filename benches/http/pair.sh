@@ -48,15 +48,13 @@ case "$MODE" in
   alternate) measured=$((SLICES * SLICE)) ;;
   *) echo "MODE must be concurrent or alternate, not $MODE" >&2; exit 2 ;;
 esac
-for tool in wrk taskset python3 curl; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "pair.sh needs $tool" >&2; exit 1; }
-done
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+need_tools pair.sh wrk taskset python3 curl
 [ "$(nproc)" -ge 2 ] || { echo "pair.sh needs 2 cores (servers and wrk apart)" >&2; exit 1; }
 
 (cd "$here" && cargo build --release -q)
 bin="$here/target/release"
-# shellcheck source=lib.sh
-source "$here/lib.sh"
 work="$(mktemp -d /tmp/gpe-pair.XXXXXX)"
 server_pid=""
 pids=()
@@ -74,11 +72,6 @@ wrk_count() {
   errs="$(awk '/Non-2xx|Socket errors/ { printf "%s ", $0 }' "$1")"
   [ -z "$errs" ] || { echo "wrk reported errors: $errs" >&2; exit 1; }
   awk '/requests in/ { print $1 }' "$1"
-}
-
-# The CPU time (clock ticks, user + system) of process $1 so far.
-ticks() {
-  sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
 }
 
 results="$work/results.tsv"
@@ -119,7 +112,7 @@ for round in $(seq 1 "$ROUNDS"); do
     declare -A reqs=() used=()
     if [ "$MODE" = concurrent ]; then
       declare -A t0=()
-      for n in "${names[@]}"; do t0[$n]="$(ticks "${pid[$n]}")"; done
+      for n in "${names[@]}"; do t0[$n]="$(cpu_ticks "${pid[$n]}")"; done
       wrks=()
       for n in "${names[@]}"; do
         timeout $((DURATION + 20)) taskset -c "$(wrk_cpus)" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" \
@@ -128,7 +121,7 @@ for round in $(seq 1 "$ROUNDS"); do
       done
       wait "${wrks[@]}"
       for n in "${names[@]}"; do
-        used[$n]=$(($(ticks "${pid[$n]}") - t0[$n]))
+        used[$n]=$(($(cpu_ticks "${pid[$n]}") - t0[$n]))
         reqs[$n]="$(wrk_count "$work/$n.wrk")"
       done
     else
@@ -138,10 +131,10 @@ for round in $(seq 1 "$ROUNDS"); do
         order=("${names[@]}")
         [ $((s % 2)) -eq 0 ] && order=("${names[1]}" "${names[0]}")
         for n in "${order[@]}"; do
-          a="$(ticks "${pid[$n]}")"
+          a="$(cpu_ticks "${pid[$n]}")"
           timeout $((SLICE + 10)) taskset -c "$(wrk_cpus)" wrk -t2 -c"$CONNECTIONS" -d"${SLICE}s" \
             "http://127.0.0.1:${port[$n]}$path" >"$work/slice.wrk"
-          used[$n]=$((used[$n] + $(ticks "${pid[$n]}") - a))
+          used[$n]=$((used[$n] + $(cpu_ticks "${pid[$n]}") - a))
           reqs[$n]=$((reqs[$n] + $(wrk_count "$work/slice.wrk")))
         done
       done

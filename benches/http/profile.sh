@@ -20,15 +20,13 @@ SERVERS="${SERVERS:-axum-gpe actix-gpe}"
 PATHS="${PATHS:-/ /users/42}"
 PERF_SECONDS="${PERF_SECONDS:-4}"
 CONNECTIONS="${CONNECTIONS:-32}"
-for tool in perf wrk taskset python3 curl; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "profile.sh needs $tool" >&2; exit 1; }
-done
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+need_tools profile.sh perf wrk taskset python3 curl
 [ "$(nproc)" -ge 2 ] || { echo "profile.sh needs 2 cores (server and wrk apart)" >&2; exit 1; }
 
 (cd "$here" && cargo build --release -q)
 bin="$here/target/release"
-# shellcheck source=lib.sh
-source "$here/lib.sh"
 work="$(mktemp -d /tmp/gpe-profile.XXXXXX)"
 server_pid=""
 cleanup() {

@@ -95,16 +95,6 @@ gpe_count() {
 }
 
 declare -A RPS P99 REQS CHECK
-# The CPU time (user + system, in clock ticks) the process $1 and its children have used so far.
-cpu_ticks() {
-  local total=0 p t
-  for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
-    # Fields after the command name (which is in parentheses): utime and stime are 12th and 13th.
-    t="$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }')" || continue
-    total=$((total + ${t:-0}))
-  done
-  echo "$total"
-}
 clk_tck="$(getconf CLK_TCK)"
 
 results="$work/results.tsv"

@@ -62,9 +62,39 @@ pub fn listener() -> anyhow::Result<TcpListener> {
 /// `GPE_WORKER_ID`, as under gpe-master).
 /// The store is returned too: keep it for the life of the process.
 pub fn gpe_metrics() -> anyhow::Result<(gpe_core::Store, gpe_tower::RequestMetrics)> {
+    gpe_metrics_from(gpe_tower::RequestMetrics::builder())
+}
+
+/// As [`gpe_metrics`], with every path excluded (`exclude_path("/*")`): the `*-gpe-off`
+/// servers measure gpe's wrappers without the recording.
+pub fn gpe_metrics_off() -> anyhow::Result<(gpe_core::Store, gpe_tower::RequestMetrics)> {
+    gpe_metrics_from(gpe_tower::RequestMetrics::builder().exclude_path("/*"))
+}
+
+fn gpe_metrics_from(
+    builder: gpe_tower::RequestMetricsBuilder,
+) -> anyhow::Result<(gpe_core::Store, gpe_tower::RequestMetrics)> {
     let store = gpe_core::Store::from_env()?;
-    let metrics = gpe_tower::RequestMetrics::builder().build(&store)?;
+    let metrics = builder.build(&store)?;
     Ok((store, metrics))
+}
+
+/// Serve the actix-web routes with gpe-actix's middleware recording into `metrics`, on
+/// [`listener`], with `threads` actix workers, until stopped.
+pub fn serve_actix_gpe(metrics: gpe_tower::RequestMetrics, threads: usize) -> anyhow::Result<()> {
+    let listener = listener()?;
+    actix_web::rt::System::new().block_on(async move {
+        actix_web::HttpServer::new(move || {
+            actix_web::App::new()
+                .wrap(gpe_actix::ActixMetrics::new(metrics.clone()))
+                .configure(actix_routes)
+        })
+        .workers(threads)
+        .listen(listener)?
+        .run()
+        .await
+    })?;
+    Ok(())
 }
 
 /// A tokio runtime with `threads` worker threads.

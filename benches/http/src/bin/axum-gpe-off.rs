@@ -2,10 +2,7 @@
 //! layer's wrappers without the recording, to split gpe's cost in two.
 fn main() -> anyhow::Result<()> {
     let threads = gpe_http_bench::threads_from_args()?;
-    let store = gpe_core::Store::from_env()?;
-    let metrics = gpe_tower::RequestMetrics::builder()
-        .exclude_path("/*")
-        .build(&store)?;
+    let (_store, metrics) = gpe_http_bench::gpe_metrics_off()?;
     let app = gpe_http_bench::axum_router().layer(gpe_tower::MetricsLayer::new(metrics));
     gpe_http_bench::serve_axum(app, threads)
 }
