@@ -14,7 +14,8 @@
 # (default "/ /users/42"), REQUESTS (default 4000), WARM_REQUESTS (default 500), CONNECTIONS
 # (default 1: one request at a time makes the count repeatable to a few instructions; with 4,
 # how requests batch in the event loop moves it by about 0.5 %), TOP=N (also list the N functions with the most self instructions per request in each gpe
-# server, on stderr). Network: loopback only; every server is killed after its run.
+# server, on stderr), KEEP_DUMPS=DIR (keep each server's callgrind dump there, as
+# SERVER_PATH.callgrind, for callgrind_annotate or a function-by-function diff). Network: loopback only; every server is killed after its run.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,6 +25,7 @@ REQUESTS="${REQUESTS:-4000}"
 WARM_REQUESTS="${WARM_REQUESTS:-500}"
 CONNECTIONS="${CONNECTIONS:-1}"
 TOP="${TOP:-0}"
+KEEP_DUMPS="${KEEP_DUMPS:-}"
 # shellcheck source=lib.sh
 source "$here/lib.sh"
 need_tools instructions.sh valgrind callgrind_control callgrind_annotate python3 curl
@@ -82,6 +84,10 @@ for path in $PATHS; do
             ir = $1; gsub(",", "", ir)
             name = $0; sub(/^ *[0-9,]+ \( *[0-9.]+%\) +/, "", name)
             printf "    %8.1f  %s\n", ir / n, substr(name, 1, 120); shown++ }' >&2
+    fi
+    if [ -n "$KEEP_DUMPS" ]; then
+      mkdir -p "$KEEP_DUMPS"
+      cp "$dump" "$KEEP_DUMPS/$srv$(echo "$path" | tr '/' '_').callgrind"
     fi
     rm -rf "$store" "$out" "$out".*
   done

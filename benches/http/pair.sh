@@ -32,10 +32,13 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # axum-noop: Router::layer with a layer that does nothing (axum's own cost of any layer);
+# *-inflight: the smallest middleware of gpe's shape (wraps the future and the body, one atomic
+# at each end: tower-http's InFlightRequestsLayer in axum, its like written out for actix-web);
 # *-gpe-off: gpe's layer/middleware with every path excluded (its wrappers, no recording).
-PAIRS="${PAIRS:-axum-bare:axum-gpe axum-prom:axum-gpe axum-bare:axum-noop axum-bare:axum-gpe-off
-actix-bare:actix-gpe actix-prom:actix-gpe actix-bare:actix-gpe-off actix-bare:actix-gpe:/users/42
-actix-prom:actix-gpe:/users/42}"
+PAIRS="${PAIRS:-axum-bare:axum-gpe axum-prom:axum-gpe axum-bare:axum-noop axum-bare:axum-inflight
+axum-inflight:axum-gpe axum-bare:axum-gpe-off actix-bare:actix-gpe actix-prom:actix-gpe
+actix-bare:actix-inflight actix-inflight:actix-gpe actix-bare:actix-gpe-off
+actix-bare:actix-gpe:/users/42 actix-prom:actix-gpe:/users/42}"
 ROUNDS="${ROUNDS:-5}"
 DURATION="${DURATION:-10}"
 WARMUP="${WARMUP:-2}"

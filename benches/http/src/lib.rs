@@ -79,22 +79,35 @@ fn gpe_metrics_from(
     Ok((store, metrics))
 }
 
+/// Serve the `App` that `$app` builds (an expression, evaluated once per actix worker, that may
+/// use clones of what it captures) on [`listener`], with `$threads` actix workers, until
+/// stopped; in a function returning `anyhow::Result<()>`. A macro because `HttpServer::new`'s
+/// bounds on the app factory would be longer than the server setup they spare.
+#[macro_export]
+macro_rules! serve_actix {
+    ($threads:expr, $app:expr) => {{
+        let threads: usize = $threads;
+        let listener = $crate::listener()?;
+        actix_web::rt::System::new().block_on(async move {
+            actix_web::HttpServer::new(move || $app)
+                .workers(threads)
+                .listen(listener)?
+                .run()
+                .await
+        })?;
+        Ok(())
+    }};
+}
+
 /// Serve the actix-web routes with gpe-actix's middleware recording into `metrics`, on
 /// [`listener`], with `threads` actix workers, until stopped.
 pub fn serve_actix_gpe(metrics: gpe_tower::RequestMetrics, threads: usize) -> anyhow::Result<()> {
-    let listener = listener()?;
-    actix_web::rt::System::new().block_on(async move {
-        actix_web::HttpServer::new(move || {
-            actix_web::App::new()
-                .wrap(gpe_actix::ActixMetrics::new(metrics.clone()))
-                .configure(actix_routes)
-        })
-        .workers(threads)
-        .listen(listener)?
-        .run()
-        .await
-    })?;
-    Ok(())
+    serve_actix!(
+        threads,
+        actix_web::App::new()
+            .wrap(gpe_actix::ActixMetrics::new(metrics.clone()))
+            .configure(actix_routes)
+    )
 }
 
 /// A tokio runtime with `threads` worker threads.
