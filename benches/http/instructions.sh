@@ -13,9 +13,11 @@
 # Environment: SERVERS (default: the bare/gpe/prom servers of axum and actix-web), PATHS
 # (default "/ /users/42"), REQUESTS (default 4000), WARM_REQUESTS (default 500), CONNECTIONS
 # (default 1: one request at a time makes the count repeatable to a few instructions; with 4,
-# how requests batch in the event loop moves it by about 0.5 %), TOP=N (also list the N functions with the most self instructions per request in each gpe
-# server, on stderr), KEEP_DUMPS=DIR (keep each server's callgrind dump there, as
-# SERVER_PATH.callgrind, for callgrind_annotate or a function-by-function diff). Network: loopback only; every server is killed after its run.
+# how requests batch in the event loop moves it by about 0.5 %), TOP=N (also list the N
+# functions with the most self instructions per request in each gpe server, on stderr),
+# KEEP_DUMPS=DIR (keep each server's callgrind dump there, as SERVER_PATH.callgrind, for
+# callgrind_annotate or a function-by-function diff). Network: loopback only; every server is
+# killed after its run.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

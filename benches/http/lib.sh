@@ -1,4 +1,5 @@
-# Shell helpers shared by run.sh and profile.sh (sourced; they use the caller's $server_pid).
+# Shell helpers shared by the scripts of benches/http (sourced; some use the caller's
+# $server_pid).
 
 # A free TCP port on 127.0.0.1.
 free_port() {

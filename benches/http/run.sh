@@ -26,6 +26,9 @@ CONNECTIONS="${CONNECTIONS:-32}"
 PIN="${PIN:-$([ "$(nproc)" -ge 2 ] && echo 1 || echo 0)}"
 BENCH_TARGET_DIR="${BENCH_TARGET_DIR:-$root/target-bench}"
 
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+
 # --- tools -----------------------------------------------------------------------------------
 if ! command -v wrk >/dev/null 2>&1; then
   echo "installing wrk (Debian)" >&2
@@ -34,9 +37,7 @@ if ! command -v wrk >/dev/null 2>&1; then
   $sudo_ apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends wrk >/dev/null
 fi
-for tool in curl python3 redis-server redis-cli; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "run.sh needs $tool" >&2; exit 1; }
-done
+need_tools run.sh curl python3 redis-server redis-cli
 
 # --- build -----------------------------------------------------------------------------------
 echo "building the servers (benches/http) and gpe-master (release)..." >&2
@@ -46,8 +47,6 @@ bin="$here/target/release"
 master="$BENCH_TARGET_DIR/release/gpe-master"
 
 # --- helpers ---------------------------------------------------------------------------------
-# shellcheck source=lib.sh
-source "$here/lib.sh"
 work="$(mktemp -d /tmp/gpe-http-bench.XXXXXX)"
 server_pid=""
 cleanup() {
