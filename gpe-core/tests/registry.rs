@@ -9,10 +9,24 @@ use std::time::Duration;
 
 use common::*;
 use gpe_core::adopt::Adopter;
-use gpe_core::{CounterVec, GaugeMode, GaugeVec, HistogramVec, MultiProcessCollector, Store};
+use gpe_core::{
+    CounterVec, GaugeMode, GaugeVec, Histogram, HistogramVec, MultiProcessCollector, Store,
+};
 use prometheus::{HistogramOpts, Opts};
 
 const BUCKETS: [f64; 3] = [0.1, 1.0, 10.0];
+
+/// The `k="v"` series of a histogram family `name` with [`BUCKETS`], in `store`.
+fn histogram(store: &Store, name: &str, help: &str) -> Histogram {
+    HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
+        &["k"],
+        store,
+    )
+    .unwrap()
+    .with_label_values(&["v"])
+    .unwrap()
+}
 
 /// The body of every child process. Not a test of its own: it only runs when re-executed.
 #[test]
@@ -79,14 +93,7 @@ fn registry_and_files_merge_into_one_family_and_one_series_each() {
     // The files: what the workers recorded.
     let files_c = CounterVec::new(Opts::new("jobs_total", "Jobs."), &["k"], &store).unwrap();
     files_c.with_label_values(&["v"]).unwrap().inc_by(3.0);
-    let files_h = HistogramVec::new(
-        HistogramOpts::new("job_seconds", "Job time.").buckets(BUCKETS.to_vec()),
-        &["k"],
-        &store,
-    )
-    .unwrap()
-    .with_label_values(&["v"])
-    .unwrap();
+    let files_h = histogram(&store, "job_seconds", "Job time.");
     files_h.observe(0.05);
     files_h.observe(5.0);
     let files_g = GaugeVec::new(
@@ -222,14 +229,7 @@ fn histogram_observations_land_in_the_right_buckets_at_the_edges() {
     // both must place and sum exactly as the plain scan does.
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let h = HistogramVec::new(
-        HistogramOpts::new("edge_seconds", "Edges.").buckets(BUCKETS.to_vec()),
-        &["k"],
-        &store,
-    )
-    .unwrap()
-    .with_label_values(&["v"])
-    .unwrap();
+    let h = histogram(&store, "edge_seconds", "Edges.");
     for v in [
         0.0,
         -0.0,
@@ -257,14 +257,7 @@ fn histogram_observations_land_in_the_right_buckets_at_the_edges() {
     // -3 + 0.1 + 0.1000001 + 1 + 10 + 10.5 + inf
     assert_eq!(h.get_sample_sum(), f64::INFINITY);
 
-    let finite = HistogramVec::new(
-        HistogramOpts::new("edge_bytes", "Edges.").buckets(BUCKETS.to_vec()),
-        &["k"],
-        &store,
-    )
-    .unwrap()
-    .with_label_values(&["v"])
-    .unwrap();
+    let finite = histogram(&store, "edge_bytes", "Edges.");
     for v in [0.0, 0.0, 0.05, 2.0] {
         finite.observe(v);
     }
