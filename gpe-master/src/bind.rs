@@ -1,71 +1,130 @@
-//! Binding the listeners before any worker starts.
+//! Binding the listeners before any worker starts, as gunicorn does (`util.parse_address`,
+//! `sock.create_sockets`).
+//!
+//! `--bind` spellings (gunicorn's):
+//!
+//! | spelling | listener |
+//! |---|---|
+//! | `HOST:PORT`, `tcp://HOST:PORT` | TCP; a hostname binds its first IPv4 address (`localhost`: 127.0.0.1) |
+//! | `HOST` | TCP on port 8000 |
+//! | `:PORT` | TCP on every IPv4 interface (0.0.0.0) |
+//! | `[V6ADDR]:PORT`, `[V6ADDR]` | TCP over IPv6, `IPV6_V6ONLY` left at the system default (Linux: dual-stack, so `[::]` also takes IPv4 clients) |
+//! | `unix:PATH`, `unix://PATH` | a unix socket (a relative path is relative to the working directory), created under `--umask` and given to `--user`/`--group` |
+//! | `fd://N` | the inherited socket at descriptor N (N ≥ 3), put in listening state again with `--backlog` |
+//!
+//! TCP listeners get `SO_REUSEADDR` and `TCP_NODELAY` (and `SO_REUSEPORT` with `--reuse-port`).
+//! A bind that fails is retried [`BIND_ATTEMPTS`] times in all, [`BIND_RETRY_DELAY`] apart, so a
+//! quick restart outlasts the old process still holding the port.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use nix::sys::socket::{
-    bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
-    SockaddrIn, SockaddrIn6, UnixAddr,
+    bind, getsockname, getsockopt, listen, setsockopt, socket, sockopt, AddressFamily, Backlog,
+    SockFlag, SockType, SockaddrIn, SockaddrIn6, SockaddrLike, SockaddrStorage, UnixAddr,
 };
+use nix::sys::stat::Mode;
 
 use crate::MasterError;
+
+/// The port of a `--bind HOST` without one (gunicorn's).
+pub(crate) const DEFAULT_PORT: u16 = 8000;
+/// How many times a bind is tried before the master gives up (gunicorn's 5).
+pub(crate) const BIND_ATTEMPTS: u32 = 5;
+/// The pause between two bind attempts (gunicorn's 1 s).
+pub(crate) const BIND_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// A parsed `--bind` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BindSpec {
-    Tcp(String),
+    /// `host` is lowercase and without brackets: `""` for every IPv4 interface, an IPv6 address,
+    /// an IPv4 address or a hostname.
+    Tcp {
+        host: String,
+        port: u16,
+    },
     Unix(PathBuf),
     Fd(RawFd),
 }
 
+/// Whether `host` could be a hostname (letters, digits, `.`, `-`, `_`): anything else is a typo
+/// worth an error before anything is bound (gunicorn would only fail to resolve it).
+fn hostname_like(host: &str) -> bool {
+    host.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
 impl BindSpec {
     pub(crate) fn parse(s: &str) -> Result<BindSpec, MasterError> {
-        if let Some(path) = s.strip_prefix("unix:") {
+        let bad = |why| Err(MasterError::BadBind(s.to_owned(), why));
+        if let Some(rest) = s.strip_prefix("unix:") {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
             if path.is_empty() {
-                return Err(MasterError::BadBind(s.to_owned(), "empty socket path"));
+                return bad("empty socket path");
             }
             return Ok(BindSpec::Unix(PathBuf::from(path)));
         }
         if let Some(fd) = s.strip_prefix("fd://") {
-            return fd
-                .parse::<RawFd>()
-                .ok()
-                .filter(|fd| *fd >= 3)
-                .map(BindSpec::Fd)
-                .ok_or(MasterError::BadBind(
-                    s.to_owned(),
-                    "expected fd://N with N >= 3",
-                ));
+            return match fd.parse::<RawFd>() {
+                Ok(fd) if fd >= 3 => Ok(BindSpec::Fd(fd)),
+                _ => bad("expected fd://N with N >= 3"),
+            };
         }
-        let Some((host, port)) = s.rsplit_once(':') else {
-            return Err(MasterError::BadBind(
-                s.to_owned(),
-                "expected HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N",
-            ));
+        let netloc = s.strip_prefix("tcp://").unwrap_or(s);
+        let (host, port) = if let Some(rest) = netloc.strip_prefix('[') {
+            let Some((addr, after)) = rest.split_once(']') else {
+                return bad("an IPv6 address is written [ADDR]:PORT");
+            };
+            if addr.parse::<Ipv6Addr>().is_err() {
+                return bad("the text in brackets is not an IPv6 address");
+            }
+            let port = match after {
+                "" => None,
+                _ => match after.strip_prefix(':') {
+                    Some(p) => Some(p),
+                    None => return bad("an IPv6 address is written [ADDR]:PORT"),
+                },
+            };
+            (addr, port)
+        } else {
+            match netloc.split_once(':') {
+                Some((_, p)) if p.contains(':') => {
+                    return bad("an IPv6 address must be in brackets: [ADDR]:PORT")
+                }
+                Some((h, p)) => (h, Some(p)),
+                None => (netloc, None),
+            }
         };
-        if port.parse::<u16>().is_err() {
-            return Err(MasterError::BadBind(
-                s.to_owned(),
-                "the port is not a number from 0 to 65535",
-            ));
+        if host.contains(']') || !(host.contains(':') || hostname_like(host)) {
+            return bad("expected HOST:PORT, HOST, :PORT, [IPV6]:PORT, unix:PATH or fd://N");
         }
-        let bracketed = host.starts_with('[') || host.ends_with(']');
-        if bracketed && !(host.len() > 2 && host.starts_with('[') && host.ends_with(']')) {
-            return Err(MasterError::BadBind(
-                s.to_owned(),
-                "an IPv6 address is written [ADDR]:PORT",
-            ));
-        }
-        if !bracketed && host.contains(':') {
-            return Err(MasterError::BadBind(
-                s.to_owned(),
-                "an IPv6 address must be in brackets: [ADDR]:PORT",
-            ));
-        }
-        Ok(BindSpec::Tcp(s.to_owned()))
+        let port = match port {
+            None => DEFAULT_PORT,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if p.bytes().all(|b| b.is_ascii_digit()) => n,
+                _ => return bad("the port is not a number from 0 to 65535"),
+            },
+        };
+        Ok(BindSpec::Tcp {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
     }
+}
+
+/// How listeners are made (from the command line).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BindOptions {
+    pub(crate) backlog: i32,
+    pub(crate) reuse_port: bool,
+    /// The umask unix sockets are created under (`--umask`).
+    pub(crate) umask: u32,
+    /// The owner given to unix sockets (`--user`, `--group`).
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
 }
 
 /// A bound, listening socket and the name workers see in `LISTEN_FDNAMES`.
@@ -86,7 +145,7 @@ impl Bound {
         }
     }
 
-    /// Do not unlink the socket file on drop (a re-exec'd master still serves it).
+    /// Do not unlink the socket file on drop (another master still serves it).
     pub(crate) fn keep_path(&mut self) {
         self.unix_path = None;
     }
@@ -100,25 +159,44 @@ impl Drop for Bound {
     }
 }
 
-/// Bind one spec.
+/// The address a TCP spec binds: hostnames and IPv4 over IPv4 (as gunicorn, whose socket family
+/// is AF_INET unless the host is an IPv6 address), the first address the resolver gives.
+fn resolve(host: &str, port: u16, text: &str) -> Result<SocketAddr, MasterError> {
+    if host.is_empty() {
+        return Ok(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into());
+    }
+    if let Ok(v6) = host.parse::<Ipv6Addr>() {
+        return Ok((v6, port).into());
+    }
+    if let Ok(v4) = host.parse::<Ipv4Addr>() {
+        return Ok((v4, port).into());
+    }
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| MasterError::Resolve(text.to_owned(), e))?
+        .find(SocketAddr::is_ipv4)
+        .ok_or_else(|| {
+            MasterError::Resolve(
+                text.to_owned(),
+                std::io::Error::other(
+                    "no IPv4 address (a hostname binds over IPv4, as in gunicorn; \
+                     write an IPv6 address as [ADDR]:PORT)",
+                ),
+            )
+        })
+}
+
+/// Bind one spec, once.
 pub(crate) fn bind_one(
     spec: &BindSpec,
     text: &str,
-    backlog: i32,
-    reuse_port: bool,
+    opts: &BindOptions,
 ) -> Result<Bound, MasterError> {
     let io = |e: nix::errno::Errno| MasterError::Bind(text.to_owned(), std::io::Error::from(e));
-    let backlog = Backlog::new(backlog.clamp(1, 65535)).map_err(io)?;
+    let backlog = Backlog::new(opts.backlog.clamp(1, 65535)).map_err(io)?;
     match spec {
-        BindSpec::Tcp(addr) => {
-            let addrs: Vec<SocketAddr> = addr
-                .to_socket_addrs()
-                .map_err(|e| MasterError::Resolve(text.to_owned(), e))?
-                .collect();
-            let sa = *addrs.first().ok_or(MasterError::BadBind(
-                text.to_owned(),
-                "the host resolves to no address",
-            ))?;
+        BindSpec::Tcp { host, port } => {
+            let sa = resolve(host, *port, text)?;
             let family = if sa.is_ipv4() {
                 AddressFamily::Inet
             } else {
@@ -126,15 +204,14 @@ pub(crate) fn bind_one(
             };
             let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(io)?;
             setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(io)?;
-            if reuse_port {
+            if opts.reuse_port {
                 setsockopt(&fd, sockopt::ReusePort, &true).map_err(io)?;
             }
+            setsockopt(&fd, sockopt::TcpNoDelay, &true).map_err(io)?;
+            // IPv6: IPV6_V6ONLY stays at the system default, as in gunicorn (dual-stack `[::]`).
             match sa {
                 SocketAddr::V4(v4) => bind(fd.as_raw_fd(), &SockaddrIn::from(v4)).map_err(io)?,
-                SocketAddr::V6(v6) => {
-                    setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(io)?;
-                    bind(fd.as_raw_fd(), &SockaddrIn6::from(v6)).map_err(io)?
-                }
+                SocketAddr::V6(v6) => bind(fd.as_raw_fd(), &SockaddrIn6::from(v6)).map_err(io)?,
             }
             listen(&fd.as_fd(), backlog).map_err(io)?;
             Ok(Bound {
@@ -163,31 +240,85 @@ pub(crate) fn bind_one(
             )
             .map_err(io)?;
             let addr = UnixAddr::new(path.as_path()).map_err(io)?;
-            bind(fd.as_raw_fd(), &addr).map_err(io)?;
-            listen(&fd.as_fd(), backlog).map_err(io)?;
-            Ok(Bound {
+            // The socket file's mode is 0777 & !umask: bind under --umask (gunicorn's default 0
+            // lets a proxy running as another user connect). The master is single-threaded here.
+            let old = nix::sys::stat::umask(Mode::from_bits_truncate(opts.umask));
+            let bound = bind(fd.as_raw_fd(), &addr);
+            nix::sys::stat::umask(old);
+            bound.map_err(io)?;
+            let listener = Bound {
                 name: text.to_owned(),
                 fd,
                 unix_path: Some(path.clone()),
-            })
+            };
+            if opts.uid.is_some() || opts.gid.is_some() {
+                nix::unistd::chown(
+                    path,
+                    opts.uid.map(nix::unistd::Uid::from_raw),
+                    opts.gid.map(nix::unistd::Gid::from_raw),
+                )
+                .map_err(io)?;
+            }
+            listen(&listener.fd.as_fd(), backlog).map_err(io)?;
+            Ok(listener)
         }
         BindSpec::Fd(raw) => {
             let fd = crate::sys::adopt_fd(*raw).ok_or(MasterError::BadBind(
                 text.to_owned(),
                 "that descriptor is not open in the master",
             ))?;
-            let listening = nix::sys::socket::getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false);
-            if !listening {
-                return Err(MasterError::BadBind(
-                    text.to_owned(),
-                    "that descriptor is not a listening socket",
-                ));
+            let not_a_stream = MasterError::BadBind(
+                text.to_owned(),
+                "that descriptor is not a stream socket (TCP or unix)",
+            );
+            let family = getsockname::<SockaddrStorage>(fd.as_raw_fd())
+                .ok()
+                .and_then(|a| a.family());
+            let stream = getsockopt(&fd, sockopt::SockType).ok() == Some(SockType::Stream);
+            if !stream {
+                return Err(not_a_stream);
             }
+            // As gunicorn's BaseSocket.set_options on an inherited socket: the options, then
+            // listen() again (harmless on a listening socket, needed on one only bound).
+            setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(io)?;
+            match family {
+                Some(AddressFamily::Inet | AddressFamily::Inet6) => {
+                    setsockopt(&fd, sockopt::TcpNoDelay, &true).map_err(io)?;
+                }
+                Some(AddressFamily::Unix) => {}
+                _ => return Err(not_a_stream),
+            }
+            listen(&fd.as_fd(), backlog).map_err(io)?;
             Ok(Bound {
                 name: text.to_owned(),
                 fd,
                 unix_path: None,
             })
+        }
+    }
+}
+
+/// Bind one spec, retrying failures of the bind itself (not bad values, nor `fd://`) as
+/// gunicorn's `create_sockets` does.
+fn bind_retrying(
+    spec: &BindSpec,
+    text: &str,
+    opts: &BindOptions,
+    attempts: u32,
+    delay: Duration,
+) -> Result<Bound, MasterError> {
+    let mut attempt = 1;
+    loop {
+        match bind_one(spec, text, opts) {
+            Ok(bound) => return Ok(bound),
+            Err(e @ (MasterError::Bind(..) | MasterError::Resolve(..)))
+                if attempt < attempts && !matches!(spec, BindSpec::Fd(_)) =>
+            {
+                tracing::warn!("{e}; retrying in {delay:?} (attempt {attempt} of {attempts})");
+                std::thread::sleep(delay);
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
         }
     }
 }
@@ -200,16 +331,15 @@ pub(crate) fn parse_all(texts: &[String]) -> Result<Vec<(String, BindSpec)>, Mas
         .collect()
 }
 
-/// Bind every parsed `--bind`, in order.
+/// Bind every parsed `--bind`, in order, each tried [`BIND_ATTEMPTS`] times.
 pub(crate) fn bind_all(
     specs: &[(String, BindSpec)],
-    backlog: i32,
-    reuse_port: bool,
+    opts: &BindOptions,
 ) -> Result<Vec<Bound>, MasterError> {
     specs
         .iter()
         .map(|(text, spec)| {
-            let bound = bind_one(spec, text, backlog, reuse_port)?;
+            let bound = bind_retrying(spec, text, opts, BIND_ATTEMPTS, BIND_RETRY_DELAY)?;
             tracing::info!("Listening at: {text} ({})", std::process::id());
             Ok(bound)
         })
@@ -220,41 +350,94 @@ pub(crate) fn bind_all(
 mod tests {
     use super::*;
 
+    fn tcp(host: &str, port: u16) -> Option<BindSpec> {
+        Some(BindSpec::Tcp {
+            host: host.to_owned(),
+            port,
+        })
+    }
+
     #[test]
-    fn bind_specs_parse_like_gunicorn_spells_them() {
-        for ok in [
-            "127.0.0.1:8000",
-            "localhost:0",
-            "[::1]:8000",
-            "0.0.0.0:65535",
+    fn tcp_spellings_parse_like_gunicorn_parse_address() {
+        for (text, want) in [
+            ("127.0.0.1:8000", tcp("127.0.0.1", 8000)),
+            ("localhost:0", tcp("localhost", 0)),
+            ("LocalHost:1", tcp("localhost", 1)),
+            ("[::1]:8000", tcp("::1", 8000)),
+            ("[::]:9", tcp("::", 9)),
+            ("[::1]", tcp("::1", DEFAULT_PORT)),
+            ("0.0.0.0:65535", tcp("0.0.0.0", 65535)),
+            ("0.0.0.0", tcp("0.0.0.0", DEFAULT_PORT)),
+            ("example.com", tcp("example.com", DEFAULT_PORT)),
+            (":5000", tcp("", 5000)),
+            ("", tcp("", DEFAULT_PORT)),
+            ("tcp://127.0.0.1:81", tcp("127.0.0.1", 81)),
+            ("tcp://[::1]:82", tcp("::1", 82)),
+            ("tcp://localhost", tcp("localhost", DEFAULT_PORT)),
+        ] {
+            assert_eq!(BindSpec::parse(text).ok(), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn unix_and_fd_spellings_parse_like_gunicorn_parse_address() {
+        for (text, path) in [
+            ("unix:/run/x.sock", "/run/x.sock"),
+            ("unix:///run/x.sock", "/run/x.sock"),
+            ("unix://x.sock", "x.sock"),
+            ("unix:x.sock", "x.sock"),
+            ("unix:run/x.sock", "run/x.sock"),
         ] {
             assert_eq!(
-                BindSpec::parse(ok).ok(),
-                Some(BindSpec::Tcp(ok.to_owned())),
-                "{ok}"
+                BindSpec::parse(text).ok(),
+                Some(BindSpec::Unix(PathBuf::from(path))),
+                "{text:?}"
             );
         }
-        assert_eq!(
-            BindSpec::parse("unix:/run/x.sock").ok(),
-            Some(BindSpec::Unix(PathBuf::from("/run/x.sock")))
-        );
         assert_eq!(BindSpec::parse("fd://3").ok(), Some(BindSpec::Fd(3)));
+    }
+
+    #[test]
+    fn bad_spellings_are_refused() {
         for bad in [
-            "nonsense",
             "127.0.0.1:http",
             "127.0.0.1:65536",
             "127.0.0.1:",
+            "127.0.0.1:+80",
+            "127.0.0.1: 80",
+            "127.0.0.1/8000",
+            "host name:80",
             "::1:8000",
+            "::1",
             "[::1:8000",
+            "[::1]8000",
             "[]:8000",
+            "[localhost]:8000",
+            "]:8000",
             "unix:",
+            "unix://",
             "fd://2",
             "fd://x",
+            "fd://",
         ] {
             assert!(
                 matches!(BindSpec::parse(bad), Err(MasterError::BadBind(..))),
-                "{bad}"
+                "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn hostnames_resolve_over_ipv4() {
+        let sa = resolve("localhost", 80, "localhost:80").expect("localhost resolves");
+        assert_eq!(sa, SocketAddr::from(([127, 0, 0, 1], 80)));
+        assert_eq!(
+            resolve("", 81, ":81").ok(),
+            Some(SocketAddr::from(([0, 0, 0, 0], 81)))
+        );
+        assert_eq!(
+            resolve("::", 82, "[::]:82").ok(),
+            Some(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 82)))
+        );
     }
 }

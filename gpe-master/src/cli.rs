@@ -21,7 +21,10 @@ pub(crate) struct Cli {
     #[arg(short = 'w', long, env = "WEB_CONCURRENCY", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) workers: u32,
 
-    /// Socket to bind: HOST:PORT, `[V6ADDR]:PORT`, unix:PATH or fd://FD. Repeatable.
+    /// Socket to bind, spelled as in gunicorn: HOST:PORT, HOST (port 8000), :PORT (every IPv4
+    /// interface), tcp://HOST:PORT, `[V6ADDR]:PORT` (`[::]` also takes IPv4 clients),
+    /// unix:PATH, unix://PATH or fd://FD. A hostname binds its IPv4 address. A failed bind is
+    /// retried 5 times, 1 s apart. Repeatable.
     #[arg(short = 'b', long = "bind", value_name = "ADDRESS")]
     pub(crate) bind: Vec<String>,
 
@@ -66,9 +69,12 @@ pub(crate) struct Cli {
     #[arg(short = 'g', long)]
     pub(crate) group: Option<String>,
 
-    /// Umask of the master and its workers (octal, e.g. 0o22 or 022).
-    #[arg(short = 'm', long, value_parser = parse_umask)]
-    pub(crate) umask: Option<u32>,
+    /// Umask the unix sockets are created under, as in gunicorn: the default 0 gives mode 0777,
+    /// so a proxy running as another user can connect. Read like gunicorn reads it: 0o22 or 022
+    /// is octal, 0x12 hex, 18 decimal (so 22 means 0o26). It is not the master's or the workers'
+    /// own umask: they keep the one they were started with (022 under --daemon).
+    #[arg(short = 'm', long, default_value = "0", value_parser = parse_umask)]
+    pub(crate) umask: u32,
 
     /// Directory of the workers' heartbeat files (default: the system temp dir).
     #[arg(long)]
@@ -105,12 +111,32 @@ pub(crate) struct Cli {
     pub(crate) command: Vec<OsString>,
 }
 
+/// A umask as gunicorn's `auto_int` reads `--umask`: `int(x, 0)` (`0o`/`0x`/`0b` prefixes,
+/// else decimal), with a leading `0` before a digit meaning octal (`022`). Unlike gunicorn, a
+/// value above 0o777 is refused rather than silently masked.
 fn parse_umask(s: &str) -> Result<u32, String> {
-    let digits = s.trim_start_matches("0o");
-    u32::from_str_radix(digits, 8)
+    let lower = s.to_ascii_lowercase();
+    let (digits, radix) = if let Some(d) = lower.strip_prefix("0o") {
+        (d, 8)
+    } else if let Some(d) = lower.strip_prefix("0x") {
+        (d, 16)
+    } else if let Some(d) = lower.strip_prefix("0b") {
+        (d, 2)
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        (&lower[1..], 8)
+    } else {
+        (lower.as_str(), 10)
+    };
+    let value = u32::from_str_radix(digits, radix)
         .ok()
-        .filter(|m| *m <= 0o777)
-        .ok_or_else(|| format!("{s:?} is not an octal umask such as 022"))
+        .filter(|_| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_alphanumeric()));
+    match value {
+        Some(m) if m <= 0o777 => Ok(m),
+        Some(_) => Err(format!("{s:?} is above 0o777 (511), the largest umask")),
+        None => Err(format!(
+            "{s:?} is not a number (0o22 or 022 octal, 0x12 hex, 18 decimal)"
+        )),
+    }
 }
 
 /// `words` without their `--bind ADDR`, `--bind=ADDR`, `-b ADDR` and `-bADDR`.
@@ -174,6 +200,31 @@ mod tests {
 
     fn words(s: &str) -> Vec<String> {
         s.split(' ').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn umask_is_read_like_gunicorn_auto_int() {
+        for (text, want) in [
+            ("0", 0),
+            ("00", 0),
+            ("022", 0o22),
+            ("0022", 0o22),
+            ("0o22", 0o22),
+            ("0O22", 0o22),
+            ("0x12", 0o22),
+            ("0b10010", 0o22),
+            ("18", 0o22),
+            ("22", 22),
+            ("0o777", 0o777),
+            ("511", 0o777),
+        ] {
+            assert_eq!(parse_umask(text), Ok(want), "{text:?}");
+        }
+        for bad in [
+            "", "08", "0o8", "0x", "-1", "+1", "0o1000", "512", "999", "abc", " 0",
+        ] {
+            assert!(parse_umask(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

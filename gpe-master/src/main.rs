@@ -272,9 +272,13 @@ fn run() -> anyhow::Result<i32> {
         );
         return Ok(0);
     }
-    if let Some(mask) = cli.umask {
-        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
-    }
+    let bind_options = bind::BindOptions {
+        backlog: cli.backlog,
+        reuse_port: cli.reuse_port,
+        umask: cli.umask,
+        uid,
+        gid,
+    };
     let (listeners, inherited_metrics, old_master) = match reexec::inherited()? {
         Some(i) => {
             tracing::info!(
@@ -284,17 +288,15 @@ fn run() -> anyhow::Result<i32> {
             );
             (i.listeners, i.metrics, i.old_master)
         }
-        None => (
-            bind::bind_all(&binds, cli.backlog, cli.reuse_port)?,
-            None,
-            None,
-        ),
+        None => (bind::bind_all(&binds, &bind_options)?, None, None),
     };
     if cli.daemon && old_master.is_none() {
         // (A master re-exec'd by a daemonized one is detached already.)
         // Before any thread exists (the metrics server's comes next): daemon(3) forks and setsids.
         // The working directory is kept so relative paths given on the command line still work.
         nix::unistd::daemon(true, false).context("--daemon: detaching")?;
+        // As gunicorn's daemonize (--umask only applies to the unix sockets).
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     }
     if old_master.is_some() {
         // The old master's workers still write here: keep their files (counters stay monotonic).

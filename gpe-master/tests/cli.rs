@@ -40,7 +40,7 @@ fn invalid_flag_values_exit_2_naming_the_flag() {
     let file = file.to_str().expect("utf-8 path");
     let bind = format!("127.0.0.1:{}", free_port());
     let cases: [(&[&str], &str); 13] = [
-        (&["--bind", "nonsense"], "--bind"),
+        (&["--bind", "127.0.0.1/8000"], "--bind"),
         (&["--bind", "127.0.0.1:http"], "--bind"),
         (&["--bind", "127.0.0.1:70000"], "--bind"),
         (&["--bind", "::1:8000"], "--bind"),
@@ -181,11 +181,11 @@ fn check_config_exits_0_without_workers() {
     assert!(!stderr.contains("Booting worker"), "{stderr}");
 
     // A configuration error is reported by --check-config too.
-    let out = run_master(&["--check-config", "--bind", "nonsense", worker], &[]);
+    let out = run_master(&["--check-config", "--bind", "127.0.0.1/8000", worker], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(!out.status.success(), "{}", text(&out.stdout));
     assert!(
-        text(&out.stderr).contains("nonsense"),
+        text(&out.stderr).contains("127.0.0.1/8000"),
         "{}",
         text(&out.stderr)
     );

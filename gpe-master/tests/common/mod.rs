@@ -561,3 +561,104 @@ impl Drop for Master {
         }
     }
 }
+
+/// How [`Master::spawn_with`] starts a master, beyond its [`Options`].
+#[derive(Debug)]
+pub(crate) struct Launch {
+    /// The master's temp dir (default: a new one); the pidfile, log and metrics dir go there.
+    pub(crate) dir: Option<tempfile::TempDir>,
+    /// The `--bind` values, instead of one free 127.0.0.1 port.
+    pub(crate) binds: Vec<String>,
+    /// The TCP address [`Master::get`] talks to (default: a free port nobody binds).
+    pub(crate) addr: Option<SocketAddr>,
+    /// A `/bin/sh -c` script that ends by exec'ing the master (`exec "$0" "$@"` for the
+    /// gpe-master binary with its arguments), run instead of the binary itself; the pid stays.
+    pub(crate) script: Option<String>,
+    /// The working directory, also given as `$PWD` (default: the temp dir).
+    pub(crate) cwd: Option<PathBuf>,
+}
+
+impl Launch {
+    /// The given `--bind`s, talked to (for [`Master::get`]) at `addr`.
+    pub(crate) fn binds(binds: &[&str], addr: Option<SocketAddr>) -> Launch {
+        Launch {
+            dir: None,
+            binds: binds.iter().map(|b| (*b).to_owned()).collect(),
+            addr,
+            script: None,
+            cwd: None,
+        }
+    }
+}
+
+impl Master {
+    /// Like [`Master::spawn`], with the binds, directory and start of `launch`.
+    pub(crate) fn spawn_with(opts: Options, launch: Launch) -> Master {
+        let dir = launch
+            .dir
+            .unwrap_or_else(|| tempfile::tempdir().expect("tempdir"));
+        let addr = launch
+            .addr
+            .unwrap_or_else(|| ([127, 0, 0, 1], free_port()).into());
+        let metrics_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let pidfile = dir.path().join("gpe-master.pid");
+        let log = dir.path().join("master.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let template = master_command(dir.path());
+        let mut cmd = match &launch.script {
+            Some(script) => {
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c").arg(script).arg(master_bin());
+                c
+            }
+            None => Command::new(master_bin()),
+        };
+        for (k, v) in template.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let cwd = launch.cwd.unwrap_or_else(|| dir.path().to_owned());
+        cmd.current_dir(&cwd).env("PWD", &cwd).stdin(Stdio::null());
+        if let Some(n) = opts.workers {
+            cmd.arg("--workers").arg(n.to_string());
+        }
+        for b in &launch.binds {
+            cmd.arg("--bind").arg(b);
+        }
+        cmd.arg("--metrics-bind")
+            .arg(metrics_addr.to_string())
+            .arg("--pid")
+            .arg(&pidfile)
+            .args(&opts.args)
+            .arg(opts.worker.clone().unwrap_or_else(worker_bin))
+            .args(&opts.worker_args)
+            .stdout(log_file.try_clone().expect("dup log"))
+            .stderr(log_file);
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawning gpe-master");
+        Master {
+            child,
+            exited: None,
+            dir,
+            addr,
+            metrics_addr,
+            pidfile,
+            log,
+        }
+    }
+
+    /// [`Master::spawn_with`], then wait until the pidfile is written.
+    pub(crate) fn start_with(opts: Options, launch: Launch) -> Master {
+        let mut m = Master::spawn_with(opts, launch);
+        let pid = m.pid();
+        m.wait_for("the pidfile", |m| {
+            let text = std::fs::read_to_string(&m.pidfile).ok()?;
+            (text.trim() == pid.to_string()).then_some(())
+        });
+        m
+    }
+}
