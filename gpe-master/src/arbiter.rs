@@ -55,9 +55,14 @@ pub(crate) struct Settings {
     pub(crate) gid: Option<u32>,
     /// Whether the master is daemonized (WINCH only acts then, as in gunicorn).
     pub(crate) daemon: bool,
-    /// Our own executable and arguments, to re-exec on USR2.
-    pub(crate) exe: PathBuf,
+    /// Our `argv[0]` as typed and our arguments, to re-exec on USR2 (see [`crate::reexec`]).
+    pub(crate) argv0: OsString,
     pub(crate) argv: Vec<OsString>,
+    /// The directory we were started in (`$PWD` kept): the new master's, and where a relative
+    /// `argv0` is looked up.
+    pub(crate) start_dir: PathBuf,
+    /// Our executable as resolved at start: re-exec'd when `argv0` no longer names one.
+    pub(crate) exe: PathBuf,
 }
 
 /// The state of a USR2 upgrade (see [`crate::reexec`]).
@@ -281,19 +286,28 @@ impl Arbiter {
             );
             return;
         }
+        let s = &self.settings;
+        let exe = crate::reexec::program_path(&s.argv0, &s.start_dir).unwrap_or_else(|| {
+            tracing::warn!(
+                "USR2: {:?} names no executable (from {}): re-executing {}",
+                s.argv0,
+                s.start_dir.display(),
+                s.exe.display()
+            );
+            s.exe.clone()
+        });
         match crate::reexec::spawn_new_master(
-            &self.settings.exe,
-            &self.settings.argv,
+            &exe,
+            &s.argv0,
+            &s.argv,
+            &s.start_dir,
             &self.listeners,
             self.upgrade.metrics_fd.as_ref(),
         ) {
             Ok(child) => {
                 let pid = child.id() as i32;
-                tracing::info!("Re-executing: new master pid {pid}; send TERM to this one (pid {}) once it serves", std::process::id());
+                tracing::info!("Re-executing {}: new master pid {pid}; send TERM to this one (pid {}) once it serves", exe.display(), std::process::id());
                 self.reexec_pid = Some(pid);
-                if let Some(p) = &mut self.upgrade.pidfile {
-                    p.rename_to_oldbin();
-                }
             }
             Err(e) => tracing::error!(error = %e, "USR2: cannot start a new master"),
         }
@@ -308,7 +322,7 @@ impl Arbiter {
             tracing::info!("Master promoted: the old master (pid {old}) is gone");
             self.upgrade.old_master = None;
             if let Some(p) = &mut self.upgrade.pidfile {
-                p.rename_to_configured();
+                p.promote(old);
             }
         }
     }
@@ -508,7 +522,7 @@ impl Arbiter {
                 tracing::warn!("The new master (pid {pid}) exited; this one keeps serving");
                 self.reexec_pid = None;
                 if let Some(p) = &mut self.upgrade.pidfile {
-                    p.rename_to_configured();
+                    p.reclaim(pid.as_raw());
                 }
                 continue;
             }
@@ -757,8 +771,10 @@ impl Drop for Arbiter {
                 tracing::warn!(error = %e, "final Redis flush failed; Redis misses the last values");
             }
         }
-        if self.reexec_pid.is_some() {
-            // The new master still serves our unix sockets: leave the files.
+        if self.reexec_pid.is_some() || self.upgrade.old_master.is_some() {
+            // Another master still serves our unix sockets (the new one we started, or the old
+            // one while we are not promoted: TERM to us is the rollback): leave the files, as
+            // gunicorn's stop() does unless master_pid == reexec_pid == 0.
             for l in &mut self.listeners {
                 l.keep_path();
             }

@@ -55,6 +55,12 @@ pub(crate) enum MasterError {
     /// A worker could not be started.
     #[error("cannot start worker {0:?}: {1}")]
     Spawn(String, std::io::Error),
+    /// The pidfile names a running process: another master (gunicorn's message).
+    #[error("Already running on PID {pid} (or pid file '{path}' is stale): stop that master, or remove the file if the pid is not a master's", pid = .1, path = .0.display())]
+    PidfileLocked(PathBuf, i32),
+    /// The pidfile cannot be written.
+    #[error("cannot write the pid file {path}: {err}", path = .0.display(), err = .1)]
+    Pidfile(PathBuf, std::io::Error),
     /// Descriptors inherited from an old master (USR2) that cannot be used.
     #[error("re-exec: {0}")]
     Inherit(String),
@@ -272,6 +278,14 @@ fn run() -> anyhow::Result<i32> {
         );
         return Ok(0);
     }
+    let inherited = reexec::inherited()?;
+    let upgrading = inherited.as_ref().is_some_and(|i| i.old_master.is_some());
+    if let Some(p) = &cli.pidfile {
+        // Before binding: a second master is refused at once (the pidfile is a lock, as in
+        // gunicorn), instead of after the bind retries.
+        reexec::PidFile::check(&reexec::PidFile::name(p, upgrading))
+            .with_context(|| format!("--pid {}", p.display()))?;
+    }
     let bind_options = bind::BindOptions {
         backlog: cli.backlog,
         reuse_port: cli.reuse_port,
@@ -279,7 +293,7 @@ fn run() -> anyhow::Result<i32> {
         uid,
         gid,
     };
-    let (listeners, inherited_metrics, old_master) = match reexec::inherited()? {
+    let (listeners, inherited_metrics, old_master) = match inherited {
         Some(i) => {
             tracing::info!(
                 listeners = i.listeners.len(),
@@ -361,7 +375,9 @@ fn run() -> anyhow::Result<i32> {
         metrics_dir,
         daemon: cli.daemon,
         exe: std::env::current_exe().context("finding our own executable (for USR2)")?,
+        argv0: std::env::args_os().next().unwrap_or_default(),
         argv: std::env::args_os().skip(1).collect(),
+        start_dir: reexec::start_dir().context("finding the working directory (for USR2)")?,
         uid,
         gid,
     };

@@ -1,6 +1,7 @@
 //! `--bind` as gunicorn spells and binds it: `tcp://`, `:PORT`, hostnames over IPv4, `unix://`
 //! relative paths, dual-stack `[::]`, `fd://` of a socket that is only bound, the retries of a
-//! busy port, unix sockets under `--umask` and `--user`/`--group`. The real binary, real sockets and signals.
+//! busy port, unix sockets under `--umask` and `--user`/`--group`, and a rollback after USR2 that
+//! leaves the old master's unix socket alone. The real binary, real sockets and signals.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{free_port, http_get, Launch, Master, Options, PATIENCE};
+use common::{free_port, http_get, running, Launch, Master, Options, PATIENCE};
 use nix::sys::signal::Signal;
 
 const T: Duration = Duration::from_secs(10);
@@ -240,4 +241,35 @@ fn fd_bind_of_a_bound_socket_is_made_listening() {
     m.wait_workers(1);
     drop(sock);
     assert!(ok(m.get("/")), "GET / on the fd:// socket\n{}", m.log());
+}
+
+/// USR2, then TERM to the new master before it is promoted (the documented rollback): the old
+/// master's unix socket stays in place and is still served by it.
+#[test]
+fn rollback_keeps_the_old_masters_unix_socket() {
+    let mut old = Master::start_with(Options::workers(1), Launch::binds(&["unix:s.sock"], None));
+    old.wait_workers(1);
+    let sock = old.dir.path().join("s.sock");
+    let two = old.dir.path().join("gpe-master.pid.2");
+    old.signal(Signal::SIGUSR2);
+    let new = old.wait_for("the new master's pidfile", |_| {
+        std::fs::read_to_string(&two)
+            .ok()?
+            .trim()
+            .parse::<i32>()
+            .ok()
+    });
+    old.wait_for("the new master's worker", |_| {
+        (common::children(new).len() == 1).then_some(())
+    });
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(new), Signal::SIGTERM).expect("TERM");
+    old.wait_for("the old master to reap the new one", |m| {
+        (!running(new)
+            && m.log()
+                .contains(&format!("The new master (pid {new}) exited")))
+        .then_some(())
+    });
+    assert_eq!(socket_mode(&sock), 0o777, "the socket file is still there");
+    assert!(ok(unix_get(&sock)), "the old master still serves it");
+    assert!(!two.exists(), "the new master removed its pidfile");
 }
