@@ -31,7 +31,11 @@ impl Proc {
     pub fn spawn(cmd: &mut Command) -> Proc {
         let child = cmd
             .stdin(Stdio::null())
-            .env("RUST_LOG", "warn")
+            // GPE_TEST_LOG=info shows what the master and its workers log, when debugging.
+            .env(
+                "RUST_LOG",
+                std::env::var("GPE_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             // The examples' /panic route panics on purpose: one line each, not a backtrace.
             .env("RUST_BACKTRACE", "0")
             .spawn()

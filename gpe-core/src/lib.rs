@@ -49,6 +49,7 @@ mod gauge;
 mod histogram;
 mod key;
 mod mode;
+pub mod notify;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "runtime")]

@@ -43,7 +43,7 @@ use std::io::{Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use prometheus::{HistogramOpts, Opts};
@@ -436,7 +436,12 @@ struct Supervisor {
     quit: Arc<AtomicBool>,
     /// ABRT: the master's heartbeat timeout.
     abort: Arc<AtomicBool>,
-    /// The max-requests limit was reached (graceful).
+    /// The max-requests limit was reached (the first job to see it decides what follows).
+    limit_hit: AtomicBool,
+    /// When the master was asked for a replacement at the limit: the worker serves on until
+    /// its TERM, or stops by itself the graceful timeout later.
+    retire_asked: OnceLock<Instant>,
+    /// Stop for max-requests now (graceful).
     max_reached: AtomicBool,
     /// The parent changed (graceful).
     orphaned: AtomicBool,
@@ -560,6 +565,9 @@ impl Supervisor {
         tracing::info!(worker = %options.name, worker_id = %worker_id, pid = std::process::id(), kind = ?options.kind, "Booting worker");
         let sup = Arc::new(sup);
         sup.notify();
+        if let Some(master) = sup.ctx.as_ref().and_then(WorkerContext::master_link) {
+            master.ready();
+        }
         let watched = Arc::clone(&sup);
         let spawned = std::thread::Builder::new()
             .name("gpe-watchdog".to_owned())
@@ -599,6 +607,8 @@ impl Supervisor {
             term: signals.term,
             quit: signals.quit,
             abort: signals.abort,
+            limit_hit: AtomicBool::new(false),
+            retire_asked: OnceLock::new(),
             max_reached: AtomicBool::new(false),
             orphaned: AtomicBool::new(false),
             recorded_graceful: Once::new(),
@@ -651,6 +661,7 @@ impl Supervisor {
                 self.worker.set_state(WorkerState::Stopping);
                 self.orphaned.store(true, Ordering::Relaxed);
             }
+            self.check_retirement();
             if self.stop_requested() {
                 STOPPING.store(true, Ordering::Relaxed);
                 if self.quit.load(Ordering::Relaxed) {
@@ -658,6 +669,21 @@ impl Supervisor {
                 }
             }
             std::thread::sleep(WATCH_TICK);
+        }
+    }
+
+    /// A replacement asked for at max-requests but no TERM from the master within the graceful
+    /// timeout (its replacement keeps failing): stop by ourselves.
+    fn check_retirement(&self) {
+        let (Some(at), Some(ctx)) = (self.retire_asked.get(), &self.ctx) else {
+            return;
+        };
+        if at.elapsed() > ctx.graceful_timeout() && !self.max_reached.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "No TERM from the master {}s after asking for a replacement; stopping",
+                ctx.graceful_timeout().as_secs()
+            );
         }
     }
 
@@ -690,10 +716,14 @@ impl Supervisor {
             });
             return true;
         }
-        let reason = if self.term.load(Ordering::Relaxed) {
-            Some(RestartReason::Term)
-        } else if self.max_reached.load(Ordering::Relaxed) {
+        let term = self.term.load(Ordering::Relaxed);
+        // The master's TERM to a worker that asked for a replacement ends its max-requests
+        // retirement.
+        let retiring = self.retire_asked.get().is_some();
+        let reason = if self.max_reached.load(Ordering::Relaxed) || (term && retiring) {
             Some(RestartReason::MaxRequests)
+        } else if term {
+            Some(RestartReason::Term)
         } else {
             None
         };
@@ -728,7 +758,18 @@ impl Supervisor {
     fn finished(&self) {
         let n = self.handled();
         let max = self.max_requests;
-        if max > 0 && n >= max && !self.max_reached.swap(true, Ordering::Relaxed) {
+        if max == 0 || n < max || self.limit_hit.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let link = self.ctx.as_ref().and_then(WorkerContext::master_link);
+        if link.is_some_and(|m| m.ask_to_be_replaced()) {
+            let _ = self.retire_asked.set(Instant::now());
+            tracing::info!(
+                max_requests = max,
+                "Max requests reached: serving until the master's replacement is up"
+            );
+        } else {
+            self.max_reached.store(true, Ordering::Relaxed);
             tracing::info!(
                 max_requests = max,
                 "Autorestarting worker after current request"

@@ -6,12 +6,13 @@
 //! | `SIGTERM` | graceful: stop accepting, finish the requests in progress |
 //! | `SIGQUIT`, `SIGINT` | fast: exit now |
 //! | `SIGUSR1` | none (the master forwards it to reopen logs; it must not kill the worker) |
-//! | `GPE_MAX_REQUESTS` requests counted by [`Shutdown::count_request`] | graceful |
+//! | `GPE_MAX_REQUESTS` requests counted by [`Shutdown::count_request`] | under a gpe-master: ask it for a replacement and serve on until its `SIGTERM`; standalone: graceful |
 //! | the parent is no longer the master that started the worker | graceful |
 //!
 //! A graceful stop has three moments, each a future: [`Shutdown::graceful`] (stop accepting new
 //! connections now, and answer with `Connection: close` from now on: [`Shutdown::is_stopping`]),
-//! [`Shutdown::settled`] ([`ACCEPT_SETTLE`] later: now ask the open connections to finish) and
+//! [`Shutdown::settled`] (no connection open any more, or [`ACCEPT_SETTLE`] later: now ask the
+//! open connections to finish) and
 //! [`Shutdown::deadline`] (`GPE_GRACEFUL_TIMEOUT` later: give up on them).
 //!
 //! ```no_run
@@ -31,14 +32,14 @@
 //! ```
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::worker::WorkerContext;
+use crate::worker::{MasterLink, WorkerContext};
 
 /// How long a worker that stopped accepting keeps its open connections before it asks them to
 /// finish.
@@ -50,12 +51,16 @@ use crate::worker::WorkerContext;
 /// accept queue) and answers every request with `Connection: close` (see
 /// [`Shutdown::is_stopping`]), so active keep-alive clients reconnect, to another worker, at a
 /// moment of their choosing; only after this long are the connections left idle shut down.
-/// Requests in progress always finish.
+/// Requests in progress always finish. A server that counts its connections
+/// ([`Shutdown::settle_when_idle`]) does not wait that long once none is open: an idle worker
+/// exits in milliseconds.
 pub const ACCEPT_SETTLE: Duration = Duration::from_secs(1);
 
 const RUNNING: u8 = 0;
-const GRACEFUL: u8 = 1;
-const FAST: u8 = 2;
+/// Max-requests reached under a master that was asked for a replacement: still serving.
+const RETIRING: u8 = 1;
+const GRACEFUL: u8 = 2;
+const FAST: u8 = 3;
 
 /// Why a worker stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +92,25 @@ pub struct Shutdown {
     handled: Arc<AtomicU64>,
     max_requests: u64,
     graceful_timeout: Duration,
+    master: Option<MasterLink>,
+    /// Connections open, counted by [`ConnectionGuard`]s.
+    connections: watch::Sender<usize>,
+    /// Whether the server counts its connections at all.
+    tracked: Arc<AtomicBool>,
+}
+
+/// One open connection of the server, counted while it lives (see
+/// [`Shutdown::track_connection`]).
+#[derive(Debug)]
+#[must_use = "the connection counts as open while the guard lives"]
+pub struct ConnectionGuard {
+    connections: watch::Sender<usize>,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.connections.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl Shutdown {
@@ -104,6 +128,9 @@ impl Shutdown {
             handled: Arc::new(AtomicU64::new(0)),
             max_requests: ctx.max_requests(),
             graceful_timeout: ctx.graceful_timeout(),
+            master: ctx.master_link(),
+            connections: watch::channel(0).0,
+            tracked: Arc::new(AtomicBool::new(false)),
         };
         for (kind, reason) in [
             (SignalKind::terminate(), Some(StopReason::Term)),
@@ -124,6 +151,21 @@ impl Shutdown {
                 }
             });
         }
+        // A master that was asked for a replacement answers with SIGTERM once the replacement
+        // serves; one that never does (its replacement keeps failing) does not keep this
+        // worker past its limit for longer than the graceful timeout.
+        let sd = shutdown.clone();
+        tokio::spawn(async move {
+            sd.reached(RETIRING).await;
+            tokio::time::sleep(sd.graceful_timeout).await;
+            if !sd.is_stopping() {
+                tracing::warn!(
+                    "no SIGTERM from the master {}s after asking for a replacement; stopping",
+                    sd.graceful_timeout.as_secs()
+                );
+                sd.stop(StopReason::MaxRequests);
+            }
+        });
         if let Some(master) = ctx.master_pid() {
             let sd = shutdown.clone();
             tokio::spawn(async move {
@@ -149,7 +191,12 @@ impl Shutdown {
         let changed = self.state.send_if_modified(|s| {
             let changed = *s < to;
             if changed {
-                *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                let mut why = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+                // The master's TERM to a worker that asked for a replacement is the end of its
+                // max-requests retirement, not a stop of its own.
+                if !(*s == RETIRING && reason == StopReason::Term) {
+                    *why = Some(reason);
+                }
                 *s = to;
             }
             changed
@@ -171,16 +218,61 @@ impl Shutdown {
         *self.reason.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Count one request; asks for a graceful stop when `GPE_MAX_REQUESTS` is reached.
+    /// Count one request. When `GPE_MAX_REQUESTS` is reached: under a gpe-master, ask it for
+    /// a replacement and serve on until its `SIGTERM` (so the worker's capacity is there while
+    /// the replacement boots); standalone, or when the master cannot be told, stop gracefully.
     pub fn count_request(&self) {
         let n = self.handled.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.max_requests > 0 && n == self.max_requests {
+        if self.max_requests == 0 || n != self.max_requests {
+            return;
+        }
+        if self
+            .master
+            .as_ref()
+            .is_some_and(MasterLink::ask_to_be_replaced)
+        {
+            tracing::info!(
+                max_requests = self.max_requests,
+                "max requests reached: serving until the master's replacement is up"
+            );
+            self.state.send_if_modified(|s| {
+                let changed = *s < RETIRING;
+                if changed {
+                    *self.reason.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(StopReason::MaxRequests);
+                    *s = RETIRING;
+                }
+                changed
+            });
+        } else {
             tracing::info!(
                 max_requests = self.max_requests,
                 "autorestarting worker after current requests"
             );
             self.stop(StopReason::MaxRequests);
         }
+    }
+
+    /// Declare that every connection this worker accepts is counted with
+    /// [`track_connection`](Self::track_connection) (or [`Tracked`]): from now on
+    /// [`settled`](Self::settled) resolves as soon as none is open, so an idle worker stops at
+    /// once. Call it before serving.
+    pub fn settle_when_idle(&self) {
+        self.tracked.store(true, Ordering::Relaxed);
+    }
+
+    /// Count one open connection until the guard is dropped (see
+    /// [`settle_when_idle`](Self::settle_when_idle)).
+    pub fn track_connection(&self) -> ConnectionGuard {
+        self.connections.send_modify(|n| *n += 1);
+        ConnectionGuard {
+            connections: self.connections.clone(),
+        }
+    }
+
+    /// The connections open now, as counted by [`track_connection`](Self::track_connection).
+    pub fn open_connections(&self) -> usize {
+        *self.connections.borrow()
     }
 
     /// The graceful timeout (`GPE_GRACEFUL_TIMEOUT`).
@@ -205,13 +297,27 @@ impl Shutdown {
         self.reached(FAST)
     }
 
-    /// Resolves [`ACCEPT_SETTLE`] after a graceful stop was asked for: shut the open connections
-    /// down now.
+    /// Resolves once a graceful stop was asked for and then either no tracked connection is
+    /// open ([`settle_when_idle`](Self::settle_when_idle)) or [`ACCEPT_SETTLE`] has passed: shut
+    /// the open connections down now. A server that does not track its connections always
+    /// waits `ACCEPT_SETTLE`.
     pub fn settled(&self) -> impl Future<Output = ()> + Send + 'static {
         let graceful = self.graceful();
+        let mut open = self.connections.subscribe();
+        let tracked = Arc::clone(&self.tracked);
         async move {
             graceful.await;
-            tokio::time::sleep(ACCEPT_SETTLE).await;
+            let none_open = async {
+                if tracked.load(Ordering::Relaxed) {
+                    let _ = open.wait_for(|n| *n == 0).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(ACCEPT_SETTLE) => {}
+                () = none_open => {}
+            }
         }
     }
 
@@ -224,5 +330,74 @@ impl Shutdown {
             graceful.await;
             tokio::time::sleep(timeout).await;
         }
+    }
+}
+
+/// A connection's I/O that counts as open while it lives ([`Shutdown::track_connection`]), for
+/// servers that take any `AsyncRead + AsyncWrite` (hyper, axum's `Listener`).
+#[derive(Debug)]
+pub struct Tracked<T> {
+    io: T,
+    _open: ConnectionGuard,
+}
+
+impl<T> Tracked<T> {
+    /// `io`, counted as an open connection of `shutdown` until dropped.
+    pub fn new(io: T, shutdown: &Shutdown) -> Tracked<T> {
+        Tracked {
+            io,
+            _open: shutdown.track_connection(),
+        }
+    }
+
+    /// The connection itself.
+    pub fn get_ref(&self) -> &T {
+        &self.io
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 }

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{getsockopt, sockopt, AddressFamily, SockaddrLike, SockaddrStorage};
 
+use crate::notify::{Notifier, NotifyError};
+
 /// Errors reading the worker environment.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -107,6 +109,8 @@ pub struct WorkerContext {
     listen_fds: usize,
     fd_names: Vec<String>,
     heartbeat: Option<Heartbeat>,
+    /// The master's notification socket (`NOTIFY_SOCKET`, under a master only).
+    master_link: Option<MasterLink>,
     taken: AtomicBool,
 }
 
@@ -148,9 +152,29 @@ impl WorkerContext {
             Some(fd) => Some(Heartbeat::adopt(fd, Duration::from_secs(timeout))?),
             None => None,
         };
+        let master_pid: Option<u32> = parse("GPE_MASTER_PID", "a pid")?;
+        // The master's own variable, not NOTIFY_SOCKET: under an older master that one may be
+        // systemd's, which would ignore a retirement request.
+        let master_link = match (master_pid, var(crate::notify::GPE_NOTIFY_SOCKET)) {
+            (Some(_), Some(addr)) => {
+                let notifier = Notifier::new(&addr).map_err(|e| WorkerError::InvalidVar {
+                    var: crate::notify::GPE_NOTIFY_SOCKET,
+                    value: addr,
+                    expected: match e {
+                        NotifyError::Unsupported(_) => "an absolute path or @abstract-name",
+                        _ => "a unix datagram socket this process can send to",
+                    },
+                })?;
+                Some(MasterLink {
+                    notifier: Arc::new(notifier),
+                })
+            }
+            _ => None,
+        };
         Ok(WorkerContext {
             worker_id: parse("GPE_WORKER_ID", "a non-negative integer")?.unwrap_or(0),
-            master_pid: parse("GPE_MASTER_PID", "a pid")?,
+            master_pid,
+            master_link,
             timeout: Duration::from_secs(timeout),
             graceful_timeout: Duration::from_secs(
                 parse("GPE_GRACEFUL_TIMEOUT", "seconds")?.unwrap_or(30),
@@ -197,6 +221,11 @@ impl WorkerContext {
     pub fn parent_changed(&self) -> bool {
         self.master_pid
             .is_some_and(|p| nix::unistd::getppid().as_raw() as u32 != p)
+    }
+
+    /// The channel to the master's notification socket, under a gpe-master that gave one.
+    pub fn master_link(&self) -> Option<MasterLink> {
+        self.master_link.clone()
     }
 
     /// Heartbeat now if the last one is older than a quarter of the timeout. Cheap enough for
@@ -311,6 +340,38 @@ impl WorkerContext {
         };
         tracing::info!(addr = %addr, "standalone: listening");
         Ok(vec![listener])
+    }
+}
+
+/// What a worker tells its gpe-master through the notification socket (see
+/// [`crate::notify`]). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MasterLink {
+    notifier: Arc<Notifier>,
+}
+
+impl MasterLink {
+    /// Tell the master that this worker serves (`READY=1`): it counts as up from now on (for
+    /// the master's own readiness, and to stop the worker a replacement is booting for). A
+    /// failure is logged at debug: the master then goes by the heartbeat.
+    pub fn ready(&self) {
+        if let Err(e) = self.notifier.notify("READY=1") {
+            tracing::debug!(error = %e, "cannot tell the master this worker is ready");
+        }
+    }
+
+    /// Ask the master for a replacement because `GPE_MAX_REQUESTS` was reached
+    /// ([`RETIRE`](crate::notify::RETIRE)): the master starts one and sends this worker
+    /// `SIGTERM` once it serves. Returns whether the master was told; when it was not, stop at
+    /// once instead.
+    pub fn ask_to_be_replaced(&self) -> bool {
+        match self.notifier.notify(crate::notify::RETIRE) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot ask the master for a replacement; stopping now");
+                false
+            }
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use nix::unistd::Pid;
 
 use crate::bind::Bound;
 use crate::metrics::MasterMetrics;
+use crate::notices::{Notice, Notices};
 use crate::reexec::PidFile;
 use crate::signals::{dup_high, Signals};
 use crate::MasterError;
@@ -34,6 +35,10 @@ const MIN_LIFETIME: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// The longest delay between two spawns of a respawn loop.
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// How long workers get after an INT or QUIT turned a graceful stop quick, before KILL
+/// (gunicorn ≥ 25's limit).
+const QUICK_STOP_LIMIT: Duration = Duration::from_secs(2);
 
 /// How long a killed retiring worker may take to be reaped before the master stops waiting for
 /// it at exit (a process in uninterruptible sleep cannot be helped).
@@ -99,6 +104,11 @@ struct Worker {
     /// The reason the master replaces it for (hup), when it asked it to stop.
     replaced_for: Option<&'static str>,
     last_cpu: Option<(Instant, f64)>,
+    /// It said `READY=1` (see [`Worker::is_up`]).
+    ready: bool,
+    /// It reached `--max-requests` and asked for a replacement: it serves on until the
+    /// replacement is up, then is sent TERM (see [`Arbiter::hand_over`]).
+    retiring: bool,
 }
 
 /// The master's state.
@@ -126,6 +136,9 @@ pub(crate) struct Arbiter {
     reexec_pid: Option<i32>,
     /// The sync of this host's files to Redis, when `REDIS_ENABLED`.
     redis: Option<gpe_core::redis::SyncHandle>,
+    /// The socket workers notify (`READY=1`, max-requests retirement); `None` if it could not
+    /// be bound (workers are then replaced when they exit, as gunicorn does).
+    notices: Option<Notices>,
 }
 
 /// What USR1 does besides forwarding the signal: reopen the log files.
@@ -186,6 +199,13 @@ impl Arbiter {
             upgrade,
             reexec_pid: None,
             redis: None,
+            notices: match Notices::bind() {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no notification socket for workers: a worker leaving for --max-requests is replaced only once it exits");
+                    None
+                }
+            },
         }
     }
 
@@ -206,12 +226,8 @@ impl Arbiter {
                 self.stop(Stop::Fast);
                 return code;
             }
-            let taken = self.signals.take();
-            for name in &taken.dropped {
-                self.metrics.signals.with_label_values(&[name]).inc();
-                tracing::warn!("Dropping signal {name}: more than 5 pending (gunicorn's queue)");
-            }
-            for (sig, name) in taken.act {
+            self.read_notices();
+            for (sig, name) in self.signals.take() {
                 self.metrics.signals.with_label_values(&[name]).inc();
                 if sig != libc_sig::CHLD {
                     tracing::info!("Handling signal: {name}");
@@ -246,11 +262,69 @@ impl Arbiter {
                 }
             }
             self.reap();
+            self.read_notices();
             self.murder_workers();
             self.kill_overdue();
             self.manage_workers();
+            self.hand_over();
             self.sample();
-            self.signals.wait(self.sleep_time());
+            let notices = self.notices.as_ref().map(AsFd::as_fd);
+            self.signals.wait(self.sleep_time(), notices);
+        }
+    }
+
+    /// Act on what the workers said (`READY=1`, a max-requests retirement).
+    fn read_notices(&mut self) {
+        let Some(notices) = &self.notices else {
+            return;
+        };
+        for (pid, notice) in notices.take() {
+            let Some(w) = self.workers.get_mut(&pid) else {
+                tracing::debug!(pid, ?notice, "notice from a process that is not our worker");
+                continue;
+            };
+            match notice {
+                Notice::Ready => w.ready = true,
+                Notice::Retire if w.stopping.is_none() && !w.retiring => {
+                    tracing::info!(
+                        "Worker (pid:{pid}) reached --max-requests: booting its replacement"
+                    );
+                    w.retiring = true;
+                    // Its replacement, spawned by `manage_workers`, is a `chld` restart as it
+                    // was when the master learnt of the exit only.
+                    self.respawn_due += 1;
+                }
+                Notice::Retire => {}
+            }
+        }
+    }
+
+    /// Workers that asked for a replacement are sent TERM once the workers that are up, with
+    /// the retiring ones still serving, exceed the configured count: capacity never drops below
+    /// it while replacements boot. The oldest retiring worker goes first.
+    fn hand_over(&mut self) {
+        let mut waiting: Vec<(u64, i32)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.retiring && w.stopping.is_none())
+            .map(|(pid, w)| (w.age, *pid))
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        let up = self
+            .workers
+            .values()
+            .filter(|w| w.stopping.is_none() && !w.retiring && w.is_up())
+            .count();
+        let spare = (up + waiting.len()).saturating_sub(self.num_workers as usize);
+        waiting.sort_unstable();
+        let graceful = self.settings.graceful_timeout;
+        for (_, pid) in waiting.into_iter().take(spare) {
+            if let Some(w) = self.workers.get_mut(&pid) {
+                tracing::info!("Worker (pid:{pid}) replaced for --max-requests: stopping it");
+                w.retire(pid, Stop::Graceful, graceful);
+            }
         }
     }
 
@@ -266,7 +340,26 @@ impl Arbiter {
             .filter(|w| !w.killed_at_deadline)
             .filter_map(|w| w.stop_deadline)
             .min();
-        match spawn_due.into_iter().chain(kill_due).min() {
+        // A worker that never says it is up counts as up [`MIN_LIFETIME`] after its spawn; a
+        // retiring worker waits for that moment.
+        let handover_due = self
+            .workers
+            .values()
+            .any(|w| w.retiring && w.stopping.is_none())
+            .then(|| {
+                self.workers
+                    .values()
+                    .filter(|w| !w.ready && w.stopping.is_none() && !w.retiring)
+                    .map(|w| w.spawned_at + MIN_LIFETIME)
+                    .min()
+            })
+            .flatten();
+        match spawn_due
+            .into_iter()
+            .chain(kill_due)
+            .chain(handover_due)
+            .min()
+        {
             Some(due) => due
                 .saturating_duration_since(now)
                 .clamp(Duration::from_millis(10), tick),
@@ -351,11 +444,9 @@ impl Arbiter {
         }
     }
 
+    /// Workers that count towards `--workers`: neither told to stop nor retiring.
     fn live_count(&self) -> usize {
-        self.workers
-            .values()
-            .filter(|w| w.stopping.is_none())
-            .count()
+        self.workers.values().filter(|w| w.counts()).count()
     }
 
     /// Spawn missing workers; stop the oldest extra ones.
@@ -381,7 +472,7 @@ impl Arbiter {
         let running: Vec<(u64, i32)> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.stopping.is_none())
+            .filter(|(_, w)| w.counts())
             .map(|(pid, w)| (w.age, *pid))
             .collect();
         if running.len() > want {
@@ -465,6 +556,14 @@ impl Arbiter {
             )
             .env("PROMETHEUS_MULTIPROC_DIR", &s.metrics_dir)
             .env_remove("LISTEN_PID");
+        match &self.notices {
+            Some(n) => cmd
+                .env(gpe_core::notify::GPE_NOTIFY_SOCKET, n.addr())
+                .env(gpe_core::notify::NOTIFY_SOCKET, n.addr()),
+            None => cmd
+                .env_remove(gpe_core::notify::GPE_NOTIFY_SOCKET)
+                .env_remove(gpe_core::notify::NOTIFY_SOCKET),
+        };
         for var in crate::reexec::VARS {
             cmd.env_remove(var);
         }
@@ -500,6 +599,8 @@ impl Arbiter {
                 killed_at_deadline: false,
                 replaced_for: None,
                 last_cpu: None,
+                ready: false,
+                retiring: false,
             },
         );
         Ok(pid)
@@ -549,6 +650,7 @@ impl Arbiter {
                     self.halt = Some((c, format!("{what} (worker pid {pid} exited with {c}): stopping instead of respawning. Check the worker's own error output above.")));
                     "boot_error"
                 }
+                (Some(0), _) if w.retiring => "max_requests",
                 (Some(0), _) if w.stopping.is_some() => "graceful",
                 (Some(0), _) => "max_requests",
                 (Some(_), _) => "crash",
@@ -568,6 +670,8 @@ impl Arbiter {
             tracing::info!(reason, "Worker exiting (pid: {pid})");
             self.metrics.exits.with_label_values(&[reason]).inc();
             match (w.stopping, w.replaced_for) {
+                // Its replacement was started when it asked for one.
+                _ if w.retiring => {}
                 // Unasked (crash, killed, max_requests, timeout): the replacement, when it is
                 // spawned, counts as a `chld` restart (the Python exporter's reason for the
                 // SIGCHLD that announces such an exit).
@@ -717,25 +821,37 @@ impl Arbiter {
         }
     }
 
-    /// Stop every worker (TERM or QUIT), wait up to the graceful timeout, then KILL.
-    fn stop(&mut self, how: Stop) {
+    /// Stop every worker (TERM or QUIT), wait up to the graceful timeout, then KILL. An INT or
+    /// QUIT during a graceful stop turns it quick, as in gunicorn ≥ 25: QUIT to every worker,
+    /// and KILL [`QUICK_STOP_LIMIT`] later at most.
+    fn stop(&mut self, mut how: Stop) {
         let graceful = self.settings.graceful_timeout;
         for (pid, w) in &mut self.workers {
             w.retire(*pid, how, graceful);
         }
-        let give_up = Instant::now() + graceful + REAP_AFTER_KILL;
+        let mut give_up = Instant::now() + graceful + REAP_AFTER_KILL;
         while !self.workers.is_empty() && Instant::now() < give_up {
             self.reap();
             if self.workers.is_empty() {
                 break;
             }
             self.kill_overdue();
-            // Signals sent during the stop are counted, not acted on (the master is exiting).
-            let taken = self.signals.take();
-            for name in taken.act.iter().map(|(_, n)| n).chain(&taken.dropped) {
+            // Signals sent during the stop are counted; only a quick stop is acted on (the
+            // master is exiting).
+            for (sig, name) in self.signals.take() {
                 self.metrics.signals.with_label_values(&[name]).inc();
+                if how == Stop::Graceful && matches!(sig, libc_sig::INT | libc_sig::QUIT) {
+                    tracing::info!("Handling signal: {name}: quick shutdown");
+                    how = Stop::Fast;
+                    let limit = Instant::now() + QUICK_STOP_LIMIT;
+                    for (pid, w) in &mut self.workers {
+                        w.retire(*pid, Stop::Fast, graceful);
+                        w.stop_deadline = w.stop_deadline.map(|d| d.min(limit));
+                    }
+                    give_up = give_up.min(limit + REAP_AFTER_KILL);
+                }
             }
-            self.signals.wait(Duration::from_millis(50));
+            self.signals.wait(Duration::from_millis(50), None);
         }
         if !self.workers.is_empty() {
             tracing::warn!(
@@ -749,6 +865,17 @@ impl Arbiter {
 }
 
 impl Worker {
+    /// Whether it counts towards `--workers`: neither told to stop nor retiring.
+    fn counts(&self) -> bool {
+        self.stopping.is_none() && !self.retiring
+    }
+
+    /// Whether it serves: it said `READY=1`, or has lived [`MIN_LIFETIME`] (a worker that does
+    /// not speak the notification protocol).
+    fn is_up(&self) -> bool {
+        self.ready || self.spawned_at.elapsed() >= MIN_LIFETIME
+    }
+
     /// Tell the worker to stop (TERM for graceful, QUIT for fast); the first time, start its
     /// `--graceful-timeout` after which [`Arbiter::kill_overdue`] SIGKILLs it.
     fn retire(&mut self, pid: i32, how: Stop, graceful: Duration) {

@@ -66,13 +66,13 @@ pub(crate) fn run() -> anyhow::Result<i32> {
         server.local_addr()
     );
     loop {
-        for (sig, name) in signals.take().act {
+        for (sig, name) in signals.take() {
             if [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT].contains(&sig) {
                 tracing::info!("Handling signal: {name}; shutting down");
                 server.shutdown();
                 return Ok(0);
             }
         }
-        signals.wait(Duration::from_secs(1));
+        signals.wait(Duration::from_secs(1), None);
     }
 }

@@ -14,6 +14,7 @@ mod bind;
 mod cli;
 mod exporter;
 mod metrics;
+mod notices;
 mod procfs;
 mod reexec;
 mod signals;

@@ -1,11 +1,12 @@
 //! Signal handling as gunicorn's arbiter: a handler only writes one byte, the signal's number,
 //! to the master's signal queue (a non-blocking socket pair); the arbiter's loop sleeps on it,
-//! reads the signals in the order they arrived and acts on at most [`MAX_PENDING`] of them per
-//! wake-up (gunicorn's queue holds 5; extras are dropped, but still counted). CHLD is not queued
-//! (gunicorn handles it apart): it only wakes the loop, which reaps.
+//! reads the signals in the order they arrived and acts on every one of them (gunicorn ≥ 24's
+//! queue is unbounded; the socket pair holds hundreds of kilobytes, far more signals than can
+//! be pending). CHLD only wakes the loop, which reaps; the kernel merges CHLDs that arrive
+//! together, so their count is of deliveries, not of exits.
 
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -27,9 +28,6 @@ pub(crate) const HANDLED: [(i32, &str); 10] = [
     (SIGWINCH, "winch"),
 ];
 
-/// At most this many queued signals are acted on per wake-up (gunicorn's queue holds 5).
-const MAX_PENDING: usize = 5;
-
 fn name_of(sig: i32) -> Option<&'static str> {
     HANDLED.iter().find(|(s, _)| *s == sig).map(|(_, n)| *n)
 }
@@ -38,15 +36,6 @@ fn name_of(sig: i32) -> Option<&'static str> {
 #[derive(Debug)]
 pub(crate) struct Signals {
     read: UnixStream,
-}
-
-/// What one [`Signals::take`] found.
-#[derive(Debug, Default)]
-pub(crate) struct Taken {
-    /// The signals to act on, in arrival order (CHLD included, never dropped).
-    pub(crate) act: Vec<(i32, &'static str)>,
-    /// Signals received past the queue's capacity: counted, not acted on.
-    pub(crate) dropped: Vec<&'static str>,
 }
 
 impl Signals {
@@ -61,11 +50,9 @@ impl Signals {
         Ok(Signals { read })
     }
 
-    /// The signals received since the last call, in arrival order: every CHLD, and at most
-    /// [`MAX_PENDING`] of the others (the rest in `dropped`).
-    pub(crate) fn take(&self) -> Taken {
-        let mut taken = Taken::default();
-        let mut queued = 0;
+    /// The signals received since the last call, in arrival order.
+    pub(crate) fn take(&self) -> Vec<(i32, &'static str)> {
+        let mut taken = Vec::new();
         let mut buf = [0u8; 64];
         while let Ok(k) = (&self.read).read(&mut buf) {
             if k == 0 {
@@ -73,24 +60,20 @@ impl Signals {
             }
             for &b in &buf[..k] {
                 let sig = i32::from(b);
-                let Some(name) = name_of(sig) else { continue };
-                if sig == SIGCHLD {
-                    taken.act.push((sig, name));
-                } else if queued < MAX_PENDING {
-                    queued += 1;
-                    taken.act.push((sig, name));
-                } else {
-                    taken.dropped.push(name);
+                if let Some(name) = name_of(sig) {
+                    taken.push((sig, name));
                 }
             }
         }
         taken
     }
 
-    /// Sleep until a signal is pending or `timeout` passes (pending bytes are left for `take`).
-    pub(crate) fn wait(&self, timeout: Duration) {
+    /// Sleep until a signal is pending, `also` is readable, or `timeout` passes (nothing is
+    /// read: pending bytes are left for `take`).
+    pub(crate) fn wait(&self, timeout: Duration, also: Option<BorrowedFd<'_>>) {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        let mut fds = [PollFd::new(self.read.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(self.read.as_fd(), PollFlags::POLLIN)];
+        fds.extend(also.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
         let ms = PollTimeout::try_from(timeout.as_millis().min(60_000) as i32)
             .unwrap_or(PollTimeout::MAX);
         let _ = poll(&mut fds, ms);
@@ -109,7 +92,7 @@ mod tests {
 
     /// `raise` runs the handler before it returns, so the order of arrival is the order here.
     #[test]
-    fn signals_come_out_in_arrival_order_capped_at_five_chld_apart() {
+    fn signals_come_out_in_arrival_order_none_dropped() {
         let signals = Signals::install().unwrap();
         for sig in [SIGUSR2, SIGWINCH, SIGTTIN, SIGUSR1] {
             signal_hook::low_level::raise(sig).unwrap();
@@ -118,10 +101,11 @@ mod tests {
             signal_hook::low_level::raise(SIGTTOU).unwrap();
         }
         signal_hook::low_level::raise(SIGCHLD).unwrap();
-        let taken = signals.take();
-        let names: Vec<&str> = taken.act.iter().map(|(_, n)| *n).collect();
-        assert_eq!(names, ["usr2", "winch", "ttin", "usr1", "ttou", "chld"]);
-        assert_eq!(taken.dropped, ["ttou"; 6]);
-        assert!(signals.take().act.is_empty(), "taken once");
+        let names: Vec<&str> = signals.take().iter().map(|(_, n)| *n).collect();
+        let mut want = vec!["usr2", "winch", "ttin", "usr1"];
+        want.extend(["ttou"; 7]);
+        want.push("chld");
+        assert_eq!(names, want);
+        assert!(signals.take().is_empty(), "taken once");
     }
 }

@@ -84,7 +84,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use axum::Router;
 use gpe_core::server::{MetricsServer, ServerConfig};
-use gpe_core::shutdown::{Shutdown, StopReason};
+use gpe_core::shutdown::{Shutdown, StopReason, Tracked};
 use gpe_core::worker::{Listener, WorkerContext};
 use gpe_core::Store;
 
@@ -502,9 +502,12 @@ impl Worker {
     /// graceful deadline:
     ///
     /// - on a graceful stop (TERM, max-requests, a changed parent) stop accepting at once (the
-    ///   other workers take the accept queue) and answer with `Connection: close`; after
-    ///   [`ACCEPT_SETTLE`](gpe_core::shutdown::ACCEPT_SETTLE) ask the open connections to
-    ///   finish; return when they have;
+    ///   other workers take the accept queue) and answer with `Connection: close`; once no
+    ///   connection is open, or [`ACCEPT_SETTLE`](gpe_core::shutdown::ACCEPT_SETTLE) later, ask
+    ///   the open connections to finish; return when they have;
+    /// - under gpe-master, max-requests first asks the master for a replacement and serves on
+    ///   until the master's TERM, which comes once the replacement serves (it tells the master
+    ///   so when its listeners are up, as this worker does);
     /// - on a fast stop (QUIT, INT) return at once;
     /// - `GPE_GRACEFUL_TIMEOUT` after a graceful stop, return with requests in flight (warns).
     ///
@@ -548,6 +551,9 @@ impl Worker {
                 Bound::Tcp(l) => tasks.spawn(serve_listener(l, app.clone(), shutdown.clone())),
                 Bound::Unix(l) => tasks.spawn(serve_listener(l, app.clone(), shutdown.clone())),
             };
+        }
+        if let Some(master) = ctx.master_link() {
+            master.ready();
         }
         let drained = async {
             while let Some(joined) = tasks.join_next().await {
@@ -620,10 +626,12 @@ where
     // moment later (see `gpe_core::shutdown::ACCEPT_SETTLE`): one accepted just before the stop
     // may not have had its first request read yet, and a keep-alive client's next request may
     // be on its way.
+    shutdown.settle_when_idle();
     let listener = StopAccepting {
         inner: listener,
         stop: Box::pin(shutdown.graceful()),
         stopped: false,
+        shutdown: shutdown.clone(),
     };
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.settled())
@@ -631,22 +639,30 @@ where
 }
 
 /// A listener that stops accepting (pends forever) once `stop` resolves, so the other workers
-/// take the accept queue while this one finishes its connections.
+/// take the accept queue while this one finishes its connections. Every connection counts as
+/// open while it lives, so a worker with none left stops waiting at once.
 struct StopAccepting<L> {
     inner: L,
     stop: Pin<Box<dyn Future<Output = ()> + Send>>,
     stopped: bool,
+    shutdown: Shutdown,
 }
 
 impl<L: axum::serve::Listener> axum::serve::Listener for StopAccepting<L> {
-    type Io = L::Io;
+    type Io = Tracked<L::Io>;
     type Addr = L::Addr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         if !self.stopped {
+            // The stop first: once the worker is stopping nothing more is accepted, even when a
+            // connection is waiting. `settled` may resolve as soon as none is open, and one
+            // accepted after that would be closed before its request was read.
             tokio::select! {
-                accepted = self.inner.accept() => return accepted,
+                biased;
                 () = &mut self.stop => self.stopped = true,
+                (io, addr) = self.inner.accept() => {
+                    return (Tracked::new(io, &self.shutdown), addr);
+                }
             }
         }
         std::future::pending().await

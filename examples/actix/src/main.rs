@@ -29,6 +29,10 @@ use gpe_tower::{RequestMetrics, WorkerMetrics};
 
 use example_support as run;
 
+/// How long a connection accepted by actix-web's accept thread may take to reach a worker
+/// thread (and its `on_connect`) after the accept thread was paused.
+const ACCEPT_HANDOFF: Duration = Duration::from_millis(100);
+
 #[derive(Debug, serde::Deserialize)]
 struct Slow {
     ms: Option<u64>,
@@ -124,6 +128,13 @@ async fn serve(boot: run::Boot) -> anyhow::Result<()> {
             })
             .configure(routes)
     })
+    .on_connect({
+        // Each connection's extensions live as long as it does: the guard counts it as open.
+        let tracker = control.clone();
+        move |_, ext| {
+            ext.insert(tracker.track_connection());
+        }
+    })
     .workers(threads)
     .disable_signals()
     .shutdown_timeout(control.graceful_timeout().as_secs());
@@ -140,6 +151,8 @@ async fn serve(boot: run::Boot) -> anyhow::Result<()> {
     }
     .run();
 
+    control.settle_when_idle();
+    boot.tell_master_ready();
     let handle = server.handle();
     let stopper = control.clone();
     actix_web::rt::spawn(async move {
@@ -148,9 +161,16 @@ async fn serve(boot: run::Boot) -> anyhow::Result<()> {
         // just before the stop may not have had its request read yet, and actix closes idle
         // connections on a graceful stop (see `example_support::ACCEPT_SETTLE`).
         handle.pause().await;
+        // actix-web accepts on a thread of its own and hands each connection to a worker
+        // thread, where `on_connect` counts it: give the hand-off time to finish before the
+        // count of open connections is trusted.
+        let settled = async {
+            tokio::time::sleep(ACCEPT_HANDOFF).await;
+            stopper.graceful_settled().await;
+        };
         tokio::select! {
             () = stopper.fast() => return handle.stop(false).await,
-            () = stopper.graceful_settled() => {}
+            () = settled => {}
         }
         tokio::select! {
             () = stopper.fast() => handle.stop(false).await,

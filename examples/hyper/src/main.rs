@@ -164,6 +164,8 @@ async fn serve(boot: run::Boot) -> anyhow::Result<()> {
     let graceful = GracefulShutdown::new();
     let stop = control.graceful();
     tokio::pin!(stop);
+    control.settle_when_idle();
+    boot.tell_master_ready();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -177,7 +179,7 @@ async fn serve(boot: run::Boot) -> anyhow::Result<()> {
                 };
                 let svc = service.clone();
                 let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+                    .serve_connection(TokioIo::new(control.track(stream)), TowerToHyperService::new(svc));
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
@@ -190,7 +192,8 @@ async fn serve(boot: run::Boot) -> anyhow::Result<()> {
     }
     drop(listener);
     // Connections accepted just before the stop get a moment to start their first request
-    // before the idle ones are closed (see `example_support::ACCEPT_SETTLE`).
+    // before the idle ones are closed, unless none is open (see
+    // `example_support::ACCEPT_SETTLE`).
     tokio::select! {
         () = control.graceful_settled() => {}
         () = control.fast() => return Ok(()),

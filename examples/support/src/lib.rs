@@ -86,6 +86,13 @@ impl Boot {
         }))
     }
 
+    /// Tell the master (if any) that this worker serves.
+    pub fn tell_master_ready(&self) {
+        if let Some(master) = self.ctx.master_link() {
+            master.ready();
+        }
+    }
+
     /// Under gpe-master: whether listeners were inherited.
     pub fn under_master(&self) -> bool {
         self.ctx.is_managed()
@@ -189,6 +196,24 @@ impl Control {
             });
         }
         Ok(Control { shutdown })
+    }
+
+    /// From now on every connection is counted ([`Control::track`],
+    /// [`Control::track_connection`]): once none is open, a graceful stop does not wait
+    /// [`ACCEPT_SETTLE`].
+    pub fn settle_when_idle(&self) {
+        self.shutdown.settle_when_idle();
+    }
+
+    /// Count `io` as an open connection while it lives (see [`Control::settle_when_idle`]).
+    pub fn track<T>(&self, io: T) -> gpe_core::shutdown::Tracked<T> {
+        gpe_core::shutdown::Tracked::new(io, &self.shutdown)
+    }
+
+    /// Count one open connection until the guard is dropped, for servers that do not hand over
+    /// the connection's I/O (actix-web's `on_connect`; see [`Control::settle_when_idle`]).
+    pub fn track_connection(&self) -> gpe_core::shutdown::ConnectionGuard {
+        self.shutdown.track_connection()
     }
 
     /// Whether a stop was asked for: responses should carry `Connection: close`.

@@ -96,8 +96,8 @@ pub(crate) fn spawn_with_fds(
 
 /// Install a handler for `sig` that writes the one byte `tag` to `queue` and does nothing else
 /// (gunicorn's handlers only enqueue the signal and wake the loop). `queue` is the non-blocking
-/// write end of the master's signal queue: when it is full the byte is dropped, as gunicorn
-/// drops signals past its queue's capacity.
+/// write end of the master's signal queue, whose buffer holds far more signals than can be
+/// pending; were it ever full, the byte would be dropped rather than block the handler.
 pub(crate) fn register_queue_handler(sig: i32, tag: u8, queue: OwnedFd) -> std::io::Result<()> {
     // SAFETY: the handler only calls write(2) (async-signal-safe) on a descriptor the closure
     // owns for the life of the process: no lock, no allocation, no panic path (the result is
