@@ -20,6 +20,7 @@ use crate::metrics::MasterMetrics;
 use crate::notices::{Notice, Notices};
 use crate::reexec::PidFile;
 use crate::signals::{dup_high, Signals};
+use crate::systemd::Systemd;
 use crate::MasterError;
 
 /// gunicorn's WORKER_BOOT_ERROR and APP_LOAD_ERROR: the master halts instead of respawning.
@@ -139,6 +140,11 @@ pub(crate) struct Arbiter {
     /// The socket workers notify (`READY=1`, max-requests retirement); `None` if it could not
     /// be bound (workers are then replaced when they exit, as gunicorn does).
     notices: Option<Notices>,
+    /// systemd's notification socket (see [`crate::systemd`]).
+    systemd: Systemd,
+    /// `READY=1` is to be sent to systemd once the configured workers are up (at start and
+    /// after a HUP; not while this master waits for its promotion after a USR2).
+    readiness_due: bool,
 }
 
 /// What USR1 does besides forwarding the signal: reopen the log files.
@@ -182,6 +188,7 @@ impl Arbiter {
         upgrade: Upgrade,
     ) -> Arbiter {
         Arbiter {
+            readiness_due: upgrade.old_master.is_none(),
             num_workers: settings.workers,
             settings,
             listeners,
@@ -199,6 +206,7 @@ impl Arbiter {
             upgrade,
             reexec_pid: None,
             redis: None,
+            systemd: Systemd::silent(),
             notices: match Notices::bind() {
                 Ok(n) => Some(n),
                 Err(e) => {
@@ -207,6 +215,12 @@ impl Arbiter {
                 }
             },
         }
+    }
+
+    /// Tell systemd about readiness, reloads, stops and upgrades.
+    pub(crate) fn with_systemd(mut self, systemd: Systemd) -> Arbiter {
+        self.systemd = systemd;
+        self
     }
 
     /// Sync the store to Redis; flushed after each reap, before compaction.
@@ -267,6 +281,7 @@ impl Arbiter {
             self.kill_overdue();
             self.manage_workers();
             self.hand_over();
+            self.announce_ready();
             self.sample();
             let notices = self.notices.as_ref().map(AsFd::as_fd);
             self.signals.wait(self.sleep_time(), notices);
@@ -296,6 +311,23 @@ impl Arbiter {
                 }
                 Notice::Retire => {}
             }
+        }
+    }
+
+    /// `READY=1` to systemd once every configured worker is up.
+    fn announce_ready(&mut self) {
+        if !self.readiness_due || self.live_count() < self.num_workers as usize {
+            return;
+        }
+        if self
+            .workers
+            .values()
+            .filter(|w| w.counts())
+            .all(Worker::is_up)
+        {
+            self.readiness_due = false;
+            tracing::debug!("{} worker(s) up: ready", self.live_count());
+            self.systemd.ready(self.live_count());
         }
     }
 
@@ -342,18 +374,19 @@ impl Arbiter {
             .min();
         // A worker that never says it is up counts as up [`MIN_LIFETIME`] after its spawn; a
         // retiring worker waits for that moment.
-        let handover_due = self
-            .workers
-            .values()
-            .any(|w| w.retiring && w.stopping.is_none())
-            .then(|| {
-                self.workers
-                    .values()
-                    .filter(|w| !w.ready && w.stopping.is_none() && !w.retiring)
-                    .map(|w| w.spawned_at + MIN_LIFETIME)
-                    .min()
-            })
-            .flatten();
+        let handover_due = (self.readiness_due
+            || self
+                .workers
+                .values()
+                .any(|w| w.retiring && w.stopping.is_none()))
+        .then(|| {
+            self.workers
+                .values()
+                .filter(|w| !w.ready && w.stopping.is_none() && !w.retiring)
+                .map(|w| w.spawned_at + MIN_LIFETIME)
+                .min()
+        })
+        .flatten();
         match spawn_due
             .into_iter()
             .chain(kill_due)
@@ -417,6 +450,10 @@ impl Arbiter {
             if let Some(p) = &mut self.upgrade.pidfile {
                 p.promote(old);
             }
+            // The old master handed the unit over (MAINPID) before it exited; confirm, and
+            // say ready once the workers are up.
+            self.systemd.main_pid(std::process::id() as i32);
+            self.readiness_due = true;
         }
     }
 
@@ -429,6 +466,10 @@ impl Arbiter {
     /// HUP: new workers first, then the old ones are stopped gracefully.
     fn reload(&mut self) {
         self.metrics.reloads.inc();
+        if self.upgrade.old_master.is_none() {
+            self.systemd.reloading();
+            self.readiness_due = true;
+        }
         // As gunicorn: a reload starts the configured number of workers (undoing TTIN/TTOU/WINCH).
         self.num_workers = self.settings.workers;
         let old: Vec<i32> = self.workers.keys().copied().collect();
@@ -825,6 +866,12 @@ impl Arbiter {
     /// QUIT during a graceful stop turns it quick, as in gunicorn ≥ 25: QUIT to every worker,
     /// and KILL [`QUICK_STOP_LIMIT`] later at most.
     fn stop(&mut self, mut how: Stop) {
+        match self.reexec_pid {
+            // A USR2 upgrade: the new master carries the unit on.
+            Some(new) => self.systemd.main_pid(new),
+            None if self.upgrade.old_master.is_none() => self.systemd.stopping(),
+            None => {} // an unpromoted new master (a rollback): the old one is the unit's
+        }
         let graceful = self.settings.graceful_timeout;
         for (pid, w) in &mut self.workers {
             w.retire(*pid, how, graceful);

@@ -19,6 +19,7 @@ mod procfs;
 mod reexec;
 mod signals;
 mod sys;
+mod systemd;
 
 use std::fs::File;
 use std::io::Write;
@@ -262,7 +263,15 @@ fn run() -> anyhow::Result<i32> {
     let cli = cli::Cli::from_env_and_args();
     let log = init_logging(&cli)?;
     // Every flag value first (exit 2 on a bad one), then the worker binary; nothing is bound yet.
-    let binds = bind::parse_all(&cli.binds())?;
+    // Socket activation: systemd's descriptors replace --bind, as in gunicorn.
+    let activated = systemd::listen_fds_binds()?;
+    let binds = bind::parse_all(activated.as_ref().unwrap_or(&cli.binds()))?;
+    if let Some(fds) = &activated {
+        tracing::info!(
+            "socket activation: listening on the {} descriptor(s) systemd passed; --bind ignored",
+            fds.len()
+        );
+    }
     let (uid, gid) = ids(&cli)?;
     let worker_tmp_dir = worker_tmp_dir(&cli)?;
     let program = resolve_program(&cli.command[0])?;
@@ -401,7 +410,8 @@ fn run() -> anyhow::Result<i32> {
     };
     let mut arbiter =
         arbiter::Arbiter::new(settings, listeners, metrics, live, signals, reopen, upgrade)
-            .with_redis(redis);
+            .with_redis(redis)
+            .with_systemd(systemd::Systemd::from_env());
     let code = arbiter.run();
     drop(arbiter);
     if let Some(s) = server {

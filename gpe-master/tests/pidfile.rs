@@ -9,7 +9,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::{children, eventually, free_port, running, Launch, Master, Options, PATIENCE};
+use common::{children, eventually, free_port, running, Launch, Master, Options, Reaper, PATIENCE};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -21,17 +21,6 @@ fn dot2(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".2");
     s.into()
-}
-
-/// Kills a master we did not start ourselves (a re-exec'd one) and its workers.
-struct Reaper(i32);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for pid in children(self.0).into_iter().chain([self.0]) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-    }
 }
 
 /// A pid that is not running (a child that has exited and been reaped).

@@ -8,20 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{children, eventually, http_get, running, Master, Options, PATIENCE};
+use common::{children, eventually, http_get, running, Master, Options, Reaper, PATIENCE};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-
-/// Kills a process we did not start ourselves (a re-exec'd or daemonized master) and its workers.
-struct Reaper(i32);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for pid in children(self.0).into_iter().chain([self.0]) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-    }
-}
 
 fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()

@@ -59,7 +59,14 @@ fn files_are_valid() {
     let socket = std::fs::read_to_string(here("systemd/gpe-app.socket")).unwrap();
     assert!(socket.contains("ListenStream=127.0.0.1:8000"));
     let service = std::fs::read_to_string(here("systemd/gpe-app.service")).unwrap();
-    assert!(service.contains("--bind fd://3") && service.contains("Requires=gpe-app.socket"));
+    // gunicorn's documented unit, only ExecStart changed: Type=notify, the socket from the
+    // .socket unit (socket activation, no --bind).
+    assert!(service.contains("Type=notify") && service.contains("Requires=gpe-app.socket"));
+    let exec_start = service
+        .lines()
+        .find(|l| l.starts_with("ExecStart="))
+        .expect("ExecStart");
+    assert!(!exec_start.contains("--bind"), "{exec_start}");
 }
 
 fn percent_encode(s: &str) -> String {

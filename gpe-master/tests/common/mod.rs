@@ -662,3 +662,15 @@ impl Master {
         m
     }
 }
+
+/// Kills a process we did not start ourselves (a re-exec'd or daemonized master) and its
+/// workers, when dropped.
+pub(crate) struct Reaper(pub(crate) i32);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in children(self.0).into_iter().chain([self.0]) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
