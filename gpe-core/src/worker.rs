@@ -21,7 +21,7 @@ use std::net::{TcpListener, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{getsockopt, sockopt, AddressFamily, SockaddrLike, SockaddrStorage};
@@ -398,8 +398,10 @@ fn to_listener(fd: OwnedFd) -> Result<Listener, WorkerError> {
     }
 }
 
-/// The heartbeat file: touching it (a `fchmod` that changes its ctime) tells the master the
-/// worker is alive.
+/// The heartbeat file: setting its times to the monotonic clock (gunicorn 22+'s
+/// `os.utime(fd, (monotonic, monotonic))`) tells the master the worker is alive. The master
+/// compares the file's mtime with its own monotonic clock, so a step of the wall clock (NTP, a
+/// resumed VM) neither kills a live worker nor hides a hung one.
 #[derive(Debug, Clone)]
 pub struct Heartbeat {
     inner: Arc<HeartbeatInner>,
@@ -411,7 +413,6 @@ struct HeartbeatInner {
     period: Duration,
     started: Instant,
     last_ms: AtomicU64,
-    toggle: Mutex<bool>,
 }
 
 impl Heartbeat {
@@ -427,22 +428,22 @@ impl Heartbeat {
                 period: (timeout / 4).max(Duration::from_millis(100)),
                 started: Instant::now(),
                 last_ms: AtomicU64::new(0),
-                toggle: Mutex::new(false),
             }),
         };
         hb.beat();
         Ok(hb)
     }
 
-    /// Touch the file now.
+    /// Touch the file now: atime and mtime become the monotonic clock's reading.
     pub fn beat(&self) {
-        let mut t = self.inner.toggle.lock().unwrap_or_else(|p| p.into_inner());
-        *t = !*t;
-        let mode = if *t { 0o600 } else { 0o400 };
-        if let Err(e) = nix::sys::stat::fchmod(
-            self.inner.file.as_fd(),
-            nix::sys::stat::Mode::from_bits_truncate(mode),
-        ) {
+        let now = match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
+            Ok(t) => nix::sys::time::TimeSpec::new(t.tv_sec(), t.tv_nsec()),
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat failed: no monotonic clock");
+                return;
+            }
+        };
+        if let Err(e) = nix::sys::stat::futimens(self.inner.file.as_fd(), &now, &now) {
             tracing::warn!(error = %e, "heartbeat failed");
         }
         let now = self.inner.started.elapsed().as_millis() as u64;

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
@@ -16,6 +15,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::bind::Bound;
+use crate::heartbeat::{last_beat, monotonic_now, silence, Beat, Stamp};
 use crate::metrics::MasterMetrics;
 use crate::notices::{Notice, Notices};
 use crate::reexec::PidFile;
@@ -92,7 +92,8 @@ struct Worker {
     age: u64,
     spawned_at: Instant,
     heartbeat: File,
-    spawned_ctime: (i64, i64),
+    /// The heartbeat file's times at the spawn (see [`crate::heartbeat`]).
+    spawned_stamp: Stamp,
     aborted_at: Option<Instant>,
     /// When the SIGKILL that followed an ignored SIGABRT was first sent.
     killed_after_abort: Option<Instant>,
@@ -154,12 +155,6 @@ impl std::fmt::Debug for OnUsr1 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<reopen logs>")
     }
-}
-
-fn ctime(f: &File) -> (i64, i64) {
-    f.metadata()
-        .map(|m| (m.ctime(), m.ctime_nsec()))
-        .unwrap_or((0, 0))
 }
 
 fn jitter(max: u64) -> u64 {
@@ -466,6 +461,8 @@ impl Arbiter {
     /// HUP: new workers first, then the old ones are stopped gracefully.
     fn reload(&mut self) {
         self.metrics.reloads.inc();
+        // gunicorn ≥ 24 reopens its log files on HUP too (logrotate setups that send HUP).
+        (self.on_usr1.0)();
         if self.upgrade.old_master.is_none() {
             self.systemd.reloading();
             self.readiness_due = true;
@@ -565,11 +562,10 @@ impl Arbiter {
             )
             .map_err(|e| spawn_err(e.into()))?;
         }
-        let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg("export LISTEN_PID=$$; exec \"$0\" \"$@\"")
-            .arg(&s.program)
-            .args(&s.args)
+        // No shell: LISTEN_PID is written between fork and exec (see `sys::spawn_with_fds`), so
+        // distroless and scratch images without /bin/sh can run workers.
+        let mut cmd = Command::new(&s.program);
+        cmd.args(&s.args)
             .env("LISTEN_FDS", n.to_string())
             .env(
                 "LISTEN_FDNAMES",
@@ -620,8 +616,9 @@ impl Arbiter {
         if let Some(gid) = s.gid {
             cmd.gid(gid);
         }
-        let child = crate::sys::spawn_with_fds(cmd, &fds, nix::unistd::getpid(), true)
-            .map_err(spawn_err)?;
+        let child =
+            crate::sys::spawn_with_fds(cmd, &fds, nix::unistd::getpid(), crate::sys::Role::Worker)
+                .map_err(spawn_err)?;
         drop(fds);
         let pid = child.id() as i32;
         self.live.insert(pid as u32);
@@ -631,7 +628,7 @@ impl Arbiter {
             Worker {
                 age,
                 spawned_at: Instant::now(),
-                spawned_ctime: ctime(&heartbeat),
+                spawned_stamp: Stamp::of(&heartbeat),
                 heartbeat,
                 aborted_at: None,
                 killed_after_abort: None,
@@ -722,8 +719,8 @@ impl Arbiter {
                     // heartbeated; without a heartbeat channel there is nothing to tell), is
                     // gunicorn's recycling, not a crash loop: respawned at once however fast the
                     // requests came, and the backoff is left as it is.
-                    let booted =
-                        self.settings.timeout.is_zero() || ctime(&w.heartbeat) != w.spawned_ctime;
+                    let booted = self.settings.timeout.is_zero()
+                        || last_beat(Stamp::of(&w.heartbeat), w.spawned_stamp) != Beat::Never;
                     let recycled =
                         reason == "max_requests" && self.settings.max_requests > 0 && booted;
                     if !recycled {
@@ -782,15 +779,16 @@ impl Arbiter {
         if self.settings.timeout.is_zero() {
             return;
         }
-        let now = SystemTime::now();
+        let (mono, wall) = (monotonic_now(), SystemTime::now());
         for (pid, w) in &mut self.workers {
-            let (secs, nanos) = ctime(&w.heartbeat);
-            if (secs, nanos) == w.spawned_ctime || w.stopping.is_some() {
-                continue; // never heartbeated: a plain socket-activated binary, not supervised.
+            if w.stopping.is_some() {
+                continue;
             }
-            let last = SystemTime::UNIX_EPOCH
-                + Duration::new(secs.max(0) as u64, nanos.clamp(0, 999_999_999) as u32);
-            let silent = now.duration_since(last).unwrap_or_default();
+            let beat = last_beat(Stamp::of(&w.heartbeat), w.spawned_stamp);
+            // None: never heartbeated, a plain socket-activated binary, not supervised.
+            let Some(silent) = silence(beat, mono, wall) else {
+                continue;
+            };
             if silent <= self.settings.timeout {
                 continue;
             }

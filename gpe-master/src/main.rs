@@ -13,6 +13,7 @@ mod arbiter;
 mod bind;
 mod cli;
 mod exporter;
+mod heartbeat;
 mod metrics;
 mod notices;
 mod procfs;
@@ -112,6 +113,15 @@ impl LogFile {
             Ok(f) => *self.file.lock().unwrap_or_else(|p| p.into_inner()) = f,
             Err(e) => eprintln!("gpe-master: cannot reopen {}: {e}", self.path.display()),
         }
+    }
+
+    /// Point this process's stdout and stderr at the file (under `--daemon`, so that the
+    /// workers, which inherit them, write there instead of /dev/null).
+    fn take_stdio(&self) -> std::io::Result<()> {
+        let file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        nix::unistd::dup2_stdout(&*file)?;
+        nix::unistd::dup2_stderr(&*file)?;
+        Ok(())
     }
 }
 
@@ -321,6 +331,12 @@ fn run() -> anyhow::Result<i32> {
         nix::unistd::daemon(true, false).context("--daemon: detaching")?;
         // As gunicorn's daemonize (--umask only applies to the unix sockets).
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+        // Workers inherit stdout and stderr: their output goes to --error-logfile, not to
+        // /dev/null (and follows it when USR1 or HUP reopens it).
+        if let Some(log) = &log {
+            log.take_stdio()
+                .context("--daemon: sending output to --error-logfile")?;
+        }
     }
     if old_master.is_some() {
         // The old master's workers still write here: keep their files (counters stay monotonic).
@@ -399,8 +415,16 @@ fn run() -> anyhow::Result<i32> {
     if let Some(s) = &server {
         tracing::info!("Serving metrics at http://{}/metrics", s.local_addr());
     }
+    let daemonized = cli.daemon;
     let reopen = arbiter::OnUsr1(match log {
-        Some(log) => Box::new(move || log.reopen()),
+        Some(log) => Box::new(move || {
+            log.reopen();
+            if daemonized {
+                if let Err(e) = log.take_stdio() {
+                    tracing::warn!(error = %e, "cannot send the workers' output to the reopened log file");
+                }
+            }
+        }),
         None => Box::new(|| {}),
     });
     let upgrade = arbiter::Upgrade {

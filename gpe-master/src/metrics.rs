@@ -43,7 +43,7 @@ impl MasterMetrics {
         let r = Registry::new();
         let e = |e: prometheus::Error| MasterError::Metrics(e.to_string());
         let m = MasterMetrics {
-            signals: reg(&r, IntCounterVec::new(Opts::new("gunicorn_master_signals_total", "Signals received by the master, by signal."), &["signal"]).map_err(e)?)?,
+            signals: reg(&r, IntCounterVec::new(Opts::new("gunicorn_master_signals_total", "Signals received by the master, by signal. The kernel merges signals of one kind sent before the master handles the first (chld above all: one delivery may announce several exits, which gunicorn_master_worker_exits_total counts)."), &["signal"]).map_err(e)?)?,
             restarts: reg(&r, IntCounterVec::new(Opts::new("gunicorn_master_worker_restart_total", "Workers replaced by the master: hup (by a reload), chld (respawned after an exit the master did not ask for; the cause is in gunicorn_master_worker_exits_total)."), &["reason"]).map_err(e)?)?,
             exits: reg(&r, IntCounterVec::new(Opts::new("gunicorn_master_worker_exits_total", "Worker exits, by reason."), &["reason"]).map_err(e)?)?,
             spawns: reg(&r, IntCounter::new("gunicorn_master_worker_spawns_total", "Workers started by the master.").map_err(e)?)?,

@@ -142,7 +142,7 @@ pub(crate) fn spawn_new_master(
         fds.push(dup_high(m.as_fd(), high)?);
         cmd.env(METRICS_FD, (3 + listeners.len()).to_string());
     }
-    crate::sys::spawn_with_fds(cmd, &fds, nix::unistd::getpid(), false)
+    crate::sys::spawn_with_fds(cmd, &fds, nix::unistd::getpid(), crate::sys::Role::Master)
 }
 
 /// Where the master was started, for USR2: gunicorn's `util.getcwd` (`$PWD` when it names the

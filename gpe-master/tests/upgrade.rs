@@ -195,6 +195,21 @@ fn daemon_detaches_and_winch_stops_the_workers() {
         || launcher.log(),
     );
     assert!(launcher.get("/").is_ok());
+    // The workers' own output goes to --error-logfile, not to /dev/null.
+    let log = launcher.dir.path().join("master.log");
+    for pid in &pids {
+        eventually(
+            PATIENCE,
+            "the worker's own line in --error-logfile",
+            || {
+                std::fs::read_to_string(&log)
+                    .ok()?
+                    .contains(&format!("[{pid}] serving on"))
+                    .then_some(())
+            },
+            || std::fs::read_to_string(&log).unwrap_or_default(),
+        );
+    }
 
     // WINCH, when daemonized: every worker stops, the master stays.
     kill(Pid::from_raw(daemon), Signal::SIGWINCH).unwrap();

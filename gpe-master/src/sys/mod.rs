@@ -3,7 +3,9 @@
 //! `// SAFETY:` comment; the rest of the crate goes through these safe functions (and nix).
 #![allow(unsafe_code)]
 
+use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 use std::sync::Mutex;
@@ -49,15 +51,122 @@ pub(crate) fn own_new_fd(raw: RawFd) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
-/// Spawn `cmd` with `fds` placed at descriptors `3, 4, ...` (not close-on-exec), and with
-/// (when `pdeathsig`) `PR_SET_PDEATHSIG(SIGKILL)` so a worker dies with the master even if the
-/// master is SIGKILLed. Every descriptor in `fds` must be numbered above `3 + fds.len()` so the shuffle
+/// What a process started by the master is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// A worker: it gets `LISTEN_PID=<its own pid>` (set between fork and exec, without a
+    /// shell) and `PR_SET_PDEATHSIG(SIGTERM)`, so that if the master dies it stops gracefully:
+    /// its requests in flight finish, as gunicorn's workers finish theirs when their parent
+    /// changes.
+    Worker,
+    /// A new master (USR2): meant to outlive this one; no parent-death signal.
+    Master,
+}
+
+/// The program, arguments and environment of a worker, as C strings laid out before the fork:
+/// the child only writes its pid into the `LISTEN_PID=` entry and calls `execve`.
+struct ExecImage {
+    program: CString,
+    _args: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    _env: Vec<CString>,
+    /// `LISTEN_PID=` followed by room for the digits and the NUL.
+    listen_pid: Box<[u8; LISTEN_PID_ENTRY]>,
+    envp: Vec<*const libc::c_char>,
+}
+
+const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+const LISTEN_PID_ENTRY: usize = LISTEN_PID_PREFIX.len() + 21;
+
+// SAFETY: the raw pointers point only into buffers owned by the same `ExecImage` (heap
+// allocations that do not move when the struct does); they are dereferenced only by `execve`
+// in the forked child, where no other thread exists.
+unsafe impl Send for ExecImage {}
+// SAFETY: as for `Send`: shared references never dereference the pointers.
+unsafe impl Sync for ExecImage {}
+
+fn c_string(s: &std::ffi::OsStr) -> std::io::Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| std::io::Error::other("a NUL byte in an argument"))
+}
+
+impl ExecImage {
+    /// `cmd`'s program and arguments, and this process's environment with `cmd`'s changes,
+    /// without `LISTEN_PID` (the child writes its own).
+    fn of(cmd: &Command) -> std::io::Result<ExecImage> {
+        let program = c_string(cmd.get_program())?;
+        let args: Vec<CString> = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(c_string)
+            .collect::<Result<_, _>>()?;
+        let mut vars: std::collections::BTreeMap<OsString, OsString> =
+            std::env::vars_os().collect();
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => vars.insert(k.to_owned(), v.to_owned()),
+                None => vars.remove(k),
+            };
+        }
+        vars.remove(std::ffi::OsStr::new("LISTEN_PID"));
+        let env: Vec<CString> = vars
+            .iter()
+            .map(|(k, v)| {
+                let mut kv = k.clone();
+                kv.push("=");
+                kv.push(v);
+                c_string(&kv)
+            })
+            .collect::<Result<_, _>>()?;
+        let mut listen_pid = Box::new([0u8; LISTEN_PID_ENTRY]);
+        listen_pid[..LISTEN_PID_PREFIX.len()].copy_from_slice(LISTEN_PID_PREFIX);
+        let argv = args
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
+        let envp = env
+            .iter()
+            .map(|e| e.as_ptr())
+            .chain([listen_pid.as_ptr().cast(), std::ptr::null()])
+            .collect();
+        Ok(ExecImage {
+            program,
+            _args: args,
+            argv,
+            _env: env,
+            listen_pid,
+            envp,
+        })
+    }
+
+    /// In the child: write `pid` into the `LISTEN_PID=` entry (no allocation).
+    fn set_listen_pid(&mut self, pid: libc::pid_t) {
+        let mut digits = [0u8; 20];
+        let mut n = pid.unsigned_abs();
+        let mut len = 0;
+        loop {
+            digits[len] = b'0' + (n % 10) as u8;
+            n /= 10;
+            len += 1;
+            if n == 0 {
+                break;
+            }
+        }
+        let at = LISTEN_PID_PREFIX.len();
+        for i in 0..len {
+            self.listen_pid[at + i] = digits[len - 1 - i];
+        }
+        self.listen_pid[at + len] = 0;
+    }
+}
+
+/// Spawn `cmd` with `fds` placed at descriptors `3, 4, ...` (not close-on-exec), as a
+/// [`Role`]. Every descriptor in `fds` must be numbered above `3 + fds.len()` so the shuffle
 /// never overwrites one it still needs (the caller dups them high).
 pub(crate) fn spawn_with_fds(
     mut cmd: Command,
     fds: &[OwnedFd],
     master: Pid,
-    pdeathsig: bool,
+    role: Role,
 ) -> std::io::Result<Child> {
     let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
     let limit = 3 + raw.len() as RawFd;
@@ -67,9 +176,14 @@ pub(crate) fn spawn_with_fds(
         ));
     }
     let master = master.as_raw();
+    let mut image = match role {
+        Role::Worker => Some(ExecImage::of(&cmd)?),
+        Role::Master => None,
+    };
     // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
-    // calls are allowed. It only calls dup2, prctl, getppid and _exit (all async-signal-safe),
-    // reads the `raw` vector allocated before the fork, and allocates nothing.
+    // calls are allowed. It only calls dup2, prctl, getppid, getpid, execve and _exit (all
+    // async-signal-safe), writes into the `image` buffers allocated before the fork, and
+    // allocates nothing. std has already applied the uid, gid and working directory.
     unsafe {
         cmd.pre_exec(move || {
             for (i, &fd) in raw.iter().enumerate() {
@@ -78,17 +192,24 @@ pub(crate) fn spawn_with_fds(
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            if !pdeathsig {
+            let Some(image) = image.as_mut() else {
                 return Ok(());
-            }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
+            };
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            // The master may have died between fork and prctl: then nobody would kill us.
+            // The master may have died between fork and prctl: then no signal would come.
             if libc::getppid() != master {
                 libc::_exit(1);
             }
-            Ok(())
+            image.set_listen_pid(libc::getpid());
+            libc::execve(
+                image.program.as_ptr(),
+                image.argv.as_ptr(),
+                image.envp.as_ptr(),
+            );
+            // execve returns only on failure: std reports this error to the parent.
+            Err(std::io::Error::last_os_error())
         });
     }
     cmd.spawn()
@@ -108,4 +229,42 @@ pub(crate) fn register_queue_handler(sig: i32, tag: u8, queue: OwnedFd) -> std::
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(image: &ExecImage, i: usize) -> String {
+        // SAFETY: the pointers of a fresh image point into its own NUL-terminated buffers.
+        unsafe { std::ffi::CStr::from_ptr(image.envp[i]) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn the_image_carries_the_environment_and_our_own_listen_pid() {
+        let mut cmd = Command::new("/opt/app/worker");
+        cmd.arg("--flag")
+            .env("GPE_WORKER_ID", "7")
+            .env("LISTEN_PID", "1")
+            .env_remove("HOME");
+        let mut image = ExecImage::of(&cmd).unwrap();
+        assert_eq!(image.program.to_str().unwrap(), "/opt/app/worker");
+        assert_eq!(image.argv.len(), 3, "program, one argument, NULL");
+        assert!(image.argv[2].is_null() && image.envp.last().unwrap().is_null());
+        let n = image.envp.len() - 1;
+        let env: Vec<String> = (0..n).map(|i| entry(&image, i)).collect();
+        assert!(env.contains(&"GPE_WORKER_ID=7".to_owned()), "{env:?}");
+        assert!(!env.iter().any(|e| e.starts_with("HOME=")), "{env:?}");
+        assert_eq!(
+            env.iter().filter(|e| e.starts_with("LISTEN_PID=")).count(),
+            1,
+            "{env:?}"
+        );
+        for pid in [1, 42, 4_194_304, libc::pid_t::MAX] {
+            image.set_listen_pid(pid);
+            assert_eq!(entry(&image, n - 1), format!("LISTEN_PID={pid}"));
+        }
+    }
 }
