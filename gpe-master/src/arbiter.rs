@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
@@ -59,6 +58,9 @@ pub(crate) struct Settings {
     pub(crate) metrics_dir: PathBuf,
     pub(crate) uid: Option<u32>,
     pub(crate) gid: Option<u32>,
+    /// The workers' supplementary groups, when they change (`--initgroups`, or none for a
+    /// worker that root starts as `--user`).
+    pub(crate) groups: Option<Vec<u32>>,
     /// Whether the master is daemonized (WINCH only acts then, as in gunicorn).
     pub(crate) daemon: bool,
     /// Our `argv[0]` as typed and our arguments, to re-exec on USR2 (see [`crate::reexec`]).
@@ -232,7 +234,8 @@ impl Arbiter {
             self.check_promotion();
             if let Some((code, why)) = self.halt.take() {
                 tracing::error!("{why}");
-                self.stop(Stop::Fast);
+                // As gunicorn's halt: the other workers stop gracefully.
+                self.stop(Stop::Graceful);
                 return code;
             }
             self.read_notices();
@@ -610,15 +613,17 @@ impl Arbiter {
         } else {
             cmd.env_remove("GPE_HEARTBEAT_FD");
         }
-        if let Some(uid) = s.uid {
-            cmd.uid(uid);
-        }
-        if let Some(gid) = s.gid {
-            cmd.gid(gid);
-        }
-        let child =
-            crate::sys::spawn_with_fds(cmd, &fds, nix::unistd::getpid(), crate::sys::Role::Worker)
-                .map_err(spawn_err)?;
+        let child = crate::sys::spawn_with_fds(
+            cmd,
+            &fds,
+            nix::unistd::getpid(),
+            crate::sys::Role::Worker(crate::sys::Credentials {
+                uid: s.uid,
+                gid: s.gid,
+                groups: s.groups.clone(),
+            }),
+        )
+        .map_err(spawn_err)?;
         drop(fds);
         let pid = child.id() as i32;
         self.live.insert(pid as u32);

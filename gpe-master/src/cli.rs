@@ -69,6 +69,11 @@ pub(crate) struct Cli {
     #[arg(short = 'g', long)]
     pub(crate) group: Option<String>,
 
+    /// Give workers the supplementary groups of --user from the group database (as
+    /// initgroups(3)); without it, a worker started by root as --user has none.
+    #[arg(long)]
+    pub(crate) initgroups: bool,
+
     /// Umask the unix sockets are created under, as in gunicorn: the default 0 gives mode 0777,
     /// so a proxy running as another user can connect. Read like gunicorn reads it: 0o22 or 022
     /// is octal, 0x12 hex, 18 decimal (so 22 means 0o26). It is not the master's or the workers'

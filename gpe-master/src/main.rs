@@ -202,6 +202,35 @@ fn ids(cli: &cli::Cli) -> anyhow::Result<(Option<u32>, Option<u32>)> {
     Ok((uid, gid))
 }
 
+/// The workers' supplementary groups: `--initgroups` gives them --user's from the group
+/// database; otherwise root's workers running as --user get none (they would keep root's).
+fn groups(cli: &cli::Cli, uid: Option<u32>, gid: Option<u32>) -> anyhow::Result<Option<Vec<u32>>> {
+    let Some(uid) = uid else {
+        if cli.initgroups {
+            tracing::warn!("--initgroups has no effect without --user");
+        }
+        return Ok(None);
+    };
+    if !nix::unistd::getuid().is_root() {
+        return Ok(None); // not ours to change
+    }
+    if !cli.initgroups {
+        return Ok(Some(Vec::new()));
+    }
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .context("--initgroups: looking --user up")?
+        .ok_or_else(|| {
+            anyhow::anyhow!("--initgroups: uid {uid} has no name in the user database")
+        })?;
+    let name = std::ffi::CString::new(user.name.clone()).context("--initgroups: user name")?;
+    let primary = gid.map_or(user.gid, nix::unistd::Gid::from_raw);
+    let list = nix::unistd::getgrouplist(&name, primary)
+        .with_context(|| format!("--initgroups: the groups of {}", user.name))?;
+    Ok(Some(
+        list.into_iter().map(nix::unistd::Gid::as_raw).collect(),
+    ))
+}
+
 /// The worker binary, resolved like a shell would, and checked before any fork.
 fn resolve_program(program: &std::ffi::OsStr) -> anyhow::Result<PathBuf> {
     let p = Path::new(program);
@@ -283,6 +312,7 @@ fn run() -> anyhow::Result<i32> {
         );
     }
     let (uid, gid) = ids(&cli)?;
+    let worker_groups = groups(&cli, uid, gid)?;
     let worker_tmp_dir = worker_tmp_dir(&cli)?;
     let program = resolve_program(&cli.command[0])?;
     let config = gpe_core::config::Config::from_env().context("metrics configuration")?;
@@ -406,6 +436,7 @@ fn run() -> anyhow::Result<i32> {
         start_dir: reexec::start_dir().context("finding the working directory (for USR2)")?,
         uid,
         gid,
+        groups: worker_groups,
     };
     tracing::info!(
         "Starting gpe-master {} ({})",

@@ -604,6 +604,44 @@ fn user_and_group_apply_to_workers() {
     });
 }
 
+/// `--user nobody --initgroups` (as root): workers get nobody's groups from the group database
+/// (initgroups(3), as gunicorn's flag), where without it they have none.
+#[test]
+fn initgroups_gives_workers_the_users_groups() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipping --initgroups: the test does not run as root");
+        return;
+    }
+    let Some(user) = nix::unistd::User::from_name("nobody").ok().flatten() else {
+        eprintln!("skipping --initgroups: no user `nobody` here");
+        return;
+    };
+    let name = std::ffi::CString::new(user.name.clone()).unwrap();
+    let mut want: Vec<String> = nix::unistd::getgrouplist(&name, user.gid)
+        .unwrap()
+        .into_iter()
+        .map(|g| g.to_string())
+        .collect();
+    want.sort();
+    want.dedup();
+    assert!(!want.is_empty(), "getgrouplist includes the primary group");
+    let mut m = Master::start(
+        Options::workers(1)
+            .arg("--user")
+            .arg("nobody")
+            .arg("--initgroups"),
+    );
+    let pid = m.wait_workers(1)[0];
+    let mut groups = status_field(pid, "Groups").expect("Groups");
+    groups.sort();
+    assert_eq!(groups, want, "worker {pid}'s supplementary groups");
+    assert_eq!(
+        status_field(pid, "Uid").and_then(|f| f.first().cloned()),
+        Some(user.uid.to_string())
+    );
+    assert!(m.answering_pid().is_ok(), "{}", m.log());
+}
+
 /// TTIN, TTIN, TTOU: `gunicorn_master_signals_total` says exactly ttin 2 and ttou 1 (and no other
 /// signal but CHLD), and `gunicorn_master_workers` matches the running workers after each.
 #[test]

@@ -51,14 +51,23 @@ pub(crate) fn own_new_fd(raw: RawFd) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
+/// The identity a worker runs as (`--user`, `--group`, `--initgroups`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Credentials {
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
+    /// The supplementary groups to set (before the gid and uid), if they change.
+    pub(crate) groups: Option<Vec<u32>>,
+}
+
 /// What a process started by the master is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Role {
     /// A worker: it gets `LISTEN_PID=<its own pid>` (set between fork and exec, without a
-    /// shell) and `PR_SET_PDEATHSIG(SIGTERM)`, so that if the master dies it stops gracefully:
-    /// its requests in flight finish, as gunicorn's workers finish theirs when their parent
-    /// changes.
-    Worker,
+    /// shell), its [`Credentials`], and `PR_SET_PDEATHSIG(SIGTERM)`, so that if the master dies
+    /// it stops gracefully: its requests in flight finish, as gunicorn's workers finish theirs
+    /// when their parent changes.
+    Worker(Credentials),
     /// A new master (USR2): meant to outlive this one; no parent-death signal.
     Master,
 }
@@ -73,6 +82,7 @@ struct ExecImage {
     /// `LISTEN_PID=` followed by room for the digits and the NUL.
     listen_pid: Box<[u8; LISTEN_PID_ENTRY]>,
     envp: Vec<*const libc::c_char>,
+    credentials: Credentials,
 }
 
 const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
@@ -92,7 +102,7 @@ fn c_string(s: &std::ffi::OsStr) -> std::io::Result<CString> {
 impl ExecImage {
     /// `cmd`'s program and arguments, and this process's environment with `cmd`'s changes,
     /// without `LISTEN_PID` (the child writes its own).
-    fn of(cmd: &Command) -> std::io::Result<ExecImage> {
+    fn of(cmd: &Command, credentials: Credentials) -> std::io::Result<ExecImage> {
         let program = c_string(cmd.get_program())?;
         let args: Vec<CString> = std::iter::once(cmd.get_program())
             .chain(cmd.get_args())
@@ -135,6 +145,7 @@ impl ExecImage {
             _env: env,
             listen_pid,
             envp,
+            credentials,
         })
     }
 
@@ -177,13 +188,13 @@ pub(crate) fn spawn_with_fds(
     }
     let master = master.as_raw();
     let mut image = match role {
-        Role::Worker => Some(ExecImage::of(&cmd)?),
+        Role::Worker(credentials) => Some(ExecImage::of(&cmd, credentials)?),
         Role::Master => None,
     };
     // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
-    // calls are allowed. It only calls dup2, prctl, getppid, getpid, execve and _exit (all
-    // async-signal-safe), writes into the `image` buffers allocated before the fork, and
-    // allocates nothing. std has already applied the uid, gid and working directory.
+    // calls are allowed. It only calls dup2, setgroups, setgid, setuid, prctl, getppid, getpid,
+    // execve and _exit (all async-signal-safe), reads and writes the `image` buffers allocated
+    // before the fork, and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             for (i, &fd) in raw.iter().enumerate() {
@@ -195,6 +206,24 @@ pub(crate) fn spawn_with_fds(
             let Some(image) = image.as_mut() else {
                 return Ok(());
             };
+            // Groups, then gid, then uid (after it, neither can change); before the
+            // parent-death signal, which a change of uid would reset.
+            let creds = &image.credentials;
+            if let Some(groups) = &creds.groups {
+                if libc::setgroups(groups.len(), groups.as_ptr()) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some(gid) = creds.gid {
+                if libc::setgid(gid) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some(uid) = creds.uid {
+                if libc::setuid(uid) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -249,7 +278,7 @@ mod tests {
             .env("GPE_WORKER_ID", "7")
             .env("LISTEN_PID", "1")
             .env_remove("HOME");
-        let mut image = ExecImage::of(&cmd).unwrap();
+        let mut image = ExecImage::of(&cmd, Credentials::default()).unwrap();
         assert_eq!(image.program.to_str().unwrap(), "/opt/app/worker");
         assert_eq!(image.argv.len(), 3, "program, one argument, NULL");
         assert!(image.argv[2].is_null() && image.envp.last().unwrap().is_null());
