@@ -10,9 +10,10 @@ For each server (gpe-master running example-axum, gunicorn running a one-line WS
 * baseline: nothing is sent;
 * HUP: SIGHUP to the master at ACTION_AT (default 3 s) into the load;
 * USR2: SIGUSR2 to the master at ACTION_AT, then (polled, bounded) until the new master's pidfile
-  (`<pidfile>.2`) holds a new pid, `<pidfile>.oldbin` holds the old one (gpe-master; gunicorn 27
-  keeps the old master's pidfile under its own name) and the new master has 4 children that have
-  each answered a request; then SIGTERM to the old master;
+  (`<pidfile>.2`) holds a new pid, `<pidfile>` still holds the old one (both servers: the old
+  master keeps its pidfile, as gunicorn >= 19.6 does) and the new master has 4 children that have
+  each answered a request; then SIGTERM to the old master (the new one then renames `<pidfile>.2`
+  to `<pidfile>`);
 
 the server is started fresh, waited for (bounded polling), and loaded with
 `wrk -t2 -c16 -d10s --latency http://127.0.0.1:PORT/` (under `timeout`). Alongside wrk, a probe
@@ -432,7 +433,6 @@ class Run:
         os.kill(master, signal.SIGUSR2)
         self.event("USR2 sent")
         deadline = time.monotonic() + UPGRADE_WAIT
-        oldbin = self.pidfile + ".oldbin"
         two = self.pidfile + ".2"
         stage = 0  # 0: waiting for pidfiles, 1: for 4 children, 2: for them answering
         kids, seen = [], set()
@@ -441,13 +441,12 @@ class Run:
                 break
             if stage == 0:
                 new = read_pid(two)
-                ob = read_pid(oldbin)
-                # gunicorn 27 does not rename the old master's pidfile; gpe-master does
-                if new and new != master and alive(new) and (ob == master or self.server == "gunicorn"):
+                old = read_pid(self.pidfile)
+                # the old master keeps <pidfile> until it exits (gpe-master and gunicorn >= 19.6)
+                if new and new != master and alive(new) and old == master:
                     self.new_master = new
-                    self.event(f"new master {new} in {os.path.basename(two)}"
-                               + (f", {os.path.basename(oldbin)} = {ob}" if ob else
-                                  f", no {os.path.basename(oldbin)} (pidfile still {read_pid(self.pidfile)})"))
+                    self.event(f"new master {new} in {os.path.basename(two)}, "
+                               f"{os.path.basename(self.pidfile)} still {old}")
                     stage = 1
                     continue
                 time.sleep(0.02)

@@ -4,8 +4,9 @@
 //! own monotonic clock. A step of the wall clock (NTP, a resumed VM) therefore kills no live
 //! worker and hides no hung one.
 //!
-//! Workers built against an older gpe-core beat by `fchmod`, which changes only the ctime; the
-//! master still understands them (a wall-clock comparison, as before). A file whose times have
+//! Workers that beat by `fchmod` (std-only workers such as `example-socket-activated`, and any
+//! built against an older gpe-core) change only the ctime; the master still understands them (a
+//! wall-clock comparison, as before). A file whose times have
 //! not changed since the spawn was never beaten: a plain socket-activated binary, not
 //! supervised.
 

@@ -4,7 +4,9 @@
 //! like any socket-activated service, so it runs unchanged under systemd or under `gpe-master`. It
 //! also honours the optional parts of the gpe-master contract that need only the standard library:
 //! `GPE_MAX_REQUESTS`, `GPE_GRACEFUL_TIMEOUT`, `GPE_MASTER_PID` (exit when the master is gone) and
-//! `GPE_HEARTBEAT_FD` (touch the file with `fchmod`).
+//! `GPE_HEARTBEAT_FD` (touch the file with `fchmod`, the form the standard library can do: the
+//! master reads the ctime it changes by the wall clock, where gpe-core workers set the file's
+//! times to the monotonic clock, which no wall-clock step can fool).
 //!
 //! Run with:
 //!
