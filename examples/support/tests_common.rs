@@ -180,3 +180,44 @@ pub fn load(port: u16, paths: &[&str], total: usize, threads: usize) {
         }
     });
 }
+
+/// A gpe-master running workers of an example on a free port, its `/metrics` on another, its
+/// store in a temp dir; stopped (with its workers) when dropped.
+pub struct Served {
+    pub master: Proc,
+    pub port: u16,
+    pub metrics_port: u16,
+    /// The store directory, removed when dropped.
+    pub dir: tempfile::TempDir,
+}
+
+/// Start `gpe-master --workers N --bind 127.0.0.1:PORT ARGS BIN` and wait until its `/metrics`
+/// answers.
+pub fn serve(bin: &str, workers: u32, args: &[&str]) -> Served {
+    let Some(master) = target_bin("gpe-master") else {
+        panic!("gpe-master is not built in this target directory: run `cargo build --workspace --bins` first (.ci/test does)");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let master = Proc::spawn(
+        Command::new(master)
+            .args(["--workers", &workers.to_string()])
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .arg(bin)
+            .env("PROMETHEUS_MULTIPROC_DIR", dir.path())
+            .env("PROMETHEUS_BIND_ADDRESS", "127.0.0.1")
+            .env("PROMETHEUS_METRICS_PORT", metrics_port.to_string()),
+    );
+    eventually("the master's /metrics", Duration::from_secs(30), || {
+        get(metrics_port, "/metrics")
+            .ok()
+            .filter(|(s, _)| *s == 200)
+    });
+    Served {
+        master,
+        port,
+        metrics_port,
+        dir,
+    }
+}

@@ -251,17 +251,7 @@ fn rollback_keeps_the_old_masters_unix_socket() {
     old.wait_workers(1);
     let sock = old.dir.path().join("s.sock");
     let two = old.dir.path().join("gpe-master.pid.2");
-    old.signal(Signal::SIGUSR2);
-    let new = old.wait_for("the new master's pidfile", |_| {
-        std::fs::read_to_string(&two)
-            .ok()?
-            .trim()
-            .parse::<i32>()
-            .ok()
-    });
-    old.wait_for("the new master's worker", |_| {
-        (common::children(new).len() == 1).then_some(())
-    });
+    let new = old.upgrade();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(new), Signal::SIGTERM).expect("TERM");
     old.wait_for("the old master to reap the new one", |m| {
         (!running(new)

@@ -22,8 +22,3 @@ fn hup_under_keep_alive_load_loses_nothing() {
 fn max_requests_replaces_workers_and_quit_stops_fast() {
     shared::max_requests_replaces_workers_and_quit_stops_fast(BIN);
 }
-
-#[test]
-fn recycling_under_load_keeps_accepting() {
-    shared::recycling_under_load_keeps_accepting(BIN);
-}

@@ -11,23 +11,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::common::{
-    eventually, free_port, get, load, python_requests_total, sum, target_bin, Proc,
+    eventually, free_port, get, load, python_requests_total, serve, sum, target_bin, Proc, Served,
 };
 
 pub(crate) fn four_workers_add_up_exactly_under_load(bin: &str) {
-    let Some(master) = target_bin("gpe-master") else {
-        panic!("gpe-master is not built in this target directory: run `cargo build --workspace --bins` first (.ci/test does)");
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let (port, metrics_port) = (free_port(), free_port());
-    let _master = Proc::spawn(
-        Command::new(master)
-            .args(["--workers", "4", "--bind", &format!("127.0.0.1:{port}")])
-            .arg(bin)
-            .env("PROMETHEUS_MULTIPROC_DIR", dir.path())
-            .env("PROMETHEUS_BIND_ADDRESS", "127.0.0.1")
-            .env("PROMETHEUS_METRICS_PORT", metrics_port.to_string()),
-    );
+    let served = serve(bin, 4, &[]);
+    let (port, metrics_port) = (served.port, served.metrics_port);
     eventually("the app", Duration::from_secs(30), || {
         get(port, "/health").ok()
     });
@@ -233,25 +222,12 @@ fn children(parent: u32) -> Vec<u32> {
 /// its exit as `max_requests` (and so does the master); then QUIT stops the master and its
 /// workers at once.
 pub(crate) fn max_requests_replaces_workers_and_quit_stops_fast(bin: &str) {
-    let Some(master) = target_bin("gpe-master") else {
-        panic!("gpe-master is not built in this target directory: run `cargo build --workspace --bins` first (.ci/test does)");
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let (port, metrics_port) = (free_port(), free_port());
-    let mut master = Proc::spawn(
-        Command::new(master)
-            .args(["--workers", "2", "--bind", &format!("127.0.0.1:{port}")])
-            .args(["--max-requests", "20", "--log-level", "warning"])
-            .arg(bin)
-            .env("PROMETHEUS_MULTIPROC_DIR", dir.path())
-            .env("PROMETHEUS_BIND_ADDRESS", "127.0.0.1")
-            .env("PROMETHEUS_METRICS_PORT", metrics_port.to_string()),
-    );
-    eventually("the master's /metrics", Duration::from_secs(30), || {
-        get(metrics_port, "/metrics")
-            .ok()
-            .filter(|(s, _)| *s == 200)
-    });
+    let Served {
+        mut master,
+        port,
+        metrics_port,
+        dir: _dir,
+    } = serve(bin, 2, &["--max-requests", "20", "--log-level", "warning"]);
     // Every request must succeed (`load` asserts it), across the replacements.
     let n = 400;
     load(port, &["/", "/users/7"], n, 2);
@@ -349,111 +325,4 @@ pub(crate) fn max_requests_replaces_workers_and_quit_stops_fast(bin: &str) {
         started.elapsed()
     );
     assert!(get(port, "/").is_err(), "nothing serves after QUIT");
-}
-
-/// Recycling under load never leaves nobody accepting. `--max-requests 25` without jitter, so
-/// both workers reach their limit at about the same moment (the worst case), and 4 clients
-/// that open a connection per request: the longest stretch in which no request completes stays
-/// under 200 ms. (Before workers asked the master for their replacement and served on until it
-/// was up, every retirement left its share of the accept queue unserved for over a second.)
-/// Then a TERM to the idle master ends it without waiting for `ACCEPT_SETTLE`: idle workers
-/// exit at once.
-pub(crate) fn recycling_under_load_keeps_accepting(bin: &str) {
-    let Some(master) = target_bin("gpe-master") else {
-        panic!("gpe-master is not built in this target directory: run `cargo build --workspace --bins` first (.ci/test does)");
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let (port, metrics_port) = (free_port(), free_port());
-    let mut master = Proc::spawn(
-        Command::new(master)
-            .args(["--workers", "2", "--bind", &format!("127.0.0.1:{port}")])
-            .args(["--max-requests", "25", "--log-level", "warning"])
-            .arg(bin)
-            .env("PROMETHEUS_MULTIPROC_DIR", dir.path())
-            .env("PROMETHEUS_BIND_ADDRESS", "127.0.0.1")
-            .env("PROMETHEUS_METRICS_PORT", metrics_port.to_string()),
-    );
-    eventually("the master's /metrics", Duration::from_secs(30), || {
-        get(metrics_port, "/metrics")
-            .ok()
-            .filter(|(s, _)| *s == 200)
-    });
-    eventually("the app", Duration::from_secs(30), || get(port, "/").ok());
-
-    let (total, threads) = (1500, 4);
-    let done = std::sync::Mutex::new(Vec::with_capacity(total));
-    let started = std::time::Instant::now();
-    let deadline = started + Duration::from_secs(60);
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let done = &done;
-            s.spawn(move || {
-                let mut i = t;
-                while i < total {
-                    assert!(std::time::Instant::now() < deadline, "load took over 60 s");
-                    let (status, _) = get(port, "/").expect("request failed");
-                    assert_eq!(status, 200);
-                    done.lock().unwrap().push(std::time::Instant::now());
-                    i += threads;
-                }
-            });
-        }
-    });
-    let mut done = done.into_inner().unwrap();
-    done.sort_unstable();
-    let mut gaps: Vec<Duration> = std::iter::once(started)
-        .chain(done.iter().copied())
-        .collect::<Vec<_>>()
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .collect();
-    gaps.sort_unstable_by(|a, b| b.cmp(a));
-    // A retiring worker serves on while its replacement boots (tens of requests at this pace):
-    // 1500 requests make at least 6 retirements.
-    let waiting = std::time::Instant::now() + Duration::from_secs(20);
-    let text = loop {
-        let text = get(metrics_port, "/metrics")
-            .map(|r| r.1)
-            .unwrap_or_default();
-        let exits = sum(
-            &text,
-            "gunicorn_master_worker_exits_total",
-            &[("reason", "max_requests")],
-        );
-        if exits >= 6.0 {
-            break text;
-        }
-        assert!(
-            std::time::Instant::now() < waiting,
-            "only {exits} max-requests exits after {total} requests: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    // Each retirement was a handover: the replacement came first (a `chld` restart each).
-    assert!(
-        sum(
-            &text,
-            "gunicorn_master_worker_restart_total",
-            &[("reason", "chld")]
-        ) >= 6.0,
-        "{text}"
-    );
-    assert!(
-        gaps[0] < Duration::from_millis(200),
-        "no request completed for {:?} during recycling; longest stretches: {:?}",
-        gaps[0],
-        &gaps[..5.min(gaps.len())]
-    );
-
-    let stopping = std::time::Instant::now();
-    master.signal("TERM");
-    let status = master
-        .wait_exit(Duration::from_secs(10))
-        .expect("the master exits on TERM");
-    assert!(status.success(), "{status}");
-    assert!(
-        stopping.elapsed() < Duration::from_secs(1), // gpe_core::shutdown::ACCEPT_SETTLE
-        "idle workers stop at once on TERM, not after ACCEPT_SETTLE: {:?}",
-        stopping.elapsed()
-    );
 }

@@ -358,40 +358,27 @@ impl Master {
 
     /// Like [`Master::start`], without waiting for anything.
     pub(crate) fn spawn(opts: Options) -> Master {
-        let dir = tempfile::tempdir().expect("tempdir");
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let metrics_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let pidfile = dir.path().join("gpe-master.pid");
-        let log = dir.path().join("master.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let mut cmd = master_command(dir.path());
-        if let Some(n) = opts.workers {
-            cmd.arg("--workers").arg(n.to_string());
-        }
-        cmd.arg("--bind")
-            .arg(addr.to_string())
-            .arg("--metrics-bind")
-            .arg(metrics_addr.to_string())
-            .arg("--pid")
-            .arg(&pidfile)
-            .args(&opts.args)
-            .arg(opts.worker.clone().unwrap_or_else(worker_bin))
-            .args(&opts.worker_args)
-            .stdout(log_file.try_clone().expect("dup log"))
-            .stderr(log_file);
-        for (k, v) in &opts.env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawning gpe-master");
-        Master {
-            child,
-            exited: None,
-            dir,
-            addr,
-            metrics_addr,
-            pidfile,
-            log,
-        }
+        Master::spawn_with(opts, Launch::binds(&[&addr.to_string()], Some(addr)))
+    }
+
+    /// USR2, then wait until the new master wrote `<pidfile>.2` and has a worker: its pid.
+    pub(crate) fn upgrade(&mut self) -> i32 {
+        let mut two = self.pidfile.as_os_str().to_owned();
+        two.push(".2");
+        let two = PathBuf::from(two);
+        self.signal(Signal::SIGUSR2);
+        let new = self.wait_for("the new master's <pidfile>.2", |_| {
+            std::fs::read_to_string(&two)
+                .ok()?
+                .trim()
+                .parse::<i32>()
+                .ok()
+        });
+        self.wait_for("the new master's worker", |_| {
+            (!children(new).is_empty()).then_some(())
+        });
+        new
     }
 
     pub(crate) fn pid(&self) -> i32 {
