@@ -138,7 +138,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let vars: HashMap<String, String> = vars.into_iter().collect();
         let get = |k: &str| vars.get(k).map(String::as_str).filter(|v| !v.is_empty());
-        let multiproc_dir = get("PROMETHEUS_MULTIPROC_DIR")
+        let multiproc_dir = get(crate::worker::env::MULTIPROC_DIR)
             .or_else(|| get("prometheus_multiproc_dir"))
             .map(PathBuf::from)
             .unwrap_or_else(|| default_multiproc_dir(&vars));

@@ -27,7 +27,7 @@ pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 
 /// The variable in which gpe-master gives a worker the address of its notification socket
 /// (it sets `NOTIFY_SOCKET` to the same address, for workers that speak sd_notify already).
-pub const GPE_NOTIFY_SOCKET: &str = "GPE_NOTIFY_SOCKET";
+pub const GPE_NOTIFY_SOCKET: &str = crate::worker::env::NOTIFY_SOCKET;
 
 /// The message a worker sends its master when it reached its `GPE_MAX_REQUESTS`: "start my
 /// replacement, then stop me" (a gpe extension: systemd ignores keys it does not know). The

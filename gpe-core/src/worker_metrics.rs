@@ -53,14 +53,6 @@ use crate::{Counter, CounterVec, Error, Gauge, GaugeMode, GaugeVec, Store};
 /// The default metric name prefix of the worker families (`gunicorn_worker_memory_bytes`, ...).
 pub const DEFAULT_PREFIX: &str = "gunicorn_worker_";
 
-/// The worker id gpe-master passes in `GPE_WORKER_ID`, else `0`.
-fn worker_id_from_env() -> String {
-    std::env::var("GPE_WORKER_ID")
-        .ok()
-        .filter(|v| !v.is_empty() && v.len() <= 32)
-        .unwrap_or_else(|| "0".to_owned())
-}
-
 /// A worker's lifecycle state (the `state` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -160,7 +152,7 @@ impl WorkerMetrics {
     /// # Errors
     /// As [`new`](Self::new), or when the store directory cannot be opened.
     pub fn from_env() -> Result<WorkerMetrics, Error> {
-        WorkerMetrics::new(&Store::from_env()?, worker_id_from_env())
+        WorkerMetrics::new(&Store::from_env()?, crate::worker::env::worker_id_label())
     }
 
     /// The families with a custom metric name prefix.

@@ -13,6 +13,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use gpe_core::worker::env::WorkerEnv;
+
 use crate::bind::Bound;
 use crate::heartbeat::{last_beat, monotonic_now, silence, Beat, Stamp};
 use crate::metrics::MasterMetrics;
@@ -568,50 +570,36 @@ impl Arbiter {
         // No shell: LISTEN_PID is written between fork and exec (see `sys::spawn_with_fds`), so
         // distroless and scratch images without /bin/sh can run workers.
         let mut cmd = Command::new(&s.program);
-        cmd.args(&s.args)
-            .env("LISTEN_FDS", n.to_string())
-            .env(
-                "LISTEN_FDNAMES",
-                self.listeners
-                    .iter()
-                    .map(|l| l.name.replace(':', "%3A"))
-                    .collect::<Vec<_>>()
-                    .join(":"),
-            )
-            .env("GPE_WORKER_ID", age.to_string())
-            .env("GPE_MASTER_PID", std::process::id().to_string())
-            .env("GPE_TIMEOUT", s.timeout.as_secs().to_string())
-            .env(
-                "GPE_GRACEFUL_TIMEOUT",
-                s.graceful_timeout.as_secs().to_string(),
-            )
-            .env(
-                "GPE_MAX_REQUESTS",
-                if s.max_requests == 0 {
-                    0
-                } else {
-                    s.max_requests + jitter(s.max_requests_jitter)
-                }
-                .to_string(),
-            )
-            .env("PROMETHEUS_MULTIPROC_DIR", &s.metrics_dir)
-            .env_remove("LISTEN_PID");
-        match &self.notices {
-            Some(n) => cmd
-                .env(gpe_core::notify::GPE_NOTIFY_SOCKET, n.addr())
-                .env(gpe_core::notify::NOTIFY_SOCKET, n.addr()),
-            None => cmd
-                .env_remove(gpe_core::notify::GPE_NOTIFY_SOCKET)
-                .env_remove(gpe_core::notify::NOTIFY_SOCKET),
+        cmd.args(&s.args);
+        let heartbeat_fd = if s.timeout.is_zero() {
+            None
+        } else {
+            fds.push(dup_high(heartbeat.as_fd(), high).map_err(spawn_err)?);
+            Some(3 + n as i32)
         };
+        let worker_env = WorkerEnv {
+            fd_names: self.listeners.iter().map(|l| l.name.clone()).collect(),
+            worker_id: age,
+            master_pid: std::process::id(),
+            timeout: s.timeout,
+            graceful_timeout: s.graceful_timeout,
+            max_requests: if s.max_requests == 0 {
+                0
+            } else {
+                s.max_requests + jitter(s.max_requests_jitter)
+            },
+            heartbeat_fd,
+            notify_socket: self.notices.as_ref().map(|n| n.addr().to_owned()),
+            multiproc_dir: s.metrics_dir.clone(),
+        };
+        for (name, value) in worker_env.vars() {
+            match value {
+                Some(v) => cmd.env(name, v),
+                None => cmd.env_remove(name),
+            };
+        }
         for var in crate::reexec::VARS {
             cmd.env_remove(var);
-        }
-        if !s.timeout.is_zero() {
-            fds.push(dup_high(heartbeat.as_fd(), high).map_err(spawn_err)?);
-            cmd.env("GPE_HEARTBEAT_FD", (3 + n).to_string());
-        } else {
-            cmd.env_remove("GPE_HEARTBEAT_FD");
         }
         let child = crate::sys::spawn_with_fds(
             cmd,

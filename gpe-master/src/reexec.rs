@@ -33,10 +33,10 @@ use crate::bind::{BindSpec, Bound};
 use crate::signals::dup_high;
 use crate::MasterError;
 
-const FDS: &str = "GPE_REEXEC_FDS";
-const FDNAMES: &str = "GPE_REEXEC_FDNAMES";
-const METRICS_FD: &str = "GPE_REEXEC_METRICS_FD";
-const PARENT: &str = "GPE_REEXEC_PARENT";
+use gpe_core::worker::env::{
+    LISTEN_FDNAMES, LISTEN_FDS, LISTEN_PID, REEXEC_FDNAMES as FDNAMES, REEXEC_FDS as FDS,
+    REEXEC_METRICS_FD as METRICS_FD, REEXEC_PARENT as PARENT,
+};
 
 /// Every variable of the re-exec protocol (removed from the workers' environment).
 pub(crate) const VARS: [&str; 4] = [FDS, FDNAMES, METRICS_FD, PARENT];
@@ -135,9 +135,9 @@ pub(crate) fn spawn_new_master(
         )
         .env(PARENT, std::process::id().to_string())
         .env_remove(METRICS_FD)
-        .env_remove("LISTEN_FDS")
-        .env_remove("LISTEN_PID")
-        .env_remove("LISTEN_FDNAMES");
+        .env_remove(LISTEN_FDS)
+        .env_remove(LISTEN_PID)
+        .env_remove(LISTEN_FDNAMES);
     if let Some(m) = metrics {
         fds.push(dup_high(m.as_fd(), high)?);
         cmd.env(METRICS_FD, (3 + listeners.len()).to_string());

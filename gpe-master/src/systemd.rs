@@ -41,8 +41,8 @@ pub(crate) fn activation(
 
 /// The `--bind` spellings of the descriptors systemd passed to this process, if any.
 pub(crate) fn listen_fds_binds() -> Result<Option<Vec<String>>, BadListenFds> {
-    let pid = std::env::var("LISTEN_PID").ok();
-    let fds = std::env::var("LISTEN_FDS").ok();
+    let pid = std::env::var(gpe_core::worker::env::LISTEN_PID).ok();
+    let fds = std::env::var(gpe_core::worker::env::LISTEN_FDS).ok();
     Ok(
         activation(pid.as_deref(), fds.as_deref(), std::process::id())?
             .map(|range| range.map(|fd| format!("fd://{fd}")).collect()),

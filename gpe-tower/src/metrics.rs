@@ -251,7 +251,9 @@ impl RequestMetricsBuilder {
                 store,
             )
         };
-        let worker_id = self.worker_id.unwrap_or_else(worker_id_from_env);
+        let worker_id = self
+            .worker_id
+            .unwrap_or_else(gpe_core::worker::env::worker_id_label);
         let inner = Inner {
             requests: counter("requests_total", "Total HTTP requests handled.", &labels)?,
             duration: histogram(
@@ -312,14 +314,6 @@ impl RequestMetricsBuilder {
         let store = Store::from_env()?;
         self.build(&store)
     }
-}
-
-/// The worker id gpe-master passes in `GPE_WORKER_ID`, else `0`.
-pub(crate) fn worker_id_from_env() -> String {
-    std::env::var("GPE_WORKER_ID")
-        .ok()
-        .filter(|v| !v.is_empty() && v.len() <= 32)
-        .unwrap_or_else(|| "0".to_owned())
 }
 
 #[derive(Debug, Clone)]

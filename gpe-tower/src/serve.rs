@@ -387,7 +387,7 @@ fn take_listeners(ctx: &WorkerContext, bind: Option<BindAddr>) -> Result<Vec<Bou
     } else {
         let addr = match bind {
             Some(a) => a,
-            None => match std::env::var("GPE_BIND") {
+            None => match std::env::var(gpe_core::worker::env::BIND) {
                 Ok(v) if !v.is_empty() => v.parse()?,
                 _ => DEFAULT_BIND.parse()?,
             },

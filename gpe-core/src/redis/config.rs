@@ -338,11 +338,11 @@ impl RedisConfig {
         }
         config.interval = secs("REDIS_SYNC_INTERVAL", interval)?;
         config.live_window = default_live_window(config.interval, config.ttl);
-        if let Some(id) = get("GPE_HOST_ID") {
+        if let Some(id) = get(crate::worker::env::HOST_ID) {
             config = config
                 .with_host_id(&id)
                 .map_err(|_| RedisError::InvalidEnv {
-                    var: "GPE_HOST_ID",
+                    var: crate::worker::env::HOST_ID,
                     value: id,
                     reason: "expected a non-empty identity without tabs or newlines",
                 })?;
@@ -663,7 +663,7 @@ mod tests {
             ("REDIS_PASSWORD", "p@ss:/word"),
             ("REDIS_TTL_DISABLED", "true"),
             ("REDIS_SYNC_INTERVAL", "0.25"),
-            ("GPE_HOST_ID", "pod-7"),
+            (crate::worker::env::HOST_ID, "pod-7"),
             ("REDIS_KEY_PREFIX", "gunicorn:prod:"),
         ]))
         .unwrap();

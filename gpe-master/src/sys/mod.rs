@@ -116,7 +116,7 @@ impl ExecImage {
                 None => vars.remove(k),
             };
         }
-        vars.remove(std::ffi::OsStr::new("LISTEN_PID"));
+        vars.remove(std::ffi::OsStr::new(gpe_core::worker::env::LISTEN_PID));
         let env: Vec<CString> = vars
             .iter()
             .map(|(k, v)| {
@@ -275,7 +275,7 @@ mod tests {
     fn the_image_carries_the_environment_and_our_own_listen_pid() {
         let mut cmd = Command::new("/opt/app/worker");
         cmd.arg("--flag")
-            .env("GPE_WORKER_ID", "7")
+            .env(gpe_core::worker::env::WORKER_ID, "7")
             .env("LISTEN_PID", "1")
             .env_remove("HOME");
         let mut image = ExecImage::of(&cmd, Credentials::default()).unwrap();
@@ -284,7 +284,8 @@ mod tests {
         assert!(image.argv[2].is_null() && image.envp.last().unwrap().is_null());
         let n = image.envp.len() - 1;
         let env: Vec<String> = (0..n).map(|i| entry(&image, i)).collect();
-        assert!(env.contains(&"GPE_WORKER_ID=7".to_owned()), "{env:?}");
+        let id = format!("{}=7", gpe_core::worker::env::WORKER_ID);
+        assert!(env.contains(&id), "{env:?}");
         assert!(!env.iter().any(|e| e.starts_with("HOME=")), "{env:?}");
         assert_eq!(
             env.iter().filter(|e| e.starts_with("LISTEN_PID=")).count(),

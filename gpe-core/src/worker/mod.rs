@@ -114,21 +114,33 @@ pub struct WorkerContext {
     taken: AtomicBool,
 }
 
+pub mod env;
+
 fn var(name: &'static str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn parse<T: std::str::FromStr>(
-    name: &'static str,
-    expected: &'static str,
-) -> Result<Option<T>, WorkerError> {
-    match var(name) {
-        None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| WorkerError::InvalidVar {
-            var: name,
-            value: v,
-            expected,
-        }),
+/// The variables, as `lookup` gives them (empty counts as unset).
+struct Vars<F>(F);
+
+impl<F: Fn(&str) -> Option<String>> Vars<F> {
+    fn get(&self, name: &'static str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.is_empty())
+    }
+
+    fn parse<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+        expected: &'static str,
+    ) -> Result<Option<T>, WorkerError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| WorkerError::InvalidVar {
+                var: name,
+                value: v,
+                expected,
+            }),
+        }
     }
 }
 
@@ -138,27 +150,39 @@ impl WorkerContext {
     /// # Errors
     /// When a variable is present with a value that cannot be used.
     pub fn from_env() -> Result<WorkerContext, WorkerError> {
-        let listen_pid: Option<u32> = parse("LISTEN_PID", "a pid")?;
-        let mut listen_fds: usize = parse("LISTEN_FDS", "a number of descriptors")?.unwrap_or(0);
+        WorkerContext::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`from_env`](Self::from_env), with the variables from `lookup`.
+    pub(crate) fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<WorkerContext, WorkerError> {
+        let vars = Vars(lookup);
+        let parse = |name, expected| vars.parse(name, expected);
+        let listen_pid: Option<u32> = parse(env::LISTEN_PID, "a pid")?;
+        let mut listen_fds: usize = vars
+            .parse(env::LISTEN_FDS, "a number of descriptors")?
+            .unwrap_or(0);
         if listen_pid.is_some_and(|p| p != std::process::id()) {
             // Meant for another process (systemd's rule): ignore the fds.
             listen_fds = 0;
         }
-        let fd_names = var("LISTEN_FDNAMES")
-            .map(|v| v.split(':').map(str::to_owned).collect())
+        let fd_names = vars
+            .get(env::LISTEN_FDNAMES)
+            .map(|v| v.split(':').map(|n| n.replace("%3A", ":")).collect())
             .unwrap_or_default();
-        let timeout = parse::<u64>("GPE_TIMEOUT", "seconds")?.unwrap_or(0);
-        let heartbeat = match parse::<RawFd>("GPE_HEARTBEAT_FD", "a file descriptor number")? {
+        let timeout = vars.parse::<u64>(env::TIMEOUT, "seconds")?.unwrap_or(0);
+        let heartbeat = match vars.parse::<RawFd>(env::HEARTBEAT_FD, "a file descriptor number")? {
             Some(fd) => Some(Heartbeat::adopt(fd, Duration::from_secs(timeout))?),
             None => None,
         };
-        let master_pid: Option<u32> = parse("GPE_MASTER_PID", "a pid")?;
+        let master_pid: Option<u32> = parse(env::MASTER_PID, "a pid")?;
         // The master's own variable, not NOTIFY_SOCKET: under an older master that one may be
         // systemd's, which would ignore a retirement request.
-        let master_link = match (master_pid, var(crate::notify::GPE_NOTIFY_SOCKET)) {
+        let master_link = match (master_pid, vars.get(env::NOTIFY_SOCKET)) {
             (Some(_), Some(addr)) => {
                 let notifier = Notifier::new(&addr).map_err(|e| WorkerError::InvalidVar {
-                    var: crate::notify::GPE_NOTIFY_SOCKET,
+                    var: env::NOTIFY_SOCKET,
                     value: addr,
                     expected: match e {
                         NotifyError::Unsupported(_) => "an absolute path or @abstract-name",
@@ -172,14 +196,18 @@ impl WorkerContext {
             _ => None,
         };
         Ok(WorkerContext {
-            worker_id: parse("GPE_WORKER_ID", "a non-negative integer")?.unwrap_or(0),
+            worker_id: vars
+                .parse(env::WORKER_ID, "a non-negative integer")?
+                .unwrap_or(0),
             master_pid,
             master_link,
             timeout: Duration::from_secs(timeout),
             graceful_timeout: Duration::from_secs(
-                parse("GPE_GRACEFUL_TIMEOUT", "seconds")?.unwrap_or(30),
+                vars.parse(env::GRACEFUL_TIMEOUT, "seconds")?.unwrap_or(30),
             ),
-            max_requests: parse("GPE_MAX_REQUESTS", "a non-negative integer")?.unwrap_or(0),
+            max_requests: vars
+                .parse(env::MAX_REQUESTS, "a non-negative integer")?
+                .unwrap_or(0),
             listen_fds,
             fd_names,
             heartbeat,
@@ -326,7 +354,7 @@ impl WorkerContext {
         if self.listen_fds > 0 {
             return self.listeners();
         }
-        let addr = var("GPE_BIND").unwrap_or_else(|| "127.0.0.1:8000".to_owned());
+        let addr = var(env::BIND).unwrap_or_else(|| "127.0.0.1:8000".to_owned());
         let bind_err = |source| WorkerError::Bind {
             addr: addr.clone(),
             source,
@@ -418,7 +446,7 @@ struct HeartbeatInner {
 impl Heartbeat {
     fn adopt(fd: RawFd, timeout: Duration) -> Result<Heartbeat, WorkerError> {
         let owned = crate::sys::fd::adopt_inherited(fd).ok_or(WorkerError::InvalidVar {
-            var: "GPE_HEARTBEAT_FD",
+            var: env::HEARTBEAT_FD,
             value: fd.to_string(),
             expected: "an open descriptor inherited from gpe-master",
         })?;
