@@ -38,6 +38,10 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// The longest delay between two spawns of a respawn loop.
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
+/// Dead workers' files are folded into the archive at most this often (see
+/// [`Arbiter::compact_if_due`]).
+const COMPACT_EVERY: Duration = Duration::from_secs(1);
+
 /// How long workers get after an INT or QUIT turned a graceful stop quick, before KILL
 /// (gunicorn ≥ 25's limit).
 const QUICK_STOP_LIMIT: Duration = Duration::from_secs(2);
@@ -150,6 +154,9 @@ pub(crate) struct Arbiter {
     /// `READY=1` is to be sent to systemd once the configured workers are up (at start and
     /// after a HUP; not while this master waits for its promotion after a USR2).
     readiness_due: bool,
+    /// When the files of reaped workers are to be compacted, if any wait.
+    compaction_due: Option<Instant>,
+    last_compaction: Instant,
 }
 
 /// What USR1 does besides forwarding the signal: reopen the log files.
@@ -188,6 +195,8 @@ impl Arbiter {
     ) -> Arbiter {
         Arbiter {
             readiness_due: upgrade.old_master.is_none(),
+            compaction_due: None,
+            last_compaction: Instant::now(),
             num_workers: settings.workers,
             settings,
             listeners,
@@ -276,6 +285,7 @@ impl Arbiter {
                 }
             }
             self.reap();
+            self.compact_if_due();
             self.read_notices();
             self.murder_workers();
             self.kill_overdue();
@@ -391,6 +401,7 @@ impl Arbiter {
             .into_iter()
             .chain(kill_due)
             .chain(handover_due)
+            .chain(self.compaction_due)
             .min()
         {
             Some(due) => due
@@ -736,13 +747,27 @@ impl Arbiter {
                     tracing::debug!(error = %e, "Redis flush after reaping deferred");
                 }
             }
-            // Liveness by pid check, not by our child table: during a USR2 upgrade the other
-            // master's workers write into the same directory and must not be folded.
-            let collector = gpe_core::MultiProcessCollector::new(&self.settings.metrics_dir)
-                .with_liveness(gpe_core::Liveness::PidCheck);
-            if let Err(e) = collector.compact() {
-                tracing::warn!(error = %e, "compaction of dead workers' metrics failed");
-            }
+            self.compaction_due
+                .get_or_insert(self.last_compaction + COMPACT_EVERY);
+        }
+    }
+
+    /// Fold dead workers' files into the archive, once [`COMPACT_EVERY`] has passed since the
+    /// last time: workers recycled many times a second cost one compaction a second, not one
+    /// each. Until then the collector reads their files as they are (nothing is lost or counted
+    /// twice: compaction and scrapes share a lock).
+    fn compact_if_due(&mut self) {
+        if self.compaction_due.is_none_or(|due| Instant::now() < due) {
+            return;
+        }
+        self.compaction_due = None;
+        self.last_compaction = Instant::now();
+        // Liveness by pid check, not by our child table: during a USR2 upgrade the other
+        // master's workers write into the same directory and must not be folded.
+        let collector = gpe_core::MultiProcessCollector::new(&self.settings.metrics_dir)
+            .with_liveness(gpe_core::Liveness::PidCheck);
+        if let Err(e) = collector.compact() {
+            tracing::warn!(error = %e, "compaction of dead workers' metrics failed");
         }
     }
 
