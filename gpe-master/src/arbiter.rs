@@ -16,6 +16,7 @@ use nix::unistd::Pid;
 use gpe_core::worker::env::WorkerEnv;
 
 use crate::bind::Bound;
+use crate::exit::{classify, ExitReason, Known, Status};
 use crate::heartbeat::{last_beat, monotonic_now, silence, Beat, Stamp};
 use crate::metrics::MasterMetrics;
 use crate::notices::{Notice, Notices};
@@ -23,9 +24,6 @@ use crate::reexec::PidFile;
 use crate::signals::{dup_high, Signals};
 use crate::systemd::Systemd;
 use crate::MasterError;
-
-/// gunicorn's WORKER_BOOT_ERROR and APP_LOAD_ERROR: the master halts instead of respawning.
-const BOOT_ERRORS: [i32; 2] = [3, 4];
 
 /// A worker that exits unasked sooner than this after its spawn (whatever the reason: exit 0,
 /// crash, killed) is a sign of a respawn loop: the next spawn is delayed, [`BACKOFF_MIN`]
@@ -682,33 +680,35 @@ impl Arbiter {
                 .worker_cpu
                 .remove_label_values(&[&w.age.to_string(), &pid.as_raw().to_string()])
                 .ok();
-            let reason = match (code, sig) {
-                (Some(c), _) if BOOT_ERRORS.contains(&c) && w.stopping.is_none() => {
+            let status = match (code, sig) {
+                (Some(c), _) => Status::Exited(c),
+                (_, Some(sig)) => Status::Signaled(sig),
+                (None, None) => continue,
+            };
+            let exit = classify(
+                status,
+                Known {
+                    told_to_stop: w.stopping.is_some(),
+                    retiring: w.retiring,
+                    aborted: w.aborted_at.is_some(),
+                    killed_at_deadline: w.killed_at_deadline,
+                },
+            );
+            match exit {
+                ExitReason::BootError(c) => {
                     let what = if c == 3 {
                         "Worker failed to boot"
                     } else {
                         "App failed to load"
                     };
                     self.halt = Some((c, format!("{what} (worker pid {pid} exited with {c}): stopping instead of respawning. Check the worker's own error output above.")));
-                    "boot_error"
                 }
-                (Some(0), _) if w.retiring => "max_requests",
-                (Some(0), _) if w.stopping.is_some() => "graceful",
-                (Some(0), _) => "max_requests",
-                (Some(_), _) => "crash",
-                (_, Some(_)) if w.aborted_at.is_some() => "timeout",
-                (_, Some(Signal::SIGKILL)) if w.killed_at_deadline => "graceful_timeout",
-                (_, Some(Signal::SIGKILL)) => {
+                ExitReason::Killed => {
                     tracing::error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?");
-                    "killed"
                 }
-                (_, Some(Signal::SIGTERM | Signal::SIGQUIT | Signal::SIGINT))
-                    if w.stopping.is_some() =>
-                {
-                    "graceful"
-                }
-                _ => "crash",
-            };
+                _ => {}
+            }
+            let reason = exit.label();
             tracing::info!(reason, "Worker exiting (pid: {pid})");
             self.metrics.exits.with_label_values(&[reason]).inc();
             match (w.stopping, w.replaced_for) {
@@ -717,7 +717,7 @@ impl Arbiter {
                 // Unasked (crash, killed, max_requests, timeout): the replacement, when it is
                 // spawned, counts as a `chld` restart (the Python exporter's reason for the
                 // SIGCHLD that announces such an exit).
-                (None, _) if reason != "boot_error" => {
+                (None, _) if !matches!(exit, ExitReason::BootError(_)) => {
                     self.respawn_due += 1;
                     // A clean exit with --max-requests set, by a worker that booted (it
                     // heartbeated; without a heartbeat channel there is nothing to tell), is
@@ -726,7 +726,7 @@ impl Arbiter {
                     let booted = self.settings.timeout.is_zero()
                         || last_beat(Stamp::of(&w.heartbeat), w.spawned_stamp) != Beat::Never;
                     let recycled =
-                        reason == "max_requests" && self.settings.max_requests > 0 && booted;
+                        exit == ExitReason::MaxRequests && self.settings.max_requests > 0 && booted;
                     if !recycled {
                         self.pace_respawn(pid.as_raw(), w.spawned_at.elapsed());
                     }

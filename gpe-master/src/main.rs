@@ -12,6 +12,7 @@
 mod arbiter;
 mod bind;
 mod cli;
+mod exit;
 mod exporter;
 mod heartbeat;
 mod metrics;

@@ -61,6 +61,10 @@ impl MasterMetrics {
         for reason in RESTART_REASONS {
             m.restarts.with_label_values(&[reason]);
         }
+        // The exit reasons too: an alert on a rate of crashes or timeouts sees 0 before the first.
+        for reason in crate::exit::ExitReason::LABELS {
+            m.exits.with_label_values(&[reason]);
+        }
         Ok(m)
     }
 

@@ -379,7 +379,8 @@ fn worker_that_never_heartbeats_is_not_killed() {
     assert_eq!(m.sample("gunicorn_master_worker_spawns_total"), Some(1.0));
     assert_eq!(
         m.sample("gunicorn_master_worker_exits_total{reason=\"timeout\"}"),
-        None
+        Some(0.0),
+        "the exit reasons exist from the start, at 0"
     );
     assert!(!m.log().contains("WORKER TIMEOUT"), "{}", m.log());
 }
