@@ -43,10 +43,16 @@ pub(crate) fn activation(
 pub(crate) fn listen_fds_binds() -> Result<Option<Vec<String>>, BadListenFds> {
     let pid = std::env::var(gpe_core::worker::env::LISTEN_PID).ok();
     let fds = std::env::var(gpe_core::worker::env::LISTEN_FDS).ok();
-    Ok(
+    let binds: Option<Vec<String>> =
         activation(pid.as_deref(), fds.as_deref(), std::process::id())?
-            .map(|range| range.map(|fd| format!("fd://{fd}")).collect()),
-    )
+            .map(|range| range.map(|fd| format!("fd://{fd}")).collect());
+    if let Some(fds) = &binds {
+        tracing::info!(
+            "socket activation: listening on the {} descriptor(s) systemd passed; --bind ignored",
+            fds.len()
+        );
+    }
+    Ok(binds)
 }
 
 /// The master's channel to systemd (silent without `NOTIFY_SOCKET`).

@@ -1,0 +1,114 @@
+//! The master's log: gunicorn's level names, to stderr or a file that USR1 and HUP reopen.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+
+/// A log file that USR1 reopens (for logrotate).
+#[derive(Debug, Clone)]
+pub(crate) struct LogFile {
+    path: PathBuf,
+    file: Arc<Mutex<File>>,
+}
+
+impl LogFile {
+    fn open(path: &Path) -> std::io::Result<LogFile> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(LogFile {
+            path: path.to_owned(),
+            file: Arc::new(Mutex::new(file)),
+        })
+    }
+
+    pub(crate) fn reopen(&self) {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
+            Ok(f) => *self.file.lock().unwrap_or_else(|p| p.into_inner()) = f,
+            Err(e) => eprintln!("gpe-master: cannot reopen {}: {e}", self.path.display()),
+        }
+    }
+
+    /// Point this process's stdout and stderr at the file (under `--daemon`, so that the
+    /// workers, which inherit them, write there instead of /dev/null).
+    pub(crate) fn take_stdio(&self) -> std::io::Result<()> {
+        let file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        nix::unistd::dup2_stdout(&*file)?;
+        nix::unistd::dup2_stderr(&*file)?;
+        Ok(())
+    }
+}
+
+impl Write for LogFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.lock().unwrap_or_else(|p| p.into_inner()).flush()
+    }
+}
+
+pub(crate) fn init_logging(cli: &crate::cli::Cli) -> anyhow::Result<Option<LogFile>> {
+    init_logging_with(&cli.log_level, cli.error_logfile.as_deref())
+}
+
+/// Logging at gunicorn's level names, to stderr or a (USR1-reopenable) file.
+pub(crate) fn init_logging_with(
+    level: &str,
+    error_logfile: Option<&Path>,
+) -> anyhow::Result<Option<LogFile>> {
+    let level = match level {
+        "warning" => "warn",
+        "critical" => "error",
+        other => other,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match error_logfile {
+        Some(path) if path.as_os_str() != "-" => {
+            let log = LogFile::open(path)
+                .with_context(|| format!("--error-logfile {}", path.display()))?;
+            let writer = log.clone();
+            builder
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .init();
+            Ok(Some(log))
+        }
+        _ => {
+            builder.with_writer(std::io::stderr).init();
+            Ok(None)
+        }
+    }
+}
+
+/// What USR1 and HUP do to the log: reopen the file and, under `--daemon`, point stdout and
+/// stderr (which new workers inherit) at the reopened file.
+pub(crate) fn reopener(log: Option<LogFile>, daemonized: bool) -> crate::arbiter::OnUsr1 {
+    crate::arbiter::OnUsr1(match log {
+        Some(log) => Box::new(move || {
+            log.reopen();
+            if daemonized {
+                if let Err(e) = log.take_stdio() {
+                    tracing::warn!(error = %e, "cannot send the workers' output to the reopened log file");
+                }
+            }
+        }),
+        None => Box::new(|| {}),
+    })
+}
