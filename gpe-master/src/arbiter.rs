@@ -95,7 +95,10 @@ enum Stop {
 
 #[derive(Debug)]
 struct Worker {
+    /// Its rank in spawn order (gunicorn's `age`): the oldest are retired first.
     age: u64,
+    /// Its `GPE_WORKER_ID` (see [`Arbiter::free_slot`]).
+    slot: u64,
     spawned_at: Instant,
     heartbeat: File,
     /// The heartbeat file's times at the spawn (see [`crate::heartbeat`]).
@@ -484,16 +487,32 @@ impl Arbiter {
         // As gunicorn: a reload starts the configured number of workers (undoing TTIN/TTOU/WINCH).
         self.num_workers = self.settings.workers;
         let old: Vec<i32> = self.workers.keys().copied().collect();
+        // Marked first: the new workers take the old ones' slots.
+        for w in self.workers.values_mut() {
+            w.replaced_for = Some("hup");
+        }
         for _ in 0..self.num_workers {
             self.spawn_worker();
         }
         let graceful = self.settings.graceful_timeout;
         for pid in old {
             if let Some(w) = self.workers.get_mut(&pid) {
-                w.replaced_for = Some("hup");
                 w.retire(pid, Stop::Graceful, graceful);
             }
         }
+    }
+
+    /// The slot for a new worker: the smallest one no worker that stays holds (a worker told to
+    /// stop, retiring, or being replaced by a reload gives its slot up), so a replacement takes
+    /// the slot of the worker it replaces and slots stay within the largest pool size.
+    fn free_slot(&self) -> u64 {
+        let held: std::collections::BTreeSet<u64> = self
+            .workers
+            .values()
+            .filter(|w| w.counts() && w.replaced_for.is_none())
+            .map(|w| w.slot)
+            .collect();
+        (1..).find(|n| !held.contains(n)).unwrap_or(1)
     }
 
     /// Workers that count towards `--workers`: neither told to stop nor retiring.
@@ -556,6 +575,7 @@ impl Arbiter {
     fn try_spawn(&mut self) -> Result<i32, MasterError> {
         self.age += 1;
         let age = self.age;
+        let slot = self.free_slot();
         let s = &self.settings;
         let n = self.listeners.len();
         let spawn_err =
@@ -588,7 +608,7 @@ impl Arbiter {
         };
         let worker_env = WorkerEnv {
             fd_names: self.listeners.iter().map(|l| l.name.clone()).collect(),
-            worker_id: age,
+            worker_id: slot,
             master_pid: std::process::id(),
             timeout: s.timeout,
             graceful_timeout: s.graceful_timeout,
@@ -629,6 +649,7 @@ impl Arbiter {
             pid,
             Worker {
                 age,
+                slot,
                 spawned_at: Instant::now(),
                 spawned_stamp: Stamp::of(&heartbeat),
                 heartbeat,
@@ -674,11 +695,11 @@ impl Arbiter {
             self.live.remove(pid.as_raw() as u32);
             self.metrics
                 .worker_memory
-                .remove_label_values(&[&w.age.to_string(), &pid.as_raw().to_string()])
+                .remove_label_values(&[&w.slot.to_string(), &pid.as_raw().to_string()])
                 .ok();
             self.metrics
                 .worker_cpu
-                .remove_label_values(&[&w.age.to_string(), &pid.as_raw().to_string()])
+                .remove_label_values(&[&w.slot.to_string(), &pid.as_raw().to_string()])
                 .ok();
             let status = match (code, sig) {
                 (Some(c), _) => Status::Exited(c),
@@ -840,7 +861,7 @@ impl Arbiter {
             let Some((rss, cpu)) = crate::procfs::sample(*pid as u32) else {
                 continue;
             };
-            let labels = [w.age.to_string(), pid.to_string()];
+            let labels = [w.slot.to_string(), pid.to_string()];
             let labels = [labels[0].as_str(), labels[1].as_str()];
             self.metrics
                 .worker_memory

@@ -70,6 +70,7 @@ fn killed_worker_is_replaced() {
     let mut m = Master::start(Options::workers(2));
     let before = m.wait_workers(2);
     let victim = before[0];
+    let victim_slot = common::worker_id(victim);
     kill(Pid::from_raw(victim), Signal::SIGKILL).expect("kill the worker");
     let killed_at = Instant::now();
     let after = m.wait_for_within(Duration::from_secs(5), "a replacement worker", |m| {
@@ -88,8 +89,8 @@ fn killed_worker_is_replaced() {
         .expect("new pid");
     assert_eq!(
         common::worker_id(new),
-        Some(3),
-        "the replacement is the third spawn"
+        victim_slot,
+        "the replacement takes the dead worker's slot (GPE_WORKER_ID)"
     );
     m.wait_sample("gunicorn_master_worker_restart_total{reason=\"chld\"}", 1.0);
     let text = m.metrics().expect("scrape");

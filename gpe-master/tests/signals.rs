@@ -176,9 +176,13 @@ fn hup_replaces_every_worker_without_failed_requests() {
         "the reload's retired workers are not respawns"
     );
     assert!(old.iter().all(|p| !running(*p)), "old workers are gone");
-    let mut ages: Vec<u64> = new.iter().map(|p| worker_id(*p).expect("id")).collect();
-    ages.sort_unstable();
-    assert_eq!(ages, vec![3, 4], "the new workers are spawns 3 and 4");
+    let mut slots: Vec<u64> = new.iter().map(|p| worker_id(*p).expect("id")).collect();
+    slots.sort_unstable();
+    assert_eq!(
+        slots,
+        vec![1, 2],
+        "the new workers take the slots (GPE_WORKER_ID) of the workers they replace"
+    );
 
     let at_reload = ok.load(Ordering::SeqCst);
     m.wait_for("requests after the reload", |_| {
