@@ -136,14 +136,36 @@ impl Store {
 }
 
 impl DbFile {
-    fn open(path: PathBuf) -> Result<DbFile, Error> {
+    /// A new file at `path`, sized and with its header written before it appears there (made
+    /// beside it as `*.db.tmp`, which no collector reads, then renamed): a collector listing the
+    /// directory never sees it empty or half-made.
+    fn create(path: &Path) -> Result<File, Error> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io("opening metrics file", &path, e))?;
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| Error::io("creating metrics file", &tmp, e))?;
+        file.set_len(dbfile::INITIAL_SIZE as u64)
+            .map_err(|e| Error::io("sizing metrics file", &tmp, e))?;
+        let mut header = [0u8; dbfile::HEADER];
+        header[..4].copy_from_slice(&(dbfile::HEADER as u32).to_ne_bytes());
+        std::os::unix::fs::FileExt::write_all_at(&file, &header, 0)
+            .map_err(|e| Error::io("writing metrics file header", &tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io("naming metrics file", path, e))?;
+        Ok(file)
+    }
+
+    fn open(path: PathBuf) -> Result<DbFile, Error> {
+        let (file, fresh) = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(file) => (file, false), // left by an earlier process with our pid
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (DbFile::create(&path)?, true),
+            Err(e) => return Err(Error::io("opening metrics file", &path, e)),
+        };
         let len = file
             .metadata()
             .map_err(|e| Error::io("reading metadata of", &path, e))?
@@ -155,7 +177,9 @@ impl DbFile {
         let region = Region::map(&file).map_err(|e| Error::io("mapping metrics file", &path, e))?;
         let mut index = HashMap::new();
         let mut used = region.used();
-        if used == 0 {
+        if fresh {
+            // Made by `create`, header included: nothing to read back.
+        } else if used == 0 {
             used = dbfile::HEADER;
             region.publish_used(used);
         } else {

@@ -484,3 +484,51 @@ fn registration_errors_are_errors_not_panics() {
     a.inc();
     assert_eq!(b.get(), 1.0);
 }
+
+/// A collector listing the directory while processes start never sees a file that is empty or
+/// without its header: a store makes each file beside its name and renames it in place.
+#[test]
+fn new_files_appear_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let seen = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let mut seen = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if !name.ends_with(".db") {
+                        continue;
+                    }
+                    let Ok(bytes) = std::fs::read(entry.path()) else {
+                        continue;
+                    };
+                    seen += 1;
+                    assert!(bytes.len() >= 8, "{name}: {} bytes", bytes.len());
+                    let used = u32::from_ne_bytes(bytes[..4].try_into().unwrap());
+                    assert!(used >= 8, "{name}: used {used}");
+                }
+            }
+            seen
+        });
+        // Stores of 200 processes (one pid each), each making its counter file.
+        for pid in 1_000_000..1_000_200u32 {
+            let store = Store::open_as(dir.path(), pid).unwrap();
+            let c = Counter::new("appearing_total", "help", &store).unwrap();
+            c.inc();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        watcher.join().unwrap()
+    });
+    assert!(seen > 0, "the watcher saw files");
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 200, "{names:?}");
+    assert!(
+        names.iter().all(|n| n.ends_with(".db")),
+        "no temporary file left: {names:?}"
+    );
+}
