@@ -61,6 +61,8 @@ VARIANTS = [
     ("4w-mr1000", 4, ["--max-requests", "1000", "--max-requests-jitter", "100"], "4 workers", True),
     ("2w", 2, [], "2 workers", False),
     ("2w-mr100", 2, ["--max-requests", "100"], "2 workers", True),
+    ("4w-10k", 4, [], "4 workers at 10k", False),
+    ("4w-mr10000", 4, ["--max-requests", "10000", "--max-requests-jitter", "1000"], "4 workers at 10k", True),
 ]
 
 
@@ -322,7 +324,8 @@ def main():
     ap.add_argument("--duration", type=float, default=6.0, help="wrk -d, seconds (default 6)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--connections", type=int, default=8)
-    ap.add_argument("--pairs", default="4 workers,2 workers", help="which pairs (default both)")
+    ap.add_argument("--pairs", default="4 workers,2 workers",
+                    help="which pairs: '4 workers', '2 workers', '4 workers at 10k' (default the first two)")
     args = ap.parse_args()
     if not (1 <= args.rounds <= 20 and 2 <= args.duration <= 60 and 1 <= args.threads <= 16
             and args.threads <= args.connections <= 1000):
@@ -330,7 +333,7 @@ def main():
     pairs = [p for p in args.pairs.split(",") if p]
     variants = [v for v in VARIANTS if v[3] in pairs]
     if not variants:
-        ap.error("--pairs from '4 workers', '2 workers'")
+        ap.error("--pairs from '4 workers', '2 workers', '4 workers at 10k'")
     if shutil.which("wrk") is None:
         sys.exit("wrk not found on PATH")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
