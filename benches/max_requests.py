@@ -48,7 +48,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+from benchlib import (
+    TICK, free_port, kill_quietly, label, live_children, loadavg, log, parse_wrk,
+    samples, scrape, stat_fields, wait_gone,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("BENCH_TARGET_DIR", os.path.join(ROOT, "target-bench"))
@@ -66,50 +70,6 @@ VARIANTS = [
 ]
 
 
-def log(*args):
-    print(*args, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
-
-def stat_fields(pid):
-    """Fields after `(comm)` of /proc/<pid>/stat (state is [0], ppid [1]), or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return stat[stat.rindex(b")") + 2 :].split()
-
-
-def alive(pid):
-    f = stat_fields(pid)
-    return f is not None and f[0] not in (b"Z", b"X")
-
-
-def live_children(master):
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        f = stat_fields(int(name))
-        if f is not None and int(f[1]) == master and f[0] not in (b"Z", b"X"):
-            out.append(int(name))
-    return sorted(out)
-
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
 def tree_cpu(master):
     """CPU seconds (user + system) of the master, its reaped children (cutime + cstime) and its
     children still there (zombies included: not reaped yet, so not in the master's cutime)."""
@@ -123,21 +83,6 @@ def tree_cpu(master):
             if c is not None and int(c[1]) == master:
                 total += int(c[11]) + int(c[12])
     return total / TICK
-
-
-def kill_quietly(pid, sig):
-    try:
-        os.kill(pid, sig)
-    except OSError:
-        pass
-
-
-def wait_gone(pids, deadline):
-    for _ in range(100_000):
-        if not any(alive(p) for p in pids) or time.monotonic() >= deadline:
-            break
-        time.sleep(0.02)
-    return [p for p in pids if alive(p)]
 
 
 def answers_200(port, timeout=1.0):
@@ -155,54 +100,8 @@ def answers_200(port, timeout=1.0):
         return False
 
 
-def scrape(port, timeout=5.0):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
-        return r.read().decode()
-
-
-SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", re.M)
-
-
-def samples(text, name):
-    """[(labels text, value)] of the samples called `name` in an exposition."""
-    return [(m.group(2) or "", float(m.group(3))) for m in SAMPLE.finditer(text) if m.group(1) == name]
-
-
-def label(labels, key):
-    m = re.search(rf'{key}="([^"]*)"', labels)
-    return m.group(1) if m else None
-
-
 # ---------------------------------------------------------------------------------------------
 # wrk
-
-UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
-
-
-def parse_wrk(out):
-    r = {"rps": None, "requests": None, "p50_ms": None, "p99_ms": None, "max_ms": None,
-         "sock": {"connect": 0, "read": 0, "write": 0, "timeout": 0}, "non2xx": 0}
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if m:
-        r["rps"] = float(m.group(1))
-    m = re.search(r"(\d+) requests in", out)
-    if m:
-        r["requests"] = int(m.group(1))
-    for pct, key in (("50", "p50_ms"), ("99", "p99_ms")):
-        m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
-        if m:
-            r[key] = float(m.group(1)) * UNITS[m.group(2)]
-    m = re.search(r"^\s*Latency\s+\S+?(?:us|ms|s|m)\s+\S+?(?:us|ms|s|m)\s+([\d.]+)(us|ms|s|m)", out, re.M)
-    if m:
-        r["max_ms"] = float(m.group(1)) * UNITS[m.group(2)]
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if m:
-        r["sock"] = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups())))
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m:
-        r["non2xx"] = int(m.group(1))
-    r["errors"] = sum(r["sock"].values()) + r["non2xx"]
-    return r
 
 
 def wrk_argv(args, port):
@@ -457,7 +356,7 @@ def main():
     for v in variants:
         if v[0] in commands:
             print("    PROMETHEUS_MULTIPROC_DIR=<fresh dir> PROMETHEUS_BIND_ADDRESS=127.0.0.1 "
-                  f"PROMETHEUS_METRICS_PORT=<port> "
+                  "PROMETHEUS_METRICS_PORT=<port> "
                   + re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", " ".join(shlex.quote(a) for a in commands[v[0]])))
     print(f"    {' '.join(shlex.quote(a) for a in wrk_argv(args, 0)).replace(':0/', ':PORT/')}")
     sys.exit(0 if verdict else 1)

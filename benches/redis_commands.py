@@ -46,6 +46,8 @@ import tempfile
 import threading
 import time
 
+from benchlib import free_port, log
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("BENCH_TARGET_DIR", os.path.join(ROOT, "target-bench"))
 VENV = "/tmp/gpe-pyexp-venv"
@@ -79,16 +81,6 @@ worker_int = default_worker_int
 on_exit = default_on_exit
 post_fork = default_post_fork
 """
-
-
-def log(*args):
-    print(*args, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- a minimal RESP client -------------------------------------------------------------------

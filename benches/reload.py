@@ -49,6 +49,8 @@ import sys
 import tempfile
 import time
 
+from benchlib import alive, free_port, kill_quietly, live_children, loadavg, log, wait_gone
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("BENCH_TARGET_DIR", os.path.join(ROOT, "target-bench"))
 VENV = "/tmp/gpe-respawn-venv"
@@ -67,51 +69,8 @@ def app(e, s): s('200 OK', []); return [b'ok ' + PID]
 """
 
 
-def log(*args):
-    print(*args, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
-
 # ---------------------------------------------------------------------------------------------
 # /proc helpers
-
-
-def stat_fields(pid):
-    """Fields after `(comm)` of /proc/<pid>/stat (state is [0], ppid [1]), or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return stat[stat.rindex(b")") + 2 :].split()
-
-
-def alive(pid):
-    """pid exists and is not a zombie."""
-    f = stat_fields(pid)
-    return f is not None and f[0] not in (b"Z", b"X")
-
-
-def live_children(master):
-    """Children of master that are not zombies."""
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        f = stat_fields(int(name))
-        if f is not None and int(f[1]) == master and f[0] not in (b"Z", b"X"):
-            out.append(int(name))
-    return sorted(out)
 
 
 def cmdline(pid):
@@ -356,21 +315,6 @@ def parse_wrk(out):
 
 # ---------------------------------------------------------------------------------------------
 # one run
-
-
-def kill_quietly(pid, sig):
-    try:
-        os.kill(pid, sig)
-    except OSError:
-        pass
-
-
-def wait_gone(pids, deadline):
-    for _ in range(100_000):
-        if not any(alive(p) for p in pids) or time.monotonic() >= deadline:
-            break
-        time.sleep(0.02)
-    return [p for p in pids if alive(p)]
 
 
 class Run:

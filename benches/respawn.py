@@ -31,6 +31,8 @@ import sys
 import tempfile
 import time
 
+from benchlib import free_port, log
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("BENCH_TARGET_DIR", os.path.join(ROOT, "target-bench"))
 VENV = "/tmp/gpe-respawn-venv"
@@ -42,16 +44,6 @@ import os
 PID = str(os.getpid()).encode()
 def app(e, s): s('200 OK', []); return [b'ok ' + PID]
 """
-
-
-def log(*args):
-    print(*args, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ppid_of(pid):

@@ -60,7 +60,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchlib import (  # noqa: E402  (benches/, one level up)
+    TICK, free_port, kill_quietly, label, live_children, loadavg, log, parse_wrk,
+    samples, scrape, stat_fields, wait_gone,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TARGET = os.environ.get("BENCH_TARGET_DIR", os.path.join(ROOT, "target-bench"))
@@ -89,46 +94,6 @@ print(repr(total), n)
 """
 
 
-def log(*args):
-    print(*args, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
-
-def stat_fields(pid):
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return stat[stat.rindex(b")") + 2 :].split()
-
-
-def alive(pid):
-    f = stat_fields(pid)
-    return f is not None and f[0] not in (b"Z", b"X")
-
-
-def live_children(master):
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        f = stat_fields(int(name))
-        if f is not None and int(f[1]) == master and f[0] not in (b"Z", b"X"):
-            out.append(int(name))
-    return sorted(out)
-
-
 def rss_kib(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -138,9 +103,6 @@ def rss_kib(pid):
     except OSError:
         pass
     return None
-
-
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_s(pid):
@@ -154,21 +116,6 @@ def nfds(pid):
         return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return None
-
-
-def kill_quietly(pid, sig):
-    try:
-        os.kill(pid, sig)
-    except OSError:
-        pass
-
-
-def wait_gone(pids, deadline):
-    for _ in range(100_000):
-        if not any(alive(p) for p in pids) or time.monotonic() >= deadline:
-            break
-        time.sleep(0.02)
-    return [p for p in pids if alive(p)]
 
 
 def probe(port, timeout=1.0):
@@ -199,23 +146,6 @@ def probe(port, timeout=1.0):
             return "sent"
 
 
-def scrape(port, timeout=5.0):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
-        return r.read().decode()
-
-
-SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", re.M)
-
-
-def samples(text, name):
-    return [(m.group(2) or "", float(m.group(3))) for m in SAMPLE.finditer(text) if m.group(1) == name]
-
-
-def label(labels, key):
-    m = re.search(rf'{key}="([^"]*)"', labels)
-    return m.group(1) if m else None
-
-
 def store_files(store):
     try:
         return sorted(os.listdir(store))
@@ -224,56 +154,30 @@ def store_files(store):
 
 
 # ---------------------------------------------------------------------------------------------
-# Redis (a minimal RESP client: no redis-py needed)
+# Redis, through redis-cli (installed with redis-server)
 
 
 class Redis:
     def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5.0)
-        self.f = self.sock.makefile("rb")
+        self.port = port
 
     def close(self):
-        self.f.close()
-        self.sock.close()
+        pass
 
-    def cmd(self, *args):
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        self.sock.sendall(b"".join(out))
-        return self._read()
-
-    def _read(self):
-        line = self.f.readline()
-        if not line:
-            raise OSError("redis closed the connection")
-        kind, rest = line[:1], line[1:-2]
-        if kind == b"+":
-            return rest.decode()
-        if kind == b"-":
-            raise RuntimeError("redis: " + rest.decode())
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            data = self.f.read(n + 2)
-            return data[:-2]
-        if kind == b"*":
-            n = int(rest)
-            return None if n < 0 else [self._read() for _ in range(n)]
-        raise RuntimeError(f"redis: unexpected reply {line!r}")
+    def lines(self, *args):
+        out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), "--raw", *map(str, args)],
+                             capture_output=True, timeout=60, check=True).stdout
+        return out.split(b"\n")[:-1]
 
     def keys(self):
-        cursor, out = b"0", []
-        for _ in range(100_000):
-            cursor, batch = self.cmd("SCAN", cursor, "COUNT", 1000)
-            out.extend(batch)
-            if cursor == b"0":
-                break
-        return out
+        return self.lines("--scan")
+
+    def dbsize(self):
+        return int(self.lines("DBSIZE")[0])
+
+    def hgetall(self, key):
+        flat = self.lines("HGETALL", key.decode() if isinstance(key, bytes) else key)
+        return list(zip(flat[::2], flat[1::2]))
 
 
 def redis_requests_total(r, keys):
@@ -282,14 +186,12 @@ def redis_requests_total(r, keys):
     proc_prefix = f"{PREFIX}:proc:".encode()
     for k in keys:
         if k.startswith(proc_prefix):
-            flat = r.cmd("HGETALL", k)
-            for field, value in zip(flat[::2], flat[1::2]):
+            for field, value in r.hgetall(k):
                 kind, _, series = field.partition(b"\t")
                 if kind == b"counter" and json.loads(series)[1] == REQUESTS:
                     total += float(value.split()[0])
                     n += 1
-    flat = r.cmd("HGETALL", f"{PREFIX}:archive:counter") or []
-    for field, value in zip(flat[::2], flat[1::2]):
+    for field, value in r.hgetall(f"{PREFIX}:archive:counter"):
         host, _, series = field.partition(b"\t")
         if host == HOST_ID.encode() and json.loads(series)[1] == REQUESTS:
             total += float(value.split()[0])
@@ -311,33 +213,6 @@ def key_groups(keys):
 
 # ---------------------------------------------------------------------------------------------
 # wrk
-
-UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
-
-
-def parse_wrk(out):
-    r = {"rps": None, "requests": None, "p50_ms": None, "p99_ms": None, "max_ms": None,
-         "sock": {"connect": 0, "read": 0, "write": 0, "timeout": 0}, "non2xx": 0}
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if m:
-        r["rps"] = float(m.group(1))
-    m = re.search(r"(\d+) requests in", out)
-    if m:
-        r["requests"] = int(m.group(1))
-    for pct, key in (("50", "p50_ms"), ("99", "p99_ms")):
-        m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
-        if m:
-            r[key] = float(m.group(1)) * UNITS[m.group(2)]
-    m = re.search(r"^\s*Latency\s+\S+?(?:us|ms|s|m)\s+\S+?(?:us|ms|s|m)\s+([\d.]+)(us|ms|s|m)", out, re.M)
-    if m:
-        r["max_ms"] = float(m.group(1)) * UNITS[m.group(2)]
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if m:
-        r["sock"] = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups())))
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m:
-        r["non2xx"] = int(m.group(1))
-    return r
 
 
 def wrk_argv(args, port, duration):
@@ -496,12 +371,9 @@ def main():
             if redis_proc.poll() is not None or time.monotonic() >= deadline:
                 raise RuntimeError(f"redis-server on port {rport} did not start; see {work}/redis.log")
             try:
-                r = Redis(rport)
-                if r.cmd("PING") == "PONG":
-                    r.close()
+                if Redis(rport).lines("PING") == [b"PONG"]:
                     break
-                r.close()
-            except OSError:
+            except (OSError, subprocess.SubprocessError):
                 pass
             time.sleep(0.05)
         log(f"redis-server {redis_proc.pid} on 127.0.0.1:{rport}")
@@ -620,7 +492,7 @@ def main():
         py_total, py_series = float(py.stdout.split()[0]), int(py.stdout.split()[1])
         r = Redis(rport)
         keys = r.keys()
-        dbsize = r.cmd("DBSIZE")
+        dbsize = r.dbsize()
         redis_total, redis_series = redis_requests_total(r, keys)
         groups = key_groups(keys)
         r.close()
