@@ -33,7 +33,8 @@ pub const LISTEN_FDS: &str = "LISTEN_FDS";
 pub const LISTEN_PID: &str = "LISTEN_PID";
 /// `:`-separated names of the inherited sockets (their `--bind` spelling, `:` as `%3A`).
 pub const LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
-/// The worker's age under its master, from 1 (gunicorn's `age`).
+/// The worker's slot under its master, from 1: a replacement takes the slot of the worker it
+/// replaces, so `worker_id` labels stay bounded by the pool size.
 pub const WORKER_ID: &str = "GPE_WORKER_ID";
 /// The master's pid: a worker whose parent differs stops.
 pub const MASTER_PID: &str = "GPE_MASTER_PID";

@@ -215,7 +215,8 @@ impl WorkerContext {
         })
     }
 
-    /// The worker's age under the master (1, 2, ...); 0 when standalone.
+    /// The worker's slot under the master (1, 2, ...; a replacement takes the slot of the worker
+    /// it replaces); 0 when standalone.
     pub fn worker_id(&self) -> u64 {
         self.worker_id
     }
