@@ -4,7 +4,8 @@
 //! gpe uses it twice: gpe-master tells systemd `READY=1`, `RELOADING=1`, `STOPPING=1` and
 //! `MAINPID=` (a `Type=notify` unit), and a worker tells its gpe-master that it serves
 //! (`READY=1`) or that it reached `--max-requests` and wants a replacement
-//! ([`RETIRE`]). gpe-master gives each worker a socket of its own making in [`GPE_NOTIFY_SOCKET`]
+//! ([`RETIRE`]). gpe-master gives each worker a socket of its own making in `GPE_NOTIFY_SOCKET`
+//! ([`crate::worker::env::NOTIFY_SOCKET`])
 //! and `NOTIFY_SOCKET`, so a worker that already speaks the protocol (through any sd_notify
 //! library) is understood as well.
 //!
@@ -24,10 +25,6 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 
 /// The environment variable naming the notification socket.
 pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
-
-/// The variable in which gpe-master gives a worker the address of its notification socket
-/// (it sets `NOTIFY_SOCKET` to the same address, for workers that speak sd_notify already).
-pub const GPE_NOTIFY_SOCKET: &str = crate::worker::env::NOTIFY_SOCKET;
 
 /// The message a worker sends its master when it reached its `GPE_MAX_REQUESTS`: "start my
 /// replacement, then stop me" (a gpe extension: systemd ignores keys it does not know). The

@@ -186,9 +186,18 @@ impl Shutdown {
     /// faster. Returns whether this call changed the state.
     pub fn stop(&self, reason: StopReason) -> bool {
         let to = if reason.is_fast() { FAST } else { GRACEFUL };
-        // The reason is stored before the waiters are woken (inside the update, which holds the
-        // channel's lock): a waiter on another thread must never see the state without it.
-        let changed = self.state.send_if_modified(|s| {
+        let changed = self.advance(to, reason);
+        if changed {
+            tracing::info!(fast = reason.is_fast(), reason = ?reason, "worker stopping");
+        }
+        changed
+    }
+
+    /// Move the state forward to `to` (never back), with `reason`; whether it moved. The reason
+    /// is stored before the waiters are woken (inside the update, which holds the channel's
+    /// lock): a waiter on another thread must never see the state without it.
+    fn advance(&self, to: u8, reason: StopReason) -> bool {
+        self.state.send_if_modified(|s| {
             let changed = *s < to;
             if changed {
                 let mut why = self.reason.lock().unwrap_or_else(|p| p.into_inner());
@@ -200,11 +209,7 @@ impl Shutdown {
                 *s = to;
             }
             changed
-        });
-        if changed {
-            tracing::info!(fast = reason.is_fast(), reason = ?reason, "worker stopping");
-        }
-        changed
+        })
     }
 
     /// Whether a stop (graceful or fast) was asked for: from then on, answer with
@@ -235,15 +240,7 @@ impl Shutdown {
                 max_requests = self.max_requests,
                 "max requests reached: serving until the master's replacement is up"
             );
-            self.state.send_if_modified(|s| {
-                let changed = *s < RETIRING;
-                if changed {
-                    *self.reason.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(StopReason::MaxRequests);
-                    *s = RETIRING;
-                }
-                changed
-            });
+            self.advance(RETIRING, StopReason::MaxRequests);
         } else {
             tracing::info!(
                 max_requests = self.max_requests,
