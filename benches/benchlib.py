@@ -5,6 +5,7 @@ Standard library only. Imported by `max_requests.py` and `soak/run.py`.
 
 import os
 import re
+import signal
 import socket
 import sys
 import time
@@ -114,3 +115,15 @@ def parse_wrk(out):
         r["non2xx"] = int(m.group(1))
     r["errors"] = sum(r["sock"].values()) + r["non2xx"]
     return r
+
+
+def reap_or_kill(proc, workers, wait):
+    """After a stop signal: wait up to `wait` s for the master `proc` and its `workers` to be
+    gone, then SIGKILL whatever is left (the master's process group included) and reap it."""
+    left = wait_gone([proc.pid] + workers, time.monotonic() + wait)
+    if proc.poll() is None or left:
+        kill_quietly(-proc.pid, signal.SIGKILL)
+        for p in left:
+            kill_quietly(p, signal.SIGKILL)
+        proc.wait(timeout=wait)
+

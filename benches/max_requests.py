@@ -51,7 +51,7 @@ import time
 
 from benchlib import (
     TICK, free_port, kill_quietly, label, live_children, loadavg, log, parse_wrk,
-    samples, scrape, stat_fields, wait_gone,
+    reap_or_kill, samples, scrape, stat_fields,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -194,12 +194,7 @@ def stop(proc):
         proc.wait(timeout=STOP_WAIT)
     except subprocess.TimeoutExpired:
         pass
-    left = wait_gone([proc.pid] + workers, time.monotonic() + STOP_WAIT)
-    if proc.poll() is None or left:
-        kill_quietly(-proc.pid, signal.SIGKILL)
-        for p in left:
-            kill_quietly(p, signal.SIGKILL)
-        proc.wait(timeout=STOP_WAIT)
+    reap_or_kill(proc, workers, STOP_WAIT)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchlib import (  # noqa: E402  (benches/, one level up)
     TICK, free_port, kill_quietly, label, live_children, loadavg, log, parse_wrk,
-    samples, scrape, stat_fields, wait_gone,
+    reap_or_kill, samples, scrape, stat_fields,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -270,12 +270,7 @@ class Master:
                     proc.wait(timeout=STOP_WAIT)
                 except subprocess.TimeoutExpired:
                     pass
-            left = wait_gone([proc.pid] + workers, time.monotonic() + STOP_WAIT)
-            if proc.poll() is None or left:
-                kill_quietly(-proc.pid, signal.SIGKILL)
-                for p in left:
-                    kill_quietly(p, signal.SIGKILL)
-                proc.wait(timeout=STOP_WAIT)
+            reap_or_kill(proc, workers, STOP_WAIT)
         self.out.close()
         return proc.returncode
 
