@@ -50,14 +50,14 @@ import tempfile
 import time
 
 from benchlib import (
-    TICK, free_port, kill_quietly, label, live_children, loadavg, log, parse_wrk,
-    reap_or_kill, samples, scrape, stat_fields,
+    TICK, add_build_args, built_binaries, command_line, environ_without, free_port, interrupt,
+    kill_group, label, live_children, loadavg, log, parse_wrk, reap_or_kill, samples, scrape,
+    stat_fields, status_200, wrk_argv,
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("BENCH_TARGET_DIR", os.path.join(ROOT, "target-bench"))
 BOOT_WAIT = 20.0  # bound on a master's boot (all workers alive, GET / and /metrics answered)
 STOP_WAIT = 10.0  # bound on each stop step
+WRK_SLACK = 15  # wrk runs under `timeout` -d + this many seconds
 
 # (name, workers, extra gpe-master flags, pair, is the "with" side)
 VARIANTS = [
@@ -89,24 +89,9 @@ def answers_200(port, timeout=1.0):
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
             s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
-            data = b""
-            while len(data) < 12:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            return data.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200"))
+            return status_200(s)
     except OSError:
         return False
-
-
-# ---------------------------------------------------------------------------------------------
-# wrk
-
-
-def wrk_argv(args, port):
-    return ["timeout", "-k", "5", str(int(args.duration + 15)), "wrk", f"-t{args.threads}",
-            f"-c{args.connections}", f"-d{args.duration:g}s", "--latency", f"http://127.0.0.1:{port}/"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,8 +109,8 @@ def run_one(variant, args, master_bin, worker_bin, work, n):
     store = os.path.join(d, "store")
     os.mkdir(store)
     port, mport = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("GPE_", "LISTEN_", "GUNICORN_", "PROMETHEUS_", "REDIS_", "RUST_LOG", "NOTIFY_SOCKET"))}
+    env = environ_without(("GPE_", "LISTEN_", "GUNICORN_", "PROMETHEUS_", "REDIS_", "RUST_LOG",
+                           "NOTIFY_SOCKET"))
     env.update(PROMETHEUS_MULTIPROC_DIR=store, PROMETHEUS_BIND_ADDRESS="127.0.0.1",
                PROMETHEUS_METRICS_PORT=str(mport))
     argv = master_argv(master_bin, worker_bin, workers, port, extra)
@@ -149,8 +134,8 @@ def run_one(variant, args, master_bin, worker_bin, work, n):
                     pass
             time.sleep(0.05)
         cpu0 = tree_cpu(proc.pid)
-        wrk = subprocess.Popen(wrk_argv(args, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True)
+        wrk = subprocess.Popen(wrk_argv(args, port, args.duration, WRK_SLACK), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
         wrk_out, _ = wrk.communicate(timeout=args.duration + 30)
         cpu1 = tree_cpu(proc.pid)
         w = parse_wrk(wrk_out)
@@ -173,9 +158,7 @@ def run_one(variant, args, master_bin, worker_bin, work, n):
         result["error"] = str(e)
         log(f"  ERROR ({name}): {e}")
     finally:
-        if wrk is not None and wrk.poll() is None:
-            kill_quietly(-wrk.pid, signal.SIGKILL)
-            wrk.wait(timeout=STOP_WAIT)
+        kill_group(wrk, STOP_WAIT)
         stop(proc)
         out.close()
     with open(logfile, errors="replace") as f:
@@ -188,12 +171,7 @@ def run_one(variant, args, master_bin, worker_bin, work, n):
 
 def stop(proc):
     workers = live_children(proc.pid)
-    kill_quietly(-proc.pid, signal.SIGINT)
-    kill_quietly(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=STOP_WAIT)
-    except subprocess.TimeoutExpired:
-        pass
+    interrupt(proc, STOP_WAIT)
     reap_or_kill(proc, workers, STOP_WAIT)
 
 
@@ -211,9 +189,7 @@ def fmt_ms(x):
 
 def main():
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
-    ap.add_argument("--no-build", action="store_true")
-    ap.add_argument("--bin-dir", default=os.path.join(TARGET, "release"),
-                    help="directory of gpe-master and example-axum (default $BENCH_TARGET_DIR/release)")
+    add_build_args(ap)
     ap.add_argument("--rounds", type=int, default=3, help="rounds of each variant (default 3)")
     ap.add_argument("--duration", type=float, default=6.0, help="wrk -d, seconds (default 6)")
     ap.add_argument("--threads", type=int, default=1)
@@ -232,15 +208,7 @@ def main():
         sys.exit("wrk not found on PATH")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    if not args.no_build:
-        log("building gpe-master and example-axum (release)...")
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "gpe-master", "-p", "example-axum"],
-                       cwd=ROOT, env={**os.environ, "CARGO_TARGET_DIR": TARGET}, check=True)
-    master_bin = os.path.join(args.bin_dir, "gpe-master")
-    worker_bin = os.path.join(args.bin_dir, "example-axum")
-    for b in (master_bin, worker_bin):
-        if not os.access(b, os.X_OK):
-            sys.exit(f"{b} not found (build it, or give --bin-dir)")
+    master_bin, worker_bin = built_binaries(args)
 
     load_before = loadavg()
     log(f"machine: {os.cpu_count()} cores; load average before: {load_before}")
@@ -347,13 +315,14 @@ def main():
     print()
     print("Commands (ports and temp paths vary per run):")
     print()
-    print(f"    python3 {' '.join(shlex.quote(a) for a in [os.path.relpath(os.path.abspath(__file__), ROOT)] + sys.argv[1:])}")
+    print(f"    {command_line(__file__)}")
     for v in variants:
         if v[0] in commands:
             print("    PROMETHEUS_MULTIPROC_DIR=<fresh dir> PROMETHEUS_BIND_ADDRESS=127.0.0.1 "
                   "PROMETHEUS_METRICS_PORT=<port> "
                   + re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", " ".join(shlex.quote(a) for a in commands[v[0]])))
-    print(f"    {' '.join(shlex.quote(a) for a in wrk_argv(args, 0)).replace(':0/', ':PORT/')}")
+    wrk_cmd = " ".join(shlex.quote(a) for a in wrk_argv(args, 0, args.duration, WRK_SLACK))
+    print(f"    {wrk_cmd.replace(':0/', ':PORT/')}")
     sys.exit(0 if verdict else 1)
 
 

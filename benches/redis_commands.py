@@ -46,10 +46,10 @@ import tempfile
 import threading
 import time
 
-from benchlib import free_port, log
+from benchlib import (
+    TARGET, cargo_build, environ_without, free_port, live_children, loadavg, log, log_tails,
+)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("BENCH_TARGET_DIR", os.path.join(ROOT, "target-bench"))
 VENV = "/tmp/gpe-pyexp-venv"
 PY_PACKAGES = ["gunicorn==23.*", "gunicorn-prometheus-exporter[redis]"]
 BOOT_WAIT = 30.0  # bound on every "until it answers" wait, seconds
@@ -202,12 +202,16 @@ class Procs:
         self.procs.append((name, proc, out, stop_signal, grace))
         return proc
 
-    def stop(self, proc):
+    def stop(self, proc, what):
+        """Stop proc, then warn about its children still alive (`what`: whose, in the warning)."""
         for i, (name, p, out, sig, grace) in enumerate(self.procs):
             if p is proc:
                 del self.procs[i]
                 self._stop(p, out, sig, grace)
-                return
+                break
+        left = live_children(proc.pid)
+        if left:
+            log(f"  warning: {what} children left: {left}")
 
     def stop_all(self):
         while self.procs:
@@ -245,26 +249,6 @@ class Procs:
                 log(f"warning: pid {p.pid} did not exit after SIGKILL")
         finally:
             out.close()
-
-
-def ppid_and_state(pid):
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None, None
-    fields = stat[stat.rindex(b")") + 2:].split()
-    return int(fields[1]), fields[0].decode()
-
-
-def live_children(master):
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            ppid, state = ppid_and_state(int(name))
-            if ppid == master and state not in ("Z", None):
-                out.append(int(name))
-    return out
 
 
 def http_get(port, path, timeout=2.0):
@@ -462,8 +446,7 @@ def requests_total_in_redis(redis_port):
 
 
 def clean_env():
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("GPE_", "LISTEN_", "GUNICORN_", "REDIS_", "PROMETHEUS_", "WEB_CONCURRENCY"))}
+    return environ_without(("GPE_", "LISTEN_", "GUNICORN_", "REDIS_", "PROMETHEUS_", "WEB_CONCURRENCY"))
 
 
 def run_gpe(args, procs, work, redis_port):
@@ -505,10 +488,7 @@ def run_gpe(args, procs, work, redis_port):
             f"{'ok' if result['verified'] else 'MISMATCH'}")
         return result
     finally:
-        procs.stop(proc)
-        left = live_children(proc.pid)
-        if left:
-            log(f"  warning: gpe children left: {left}")
+        procs.stop(proc, "gpe")
 
 
 def ensure_venv():
@@ -566,10 +546,7 @@ def run_pyexp(args, procs, work, redis_port, gunicorn):
             f"{result['keys']} keys in Redis")
         return result
     finally:
-        procs.stop(proc)
-        left = live_children(proc.pid)
-        if left:
-            log(f"  warning: gunicorn children left: {left}")
+        procs.stop(proc, "gunicorn")
 
 
 def main():
@@ -604,13 +581,10 @@ def main():
     signal.signal(signal.SIGHUP, bail)
 
     if not args.no_build and args.only != "pyexp":
-        log(f"building gpe-master and example-axum (release) into {TARGET}...")
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "gpe-master", "-p", "example-axum"],
-                       cwd=ROOT, env={**os.environ, "CARGO_TARGET_DIR": TARGET}, check=True)
+        cargo_build("example-axum", f" into {TARGET}")
     gunicorn, versions = (None, {}) if args.only == "gpe" else ensure_venv()
 
-    with open("/proc/loadavg") as f:
-        load_before = " ".join(f.read().split()[:3])
+    load_before = loadavg()
     procs = Procs()
     work = tempfile.mkdtemp(prefix="gpe-redis-commands.")
     results = {}
@@ -625,19 +599,13 @@ def main():
                 r.cmd("FLUSHALL")
             results["pyexp"] = run_pyexp(args, procs, work, redis_port, gunicorn)
     except BaseException:
-        for name in ("gpe.log", "gunicorn.log", "redis.log"):
-            path = os.path.join(work, name)
-            if os.path.exists(path):
-                log(f"--- {name} (last lines)")
-                with open(path, errors="replace") as f:
-                    log("".join(f.readlines()[-30:]))
+        log_tails(work, ("gpe.log", "gunicorn.log", "redis.log"), 30)
         raise
     finally:
         procs.stop_all()
         shutil.rmtree(work, ignore_errors=True)
 
-    with open("/proc/loadavg") as f:
-        load_after = " ".join(f.read().split()[:3])
+    load_after = loadavg()
     report(args, results, versions, redis_version, load_before, load_after)
     bad = [r for r in results.values() if r["load"]["failed"] or r["load"]["unsent"]]
     if "gpe" in results and not results["gpe"]["verified"]:

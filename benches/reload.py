@@ -49,11 +49,12 @@ import sys
 import tempfile
 import time
 
-from benchlib import alive, free_port, kill_quietly, live_children, loadavg, log, wait_gone
+from benchlib import (
+    PID_WSGI_APP, TARGET, alive, cargo_build, command_line, ensure_gunicorn, environ_without,
+    free_port, interrupt, kill_group, live_children, loadavg, log, parse_wrk, reap_or_kill, wait_gone,
+    wrk_argv,
+)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("BENCH_TARGET_DIR", os.path.join(ROOT, "target-bench"))
-VENV = "/tmp/gpe-respawn-venv"
 WORKERS = 4
 BUCKET = 0.5  # seconds per probe bucket
 WINDOW = 3.0  # the dip is also looked for in [action, action + WINDOW) (baseline: same times)
@@ -61,12 +62,7 @@ BOOT_WAIT = 20.0  # bound on a server's first boot (4 children, GET / answered)
 ALL_ANSWER_WAIT = 5.0  # bound on seeing each of the 4 workers answer, after that
 UPGRADE_WAIT = 6.0  # bound on the new master being ready after USR2 (TERM is not sent otherwise)
 STOP_WAIT = 10.0  # bound on each stop step
-
-WSGI_APP = """\
-import os
-PID = str(os.getpid()).encode()
-def app(e, s): s('200 OK', []); return [b'ok ' + PID]
-"""
+WRK_SLACK = 15  # wrk runs under `timeout` -d + this many seconds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,32 +284,6 @@ def probe_main(port, start, duration):
 
 
 # ---------------------------------------------------------------------------------------------
-# wrk
-
-
-def parse_wrk(out):
-    r = {"rps": None, "p99_ms": None, "requests": None,
-         "sock": {"connect": 0, "read": 0, "write": 0, "timeout": 0}, "non2xx": 0}
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if m:
-        r["rps"] = float(m.group(1))
-    m = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
-    if m:
-        r["p99_ms"] = float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m.group(2)]
-    m = re.search(r"(\d+) requests in", out)
-    if m:
-        r["requests"] = int(m.group(1))
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if m:
-        r["sock"] = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups())))
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m:
-        r["non2xx"] = int(m.group(1))
-    r["failed"] = sum(r["sock"].values()) + r["non2xx"]
-    return r
-
-
-# ---------------------------------------------------------------------------------------------
 # one run
 
 
@@ -481,9 +451,7 @@ class Run:
                 pass
         finally:
             for p in (wrk, probe):
-                if p is not None and p.poll() is None:
-                    kill_quietly(-p.pid, signal.SIGKILL)
-                    p.wait(timeout=STOP_WAIT)
+                kill_group(p, STOP_WAIT)
             self.stop(proc)
             out.close()
         result["events"] = self.events
@@ -491,43 +459,20 @@ class Run:
         return result
 
     def wrk_argv(self):
-        a = self.args
-        return ["timeout", "-k", "5", str(int(a.duration + 15)), "wrk", f"-t{a.threads}", f"-c{a.connections}",
-                f"-d{a.duration:g}s", "--latency", f"http://127.0.0.1:{self.port}/"]
+        return wrk_argv(self.args, self.port, self.args.duration, WRK_SLACK)
 
     def stop(self, proc):
         """Stop the master(s) we started (and a re-exec'd one) and every worker: INT (quick
         shutdown) to the process group and to each master, then KILL whatever is left."""
         masters = [proc.pid] + ([self.new_master] if self.new_master and self.ours(self.new_master) else [])
         workers = [k for m in masters for k in live_children(m)]
-        kill_quietly(-proc.pid, signal.SIGINT)
-        for m in masters:
-            kill_quietly(m, signal.SIGINT)
-        try:
-            proc.wait(timeout=STOP_WAIT)
-        except subprocess.TimeoutExpired:
-            pass
-        left = wait_gone(masters + workers, time.monotonic() + STOP_WAIT)
-        if proc.poll() is None or left:
-            kill_quietly(-proc.pid, signal.SIGKILL)
-            for p in left:
-                kill_quietly(p, signal.SIGKILL)
-            proc.wait(timeout=STOP_WAIT)
+        interrupt(proc, STOP_WAIT, others=masters[1:])
+        left = reap_or_kill(proc, masters[1:] + workers, STOP_WAIT)
+        if left:
             wait_gone(left, time.monotonic() + STOP_WAIT)
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-def ensure_gunicorn():
-    gunicorn = os.path.join(VENV, "bin", "gunicorn")
-    if not os.path.exists(gunicorn):
-        log(f"installing gunicorn (latest) into {VENV}")
-        subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
-        subprocess.run([os.path.join(VENV, "bin", "python"), "-m", "pip", "install", "-q",
-                        "--disable-pip-version-check", "-U", "gunicorn"], check=True)
-    version = subprocess.run([gunicorn, "--version"], capture_output=True, text=True).stdout.strip()
-    return gunicorn, version
 
 
 def gunicorn_has(gunicorn, flag):
@@ -585,9 +530,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     if not args.no_build and "gpe-master" in servers:
-        log(f"building gpe-master and {args.worker} (release)...")
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "gpe-master", "-p", args.worker],
-                       cwd=ROOT, env={**os.environ, "CARGO_TARGET_DIR": TARGET}, check=True)
+        cargo_build(args.worker)
     gunicorn, gversion = ensure_gunicorn() if "gunicorn" in servers else (None, "")
     master_bin = os.path.join(TARGET, "release", "gpe-master")
     worker_bin = os.path.join(TARGET, "release", args.worker)
@@ -598,10 +541,9 @@ def main():
     work = tempfile.mkdtemp(prefix="gpe-reload.")
     results, commands = [], {}
     try:
-        base_env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("GPE_", "LISTEN_", "GUNICORN_", "PROMETHEUS_"))}
+        base_env = environ_without(("GPE_", "LISTEN_", "GUNICORN_", "PROMETHEUS_"))
         with open(os.path.join(work, "app.py"), "w") as f:
-            f.write(WSGI_APP)
+            f.write(PID_WSGI_APP)
         g_extra = []
         if gunicorn and gunicorn_has(gunicorn, "--no-control-socket"):
             # gunicorn >= 25.1 binds a control socket at a fixed per-user path by default
@@ -662,7 +604,7 @@ def main():
         wratio, wat, _ = dip(p["buckets"], lo, lo + int(round(WINDOW / BUCKET)))
         total = sum(p["buckets"]) + p["nfail"]
         print(f"| {r['server']} | {r['action']} | {w['rps']:.0f} | {w['p99_ms']:.2f} | "
-              f"{w['failed']}{f' ({breakdown})' if breakdown else ''} | {p['nfail']} (of {total}) | "
+              f"{w['errors']}{f' ({breakdown})' if breakdown else ''} | {p['nfail']} (of {total}) | "
               f"{ratio:.2f} ({at:g}–{at + BUCKET:g} s; median {med:g}/bucket) | "
               f"{wratio:.2f} ({wat:g}–{wat + BUCKET:g} s) |")
     print()
@@ -684,7 +626,7 @@ def main():
     print()
     print("Commands (ports and temp paths vary per run):")
     print()
-    print(f"    python3 {' '.join(shlex.quote(a) for a in [os.path.relpath(os.path.abspath(__file__), ROOT)] + sys.argv[1:])}")
+    print(f"    {command_line(__file__)}")
     for k in ("gpe-master", "gunicorn", "wrk"):
         if k in commands:
             prefix = "PROMETHEUS_MULTIPROC_DIR=<fresh dir> RUST_LOG=warn " if k == "gpe-master" else ""

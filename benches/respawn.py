@@ -27,51 +27,20 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
-from benchlib import free_port, log
+from benchlib import (
+    PID_WSGI_APP, TARGET, cargo_build, ensure_gunicorn, environ_without, free_port, live_children,
+    loadavg, log, log_tails, stat_fields,
+)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("BENCH_TARGET_DIR", os.path.join(ROOT, "target-bench"))
-VENV = "/tmp/gpe-respawn-venv"
 WAIT = 10.0  # every wait is bounded by this many seconds
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-WSGI_APP = """\
-import os
-PID = str(os.getpid()).encode()
-def app(e, s): s('200 OK', []); return [b'ok ' + PID]
-"""
 
 
 def ppid_of(pid):
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ')'
-    return int(stat[stat.rindex(b")") + 2 :].split()[1])
-
-
-def state_of(pid):
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return stat[stat.rindex(b")") + 2 :].split()[0].decode()
-
-
-def live_children(master):
-    """Children of master that are not zombies."""
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit() and ppid_of(int(name)) == master and state_of(int(name)) not in ("Z", None):
-            out.append(int(name))
-    return sorted(out)
+    f = stat_fields(pid)
+    return None if f is None else int(f[1])
 
 
 def rss_kib(pid):
@@ -91,9 +60,7 @@ def cpu_ns(pid):
                 total += int(f.read().split()[0])
         except OSError:
             pass
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        stat = f.read()
-    fields = stat[stat.rindex(b")") + 2 :].split()
+    fields = stat_fields(pid)
     return total, int(fields[11]) + int(fields[12])
 
 
@@ -253,17 +220,6 @@ def measure(name, argv, env, port, kills, idle_seconds, logfile):
     return result
 
 
-def ensure_gunicorn():
-    gunicorn = os.path.join(VENV, "bin", "gunicorn")
-    if not os.path.exists(gunicorn):
-        log(f"installing gunicorn (latest) into {VENV}")
-        subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
-        subprocess.run([os.path.join(VENV, "bin", "python"), "-m", "pip", "install", "-q",
-                        "--disable-pip-version-check", "-U", "gunicorn"], check=True)
-    version = subprocess.run([gunicorn, "--version"], capture_output=True, text=True).stdout.strip()
-    return gunicorn, version
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kills", type=int, default=int(os.environ.get("KILLS", 20)))
@@ -274,25 +230,22 @@ def main():
         ap.error("--kills must be in 1..1000 and --idle-seconds in (0, 120]")
 
     if not args.no_build:
-        log("building gpe-master and example-socket-activated (release)...")
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "gpe-master", "-p", "example-socket-activated"],
-                       cwd=ROOT, env={**os.environ, "CARGO_TARGET_DIR": TARGET}, check=True)
+        cargo_build("example-socket-activated")
     gunicorn, gversion = ensure_gunicorn()
     master_bin = os.path.join(TARGET, "release", "gpe-master")
     worker_bin = os.path.join(TARGET, "release", "example-socket-activated")
 
-    with open("/proc/loadavg") as f:
-        load_before = " ".join(f.read().split()[:3])
+    load_before = loadavg()
     log(f"machine: {os.cpu_count()} cores; load average before: {load_before}; {gversion}")
 
     work = tempfile.mkdtemp(prefix="gpe-respawn.")
     try:
         store = os.path.join(work, "store")
         os.mkdir(store)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GPE_", "LISTEN_", "GUNICORN_"))}
+        env = environ_without(("GPE_", "LISTEN_", "GUNICORN_"))
         env["PROMETHEUS_MULTIPROC_DIR"] = store
         with open(os.path.join(work, "app.py"), "w") as f:
-            f.write(WSGI_APP)
+            f.write(PID_WSGI_APP)
 
         results = []
         port = free_port()
@@ -306,18 +259,12 @@ def main():
             [gunicorn, "--workers", "2", "--bind", f"127.0.0.1:{port}", "--chdir", work, "app:app"],
             env, port, args.kills, args.idle_seconds, os.path.join(work, "gunicorn.log")))
     except Exception:
-        for name in ("gpe.log", "gunicorn.log"):
-            path = os.path.join(work, name)
-            if os.path.exists(path):
-                log(f"--- {name} (last lines)")
-                with open(path, errors="replace") as f:
-                    log("".join(f.readlines()[-20:]))
+        log_tails(work, ("gpe.log", "gunicorn.log"), 20)
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    with open("/proc/loadavg") as f:
-        load_after = " ".join(f.read().split()[:3])
+    load_after = loadavg()
     g, u = results
     print()
     print(f"{args.kills} SIGKILLs of one of 2 workers per master; {gversion}; "

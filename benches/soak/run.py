@@ -63,15 +63,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchlib import (  # noqa: E402  (benches/, one level up)
-    TICK, free_port, kill_quietly, label, live_children, loadavg, log, parse_wrk,
-    reap_or_kill, samples, scrape, stat_fields,
+    TICK, add_build_args, built_binaries, command_line, environ_without, free_port, interrupt,
+    kill_group, kill_quietly, label, live_children, loadavg, log, parse_wrk, reap_or_kill, samples,
+    scrape, stat_fields, status_200, wrk_argv,
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TARGET = os.environ.get("BENCH_TARGET_DIR", os.path.join(ROOT, "target-bench"))
 WORKERS = 4
 BOOT_WAIT = 20.0
 STOP_WAIT = 10.0
+WRK_SLACK = 30  # wrk runs under `timeout` -d + this many seconds
 SETTLE = 4.0  # after the load: replacements boot, Redis syncs (REDIS_SYNC_INTERVAL 1 s)
 HOST_ID = "soak"
 PREFIX = "gunicorn"
@@ -131,13 +131,7 @@ def probe(port, timeout=1.0):
         except OSError:
             return "sent"  # maybe partly
         try:
-            data = b""
-            while len(data) < 12:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            if not data.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")):
+            if not status_200(s):
                 return "sent"
             while s.recv(4096):  # HTTP/1.0: the server closes after the answer
                 pass
@@ -212,21 +206,11 @@ def key_groups(keys):
 
 
 # ---------------------------------------------------------------------------------------------
-# wrk
-
-
-def wrk_argv(args, port, duration):
-    return ["timeout", "-k", "5", str(int(duration + 30)), "wrk", f"-t{args.threads}",
-            f"-c{args.connections}", f"-d{duration:g}s", "--latency", f"http://127.0.0.1:{port}/"]
-
-
-# ---------------------------------------------------------------------------------------------
 
 
 def base_env():
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("GPE_", "LISTEN_", "GUNICORN_", "PROMETHEUS_", "REDIS_", "RUST_LOG",
-                                 "NOTIFY_SOCKET", "WEB_CONCURRENCY"))}
+    return environ_without(("GPE_", "LISTEN_", "GUNICORN_", "PROMETHEUS_", "REDIS_", "RUST_LOG",
+                            "NOTIFY_SOCKET", "WEB_CONCURRENCY"))
 
 
 class Master:
@@ -264,12 +248,7 @@ class Master:
                 proc.wait(timeout=STOP_WAIT)
             except subprocess.TimeoutExpired:
                 log("  master still there 10 s after TERM: INT")
-                kill_quietly(-proc.pid, signal.SIGINT)
-                kill_quietly(proc.pid, signal.SIGINT)
-                try:
-                    proc.wait(timeout=STOP_WAIT)
-                except subprocess.TimeoutExpired:
-                    pass
+                interrupt(proc, STOP_WAIT)
             reap_or_kill(proc, workers, STOP_WAIT)
         self.out.close()
         return proc.returncode
@@ -285,9 +264,7 @@ def pct(xs, q):
 def main():
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--duration", type=float, default=600.0, help="seconds of load (default 600)")
-    ap.add_argument("--no-build", action="store_true")
-    ap.add_argument("--bin-dir", default=os.path.join(TARGET, "release"),
-                    help="directory of gpe-master and example-axum (default $BENCH_TARGET_DIR/release)")
+    add_build_args(ap)
     ap.add_argument("--max-requests", type=int, default=0,
                     help="--max-requests for the workers (default: calibrated, see --recycle-every)")
     ap.add_argument("--max-requests-jitter", type=int, default=None, help="default 10 %% of --max-requests")
@@ -315,15 +292,7 @@ def main():
         sys.exit("Python prometheus_client missing (pip install prometheus_client==0.26.0)")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    if not args.no_build:
-        log("building gpe-master and example-axum (release)...")
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "gpe-master", "-p", "example-axum"],
-                       cwd=ROOT, env={**os.environ, "CARGO_TARGET_DIR": TARGET}, check=True)
-    master_bin = os.path.join(args.bin_dir, "gpe-master")
-    worker_bin = os.path.join(args.bin_dir, "example-axum")
-    for b in (master_bin, worker_bin):
-        if not os.access(b, os.X_OK):
-            sys.exit(f"{b} not found (build it, or give --bin-dir)")
+    master_bin, worker_bin = built_binaries(args)
 
     # the schedule of signals, in seconds into the load
     schedule = []
@@ -385,7 +354,7 @@ def main():
                        env, port, mport, os.path.join(work, "calib.log"))
             try:
                 m.wait_ready()
-                out = subprocess.run(wrk_argv(args, port, 4), capture_output=True, text=True,
+                out = subprocess.run(wrk_argv(args, port, 4, WRK_SLACK), capture_output=True, text=True,
                                      timeout=60).stdout
                 rps = parse_wrk(out)["rps"]
             finally:
@@ -418,7 +387,7 @@ def main():
         log(f"gpe-master {mpid} ready ({master.probes['ok']} probe requests answered); load for {args.duration:g} s")
 
         # 4. the load, and what runs alongside
-        wargv = wrk_argv(args, port, args.duration)
+        wargv = wrk_argv(args, port, args.duration, WRK_SLACK)
         report["wrk_argv"] = wargv
         wrk = subprocess.Popen(wargv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
@@ -538,9 +507,7 @@ def main():
         failures.append(f"run failed: {e}")
         log(f"ERROR: {e}")
     finally:
-        if wrk is not None and wrk.poll() is None:
-            kill_quietly(-wrk.pid, signal.SIGKILL)
-            wrk.wait(timeout=STOP_WAIT)
+        kill_group(wrk, STOP_WAIT)
         if master is not None:
             rc = master.stop()
             report["master_rc"] = rc
@@ -630,7 +597,7 @@ def main():
     print()
     if "argv" in report:
         print("Commands (ports and temp paths vary per run):")
-        print(f"    python3 {' '.join(shlex.quote(a) for a in [os.path.relpath(os.path.abspath(__file__), ROOT)] + sys.argv[1:])}")
+        print(f"    {command_line(__file__)}")
         print(f"    PROMETHEUS_MULTIPROC_DIR=<fresh dir> PROMETHEUS_BIND_ADDRESS=127.0.0.1 "
               f"PROMETHEUS_METRICS_PORT=<port> REDIS_ENABLED=true REDIS_HOST=127.0.0.1 "
               f"REDIS_PORT=<port> GPE_HOST_ID={HOST_ID} {' '.join(shlex.quote(a) for a in report['argv'])}")
