@@ -11,7 +11,7 @@ use std::hint::black_box;
 use actix_web::{test, web, App, HttpResponse};
 use criterion::{criterion_group, criterion_main, Criterion};
 use gpe_actix::ActixMetrics;
-use gpe_tower::RequestMetrics;
+use gpe_actix::RequestMetrics;
 
 async fn hello() -> HttpResponse {
     HttpResponse::Ok().body("hello, world\n")

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use actix_web::body::{BodySize, MessageBody};
 use bytes::Bytes;
-use gpe_tower::{FailureKind, RequestTracker};
+use gpe_core::http::{FailureKind, RequestTracker};
 use pin_project_lite::pin_project;
 
 pin_project! {

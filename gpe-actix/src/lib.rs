@@ -2,7 +2,7 @@
 //! `/metrics` adds up every worker of a pre-fork server.
 //!
 //! [`ActixMetrics`] is an actix-web [`Transform`](actix_web::dev::Transform) recording the same
-//! families as gpe-tower (it uses [`gpe_tower::RequestMetrics`] and its hooks): requests,
+//! families as gpe-tower (both are adapters over gpe-core's engine, [`gpe_core::http`]): requests,
 //! duration, request and response sizes, in-flight, failures (5xx responses, handler errors with a
 //! 5xx status, panics) and client disconnects. The `endpoint` label is the resource pattern
 //! (`match_pattern()`, read from the routed request in the response, so that no request is routed
@@ -23,7 +23,7 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = tempfile::tempdir()?;
 //! let store = gpe_core::Store::open(dir.path())?;
-//! let metrics = gpe_tower::RequestMetrics::builder().worker_id("1").build(&store)?;
+//! let metrics = gpe_actix::RequestMetrics::builder().worker_id("1").build(&store)?;
 //! let app = test::init_service(
 //!     App::new()
 //!         .wrap(ActixMetrics::new(metrics))
@@ -49,9 +49,13 @@ mod middleware;
 mod payload;
 
 pub use body::MetricsBody;
-/// The shared request metric definitions and hooks.
-pub use gpe_tower::{
-    hooks, BuildError, DefaultEndpoint, EndpointLabel, RequestInfo, RequestMetrics,
-    RequestMetricsBuilder,
+/// The name of [`RequestMetricsError`] in the first release.
+#[doc(hidden)]
+pub use gpe_core::http::RequestMetricsError as BuildError;
+/// The framework-neutral request metrics engine and its hooks, from gpe-core (see
+/// [`gpe_core::http`]).
+pub use gpe_core::http::{
+    hooks, DefaultEndpoint, EndpointLabel, RequestInfo, RequestMetrics, RequestMetricsBuilder,
+    RequestMetricsError,
 };
 pub use middleware::{ActixMetrics, MetricsFuture, MetricsMiddleware};

@@ -12,9 +12,9 @@ use actix_web::dev::{forward_ready, Payload, Service, ServiceRequest, ServiceRes
 use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::http::StatusCode;
 use actix_web::Error;
-use gpe_tower::{
-    BuildError, DefaultEndpoint, EndpointLabel, FailureKind, RequestBodyBytes, RequestInfo,
-    RequestMetrics, RequestTracker, UNMATCHED,
+use gpe_core::http::{
+    DefaultEndpoint, EndpointLabel, FailureKind, RequestBodyBytes, RequestInfo, RequestMetrics,
+    RequestMetricsError, RequestTracker, UNMATCHED,
 };
 use pin_project_lite::pin_project;
 
@@ -23,12 +23,12 @@ use crate::MetricsBody;
 
 /// The actix-web middleware factory: `App::new().wrap(ActixMetrics::new(metrics))`.
 ///
-/// `E` is the endpoint label hook (see [`gpe_tower::hooks`]); the default is the resource
+/// `E` is the endpoint label hook (see [`gpe_core::http::hooks`]); the default is the resource
 /// pattern.
 ///
 /// The middleware wraps the whole app, so it runs before actix routes the request. By default it
 /// reads the matched pattern from the routed request in the response, which costs nothing, and
-/// the in-flight gauge is labelled by method only (`endpoint=""`, [`gpe_tower::UNROUTED`]); a
+/// the in-flight gauge is labelled by method only (`endpoint=""`, [`gpe_core::http::UNROUTED`]); a
 /// request that ends without a response (a handler panic, an error from an inner middleware) has
 /// no routed request to read, and is recorded under `endpoint=""` too.
 /// [`in_flight_by_endpoint`](Self::in_flight_by_endpoint) resolves the pattern before routing
@@ -54,7 +54,7 @@ impl ActixMetrics {
     ///
     /// # Errors
     /// As [`RequestMetrics::from_env`].
-    pub fn from_env() -> Result<Self, BuildError> {
+    pub fn from_env() -> Result<Self, RequestMetricsError> {
         Ok(ActixMetrics::new(RequestMetrics::from_env()?))
     }
 }

@@ -7,7 +7,7 @@ use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
 use bytes::Bytes;
 use futures_core::Stream;
-use gpe_tower::RequestBodyBytes;
+use gpe_core::http::RequestBodyBytes;
 use pin_project_lite::pin_project;
 
 pin_project! {

@@ -14,7 +14,7 @@ struct Fixture {
     metrics: RequestMetrics,
 }
 
-fn fixture(builder: gpe_tower::RequestMetricsBuilder) -> Fixture {
+fn fixture(builder: gpe_actix::RequestMetricsBuilder) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = gpe_core::Store::open(dir.path()).unwrap();
     let metrics = builder.worker_id("1").build(&store).unwrap();

@@ -56,7 +56,7 @@ pub enum Error {
     #[error("metrics file {0} is full (2 GiB): too many series in one process")]
     FileFull(PathBuf),
 
-    /// A sampling interval of zero ([`WorkerMetrics::spawn_sampler`](crate::worker_metrics::WorkerMetrics::spawn_sampler)).
+    /// A sampling interval of zero ([`WorkerMetrics::spawn_sampler`](crate::worker::metrics::WorkerMetrics::spawn_sampler)).
     #[error("the sampling interval must be longer than 0")]
     ZeroInterval,
 
@@ -72,11 +72,11 @@ pub enum Error {
 
     /// Encoding an exposition failed.
     #[error(transparent)]
-    Exposition(#[from] crate::exposition::ExpositionError),
+    Exposition(#[from] crate::expose::ExpositionError),
 
     /// Bad configuration.
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] crate::expose::config::ConfigError),
 }
 
 impl Error {

@@ -5,22 +5,9 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
-    /// The metric name prefix has characters a metric name cannot have.
-    #[error("invalid metric name prefix {0:?}: use letters, digits, `_` and `:` (not starting with a digit)")]
-    InvalidPrefix(String),
-
-    /// Histogram buckets that are empty, not finite or not strictly increasing.
-    #[error("invalid {what} buckets {buckets:?}: give a non-empty, strictly increasing list of finite numbers (+Inf is added)")]
-    InvalidBuckets {
-        /// Which histogram (`duration`, `size`).
-        what: &'static str,
-        /// The buckets given.
-        buckets: Vec<f64>,
-    },
-
-    /// A series cap of 0.
-    #[error("the per-family series cap must be at least 1")]
-    ZeroSeriesCap,
+    /// The request metrics could not be set up: a bad prefix, buckets or series cap.
+    #[error(transparent)]
+    RequestMetrics(#[from] gpe_core::http::RequestMetricsError),
 
     /// A sampling interval of 0, given to `WorkerBuilder::sample_interval` (feature `axum`).
     /// [`WorkerMetrics::spawn_sampler`](crate::WorkerMetrics::spawn_sampler) (now in gpe-core)

@@ -21,8 +21,8 @@
 //!   listeners, the metrics layer, max-requests, worker metrics, graceful and fast stops, and
 //!   standalone its own `/metrics` — in a few lines.
 //!
-//! [`RequestMetrics`] and [`RequestTracker`] are framework-independent: gpe-actix records the same
-//! families through them.
+//! [`RequestMetrics`] and [`RequestTracker`] are gpe-core's framework-neutral engine
+//! ([`gpe_core::http`]), re-exported here: gpe-actix records the same families through them.
 //!
 //! ```
 //! use axum::{routing::get, Router};
@@ -56,30 +56,27 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
-mod budget;
 mod error;
 mod future;
-pub mod hooks;
 mod layer;
-mod metrics;
 pub mod request_body;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod serve;
 mod service;
-mod sync;
 pub mod worker;
 
 pub use body::MetricsBody;
 pub use error::BuildError;
 pub use future::ResponseFuture;
-pub use hooks::{DefaultEndpoint, EndpointLabel, RequestInfo};
-pub use layer::MetricsLayer;
-pub use metrics::{
-    FailureKind, RequestMetrics, RequestMetricsBuilder, RequestTracker, DEFAULT_DURATION_BUCKETS,
+/// The framework-neutral request metrics engine, from gpe-core (see [`gpe_core::http`]).
+pub use gpe_core::http::{
+    hooks, DefaultEndpoint, EndpointLabel, FailureKind, RequestInfo, RequestMetrics,
+    RequestMetricsBuilder, RequestMetricsError, RequestTracker, DEFAULT_DURATION_BUCKETS,
     DEFAULT_MAX_SERIES, DEFAULT_PREFIX, DEFAULT_SIZE_BUCKETS, OVERFLOW, STATUS_CLIENT_CLOSED,
     STATUS_NO_RESPONSE, UNMATCHED, UNROUTED,
 };
+pub use layer::MetricsLayer;
 pub use request_body::{count_request_body, CountedBody, RequestBodyBytes};
 pub use service::{Metrics, RouteTemplate};
 pub use worker::{RestartReason, SamplerHandle, WorkerMetrics, WorkerState};

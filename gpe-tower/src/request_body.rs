@@ -49,8 +49,6 @@
 //! [`serve`]: crate::serve
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Buf;
@@ -58,25 +56,7 @@ use http::Request;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-/// A count of the request body bytes read so far, shared by what reads the body and the
-/// request's tracker, which reads it when the request is recorded
-/// ([`RequestTracker::count_request_body`](crate::RequestTracker::count_request_body)).
-/// [`count_request_body`] hands one to the [`Metrics`](crate::Metrics) service in a request
-/// extension; a framework adapter that wraps the request body itself (gpe-actix) makes its own.
-#[derive(Debug, Clone, Default)]
-pub struct RequestBodyBytes(Arc<AtomicU64>);
-
-impl RequestBodyBytes {
-    /// Add `n` bytes read.
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// The bytes read so far.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+pub use gpe_core::http::RequestBodyBytes;
 
 pin_project! {
     /// A request body that counts the data bytes read from it (see [`count_request_body`]).

@@ -12,8 +12,8 @@ use super::pool::Pool;
 use super::runner::Runner;
 use super::sync::Outage;
 use super::{lua, RedisConfig, RedisError};
-use crate::dbfile::Kind;
-use crate::{key, GaugeMode};
+use crate::store::dbfile::Kind;
+use crate::store::{key, GaugeMode};
 
 /// A `prometheus::core::Collector` over the values every sync wrote to Redis.
 ///

@@ -5,8 +5,8 @@
 
 use std::fmt;
 
-use crate::dbfile::Kind;
-use crate::GaugeMode;
+use crate::store::dbfile::Kind;
+use crate::store::GaugeMode;
 
 /// The identity of one process in Redis: host, pid and process start time.
 ///

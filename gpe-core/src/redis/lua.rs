@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use deadpool_redis::redis::Script;
 
-use crate::dbfile::Kind;
+use crate::store::dbfile::Kind;
 
 /// Shared Lua helpers: type checks, number parsing and formatting, and `fold(prefix, member)`.
 fn common() -> String {
@@ -20,7 +20,7 @@ fn common() -> String {
         order.push_str(&format!("'{}', ", kind.prefix()));
         let rule = match kind {
             Kind::Counter | Kind::Histogram | Kind::Summary => "sum",
-            Kind::Gauge(m) if m.is_live() || m == crate::GaugeMode::All => "drop",
+            Kind::Gauge(m) if m.is_live() || m == crate::store::GaugeMode::All => "drop",
             Kind::Gauge(m) => m.combining().as_str(),
         };
         kinds.push_str(&format!("['{}'] = '{rule}', ", kind.prefix()));

@@ -115,7 +115,7 @@ pub enum RedisError {
 
     /// Reading the metrics directory failed.
     #[error(transparent)]
-    Store(#[from] crate::Error),
+    Store(#[from] crate::error::Error),
 }
 
 impl From<redis::RedisError> for RedisError {

@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use super::keys::{self, Keys, ProcessId};
 use super::pool::{Conn, Pool};
 use super::{lua, RedisConfig, RedisError};
-use crate::dbfile::{self, FileName, Kind, Owner};
-use crate::Liveness;
+use crate::collect::Liveness;
+use crate::store::dbfile::{self, FileName, Kind, Owner};
 
 /// Whose files a [`RedisSync`] reads.
 #[derive(Debug, Clone)]

@@ -49,7 +49,7 @@ pub const MAX_REQUESTS: &str = "GPE_MAX_REQUESTS";
 /// The master's notification socket (see [`crate::notify`]).
 pub const NOTIFY_SOCKET: &str = "GPE_NOTIFY_SOCKET";
 /// systemd's notification socket; gpe-master sets it to its own for its workers.
-pub const SD_NOTIFY_SOCKET: &str = crate::notify::NOTIFY_SOCKET;
+pub const SD_NOTIFY_SOCKET: &str = crate::worker::notify::NOTIFY_SOCKET;
 /// The store directory.
 pub const MULTIPROC_DIR: &str = "PROMETHEUS_MULTIPROC_DIR";
 /// Standalone only: the address a worker binds (`HOST:PORT` or `unix:PATH`).

@@ -26,7 +26,14 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{getsockopt, sockopt, AddressFamily, SockaddrLike, SockaddrStorage};
 
-use crate::notify::{Notifier, NotifyError};
+use notify::{Notifier, NotifyError};
+
+pub mod env;
+pub mod metrics;
+pub mod notify;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod shutdown;
 
 /// Errors reading the worker environment.
 #[derive(Debug, thiserror::Error)]
@@ -113,8 +120,6 @@ pub struct WorkerContext {
     master_link: Option<MasterLink>,
     taken: AtomicBool,
 }
-
-pub mod env;
 
 fn var(name: &'static str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -390,11 +395,11 @@ impl MasterLink {
     }
 
     /// Ask the master for a replacement because `GPE_MAX_REQUESTS` was reached
-    /// ([`RETIRE`](crate::notify::RETIRE)): the master starts one and sends this worker
+    /// ([`RETIRE`](crate::worker::notify::RETIRE)): the master starts one and sends this worker
     /// `SIGTERM` once it serves. Returns whether the master was told; when it was not, stop at
     /// once instead.
     pub fn ask_to_be_replaced(&self) -> bool {
-        match self.notifier.notify(crate::notify::RETIRE) {
+        match self.notifier.notify(crate::worker::notify::RETIRE) {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot ask the master for a replacement; stopping now");

@@ -1,60 +1,21 @@
-//! The request metric families, shared by every framework adapter (gpe-tower, gpe-actix).
-//!
-//! [`RequestMetrics`] owns the families in a gpe-core [`Store`]; a [`RequestTracker`] follows one
-//! request and records everything when it is dropped, so a request is counted exactly once
-//! whatever happens to it (response, error, panic, client disconnect).
+//! [`RequestMetrics`]: the request families of one process, their cached series, and how a
+//! finished request is recorded; [`RequestMetricsBuilder`] sets them up.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Duration;
 
 use foldhash::fast::RandomState;
-use gpe_core::clock::{Clock, Stamp};
-use gpe_core::prometheus::{HistogramOpts, Opts};
-use gpe_core::{Counter, CounterVec, Gauge, GaugeMode, GaugeVec, Histogram, HistogramVec, Store};
+use prometheus::{HistogramOpts, Opts};
 
-use crate::budget::SeriesBudget;
-use crate::request_body::RequestBodyBytes;
-use crate::BuildError;
-
-/// The duration buckets of the Python exporter, in seconds (`+Inf` is added).
-pub const DEFAULT_DURATION_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
-
-/// The size buckets of the Python exporter, in bytes: 1 KiB to 4 MiB (`+Inf` is added).
-pub const DEFAULT_SIZE_BUCKETS: &[f64] = &[
-    1024.0,
-    4096.0,
-    16384.0,
-    65536.0,
-    262_144.0,
-    1_048_576.0,
-    4_194_304.0,
-];
-
-/// The metric name prefix of the Python exporter.
-pub const DEFAULT_PREFIX: &str = "gunicorn_worker_";
-
-/// The `endpoint` value of requests that matched no route.
-pub const UNMATCHED: &str = "<unmatched>";
-
-/// The `endpoint` value of a request whose route is not known: started before routing
-/// ([`RequestMetrics::start_unrouted`]), its in-flight gauge, and the request itself if it ends
-/// before its route is set (a panic). Empty, which Prometheus stores as no label at all.
-pub const UNROUTED: &str = "";
-
-/// The `endpoint` value that series go to once a family reaches its series cap.
-pub const OVERFLOW: &str = "<overflow>";
-
-/// The default per-family series cap (label combinations of one process).
-pub const DEFAULT_MAX_SERIES: usize = 1000;
-
-/// The `status` value of a request whose client went away before the response was ready
-/// (nginx's "client closed request").
-pub const STATUS_CLIENT_CLOSED: u16 = 499;
-
-/// The `status` value of a request that ended with an error and no response at all.
-pub const STATUS_NO_RESPONSE: &str = "none";
+use super::budget::SeriesBudget;
+use super::tracker::{InFlight, RequestSize, RequestTracker, Stage};
+use super::{
+    RequestMetricsError, DEFAULT_DURATION_BUCKETS, DEFAULT_MAX_SERIES, DEFAULT_PREFIX,
+    DEFAULT_SIZE_BUCKETS, OVERFLOW, STATUS_CLIENT_CLOSED, STATUS_NO_RESPONSE, UNMATCHED, UNROUTED,
+};
+use crate::clock::Clock;
+use crate::metrics::{Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramVec};
+use crate::store::{GaugeMode, Store};
 
 const METHODS: [&str; 10] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "OTHER",
@@ -66,45 +27,13 @@ fn method_index(method: &str) -> u8 {
     METHODS[..9].iter().position(|m| *m == method).unwrap_or(9) as u8
 }
 
-/// Why a request counts as failed (the `error_type` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum FailureKind {
-    /// The service returned a 5xx response (`error_type="status_5xx"`).
-    ServerError,
-    /// The service returned an error instead of a response (`error_type="service_error"`).
-    ServiceError,
-    /// The service panicked; the middleware answered 500 (`error_type="panic"`).
-    Panic,
-    /// The response body failed while streaming (`error_type="body_error"`).
-    BodyError,
-}
-
-impl FailureKind {
-    /// The `error_type` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::ServerError => "status_5xx",
-            FailureKind::ServiceError => "service_error",
-            FailureKind::Panic => "panic",
-            FailureKind::BodyError => "body_error",
-        }
-    }
-}
-
-impl fmt::Display for FailureKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// Builds [`RequestMetrics`]: prefix, buckets, series cap, worker id and excluded paths.
 ///
 /// ```
-/// # fn main() -> Result<(), gpe_tower::BuildError> {
+/// # fn main() -> Result<(), gpe_core::http::RequestMetricsError> {
 /// # let dir = tempfile::tempdir().unwrap();
 /// let store = gpe_core::Store::open(dir.path())?;
-/// let metrics = gpe_tower::RequestMetrics::builder()
+/// let metrics = gpe_core::http::RequestMetrics::builder()
 ///     .duration_buckets(vec![0.005, 0.05, 0.5])?
 ///     .exclude_path("/health")
 ///     .exclude_path("/static/*")
@@ -137,14 +66,14 @@ impl Default for RequestMetricsBuilder {
     }
 }
 
-fn check_buckets(what: &'static str, buckets: &[f64]) -> Result<(), BuildError> {
+fn check_buckets(what: &'static str, buckets: &[f64]) -> Result<(), RequestMetricsError> {
     let ok = !buckets.is_empty()
         && buckets.iter().all(|b| b.is_finite())
         && buckets.windows(2).all(|w| w[0] < w[1]);
     if ok {
         Ok(())
     } else {
-        Err(BuildError::InvalidBuckets {
+        Err(RequestMetricsError::InvalidBuckets {
             what,
             buckets: buckets.to_vec(),
         })
@@ -156,14 +85,14 @@ impl RequestMetricsBuilder {
     /// (`[a-zA-Z_:][a-zA-Z0-9_:]*`) and may be empty.
     ///
     /// # Errors
-    /// [`BuildError::InvalidPrefix`] for other characters.
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Result<Self, BuildError> {
+    /// [`RequestMetricsError::InvalidPrefix`] for other characters.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Result<Self, RequestMetricsError> {
         let prefix = prefix.into();
         let ok = prefix.chars().enumerate().all(|(i, c)| {
             c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
         });
         if !ok {
-            return Err(BuildError::InvalidPrefix(prefix));
+            return Err(RequestMetricsError::InvalidPrefix(prefix));
         }
         self.prefix = prefix;
         Ok(self)
@@ -172,8 +101,8 @@ impl RequestMetricsBuilder {
     /// The request duration buckets in seconds (default [`DEFAULT_DURATION_BUCKETS`]).
     ///
     /// # Errors
-    /// [`BuildError::InvalidBuckets`] unless non-empty, finite and strictly increasing.
-    pub fn duration_buckets(mut self, buckets: Vec<f64>) -> Result<Self, BuildError> {
+    /// [`RequestMetricsError::InvalidBuckets`] unless non-empty, finite and strictly increasing.
+    pub fn duration_buckets(mut self, buckets: Vec<f64>) -> Result<Self, RequestMetricsError> {
         check_buckets("duration", &buckets)?;
         self.duration_buckets = buckets;
         Ok(self)
@@ -182,8 +111,8 @@ impl RequestMetricsBuilder {
     /// The request and response size buckets in bytes (default [`DEFAULT_SIZE_BUCKETS`]).
     ///
     /// # Errors
-    /// [`BuildError::InvalidBuckets`] unless non-empty, finite and strictly increasing.
-    pub fn size_buckets(mut self, buckets: Vec<f64>) -> Result<Self, BuildError> {
+    /// [`RequestMetricsError::InvalidBuckets`] unless non-empty, finite and strictly increasing.
+    pub fn size_buckets(mut self, buckets: Vec<f64>) -> Result<Self, RequestMetricsError> {
         check_buckets("size", &buckets)?;
         self.size_buckets = buckets;
         Ok(self)
@@ -194,10 +123,10 @@ impl RequestMetricsBuilder {
     /// `endpoint="<overflow>"` (method and status are kept: both are bounded sets).
     ///
     /// # Errors
-    /// [`BuildError::ZeroSeriesCap`] for 0.
-    pub fn max_series(mut self, max: usize) -> Result<Self, BuildError> {
+    /// [`RequestMetricsError::ZeroSeriesCap`] for 0.
+    pub fn max_series(mut self, max: usize) -> Result<Self, RequestMetricsError> {
         if max == 0 {
-            return Err(BuildError::ZeroSeriesCap);
+            return Err(RequestMetricsError::ZeroSeriesCap);
         }
         self.max_series = max;
         Ok(self)
@@ -211,9 +140,10 @@ impl RequestMetricsBuilder {
         self
     }
 
-    /// The `worker_id` label value unless one was set (the serve module's worker id).
-    #[cfg(feature = "axum")]
-    pub(crate) fn worker_id_or(mut self, id: String) -> Self {
+    /// The `worker_id` label value unless [`worker_id`](Self::worker_id) set one (for a server
+    /// that knows its worker's id, as `gpe_tower::serve` does).
+    #[must_use]
+    pub fn worker_id_or(mut self, id: String) -> Self {
         if self.worker_id.is_none() {
             self.worker_id = Some(id);
         }
@@ -237,7 +167,7 @@ impl RequestMetricsBuilder {
     /// # Errors
     /// When the store rejects a family (for example, the same name registered with another
     /// shape) or cannot write its files.
-    pub fn build(self, store: &Store) -> Result<RequestMetrics, BuildError> {
+    pub fn build(self, store: &Store) -> Result<RequestMetrics, RequestMetricsError> {
         let p = &self.prefix;
         let labels = ["worker_id", "method", "endpoint", "status"];
         let failure_labels = ["worker_id", "method", "endpoint", "status", "error_type"];
@@ -253,7 +183,7 @@ impl RequestMetricsBuilder {
         };
         let worker_id = self
             .worker_id
-            .unwrap_or_else(gpe_core::worker::env::worker_id_label);
+            .unwrap_or_else(crate::worker::env::worker_id_label);
         let inner = Inner {
             requests: counter("requests_total", "Total HTTP requests handled.", &labels)?,
             duration: histogram(
@@ -310,14 +240,14 @@ impl RequestMetricsBuilder {
     ///
     /// # Errors
     /// As [`build`](Self::build), or when the store directory cannot be opened.
-    pub fn build_from_env(self) -> Result<RequestMetrics, BuildError> {
+    pub fn build_from_env(self) -> Result<RequestMetrics, RequestMetricsError> {
         let store = Store::from_env()?;
         self.build(&store)
     }
 }
 
 #[derive(Debug, Clone)]
-enum PathMatch {
+pub(super) enum PathMatch {
     Exact(String),
     Prefix(String),
 }
@@ -344,39 +274,39 @@ enum PathMatch {
 /// family for such a request that ended before its route was known.
 #[derive(Debug, Clone)]
 pub struct RequestMetrics {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    requests: CounterVec,
-    duration: HistogramVec,
-    request_size: HistogramVec,
-    response_size: HistogramVec,
-    in_flight: GaugeVec,
-    failed: CounterVec,
-    error_handling: CounterVec,
-    disconnects: CounterVec,
-    worker_id: String,
+pub(super) struct Inner {
+    pub(super) requests: CounterVec,
+    pub(super) duration: HistogramVec,
+    pub(super) request_size: HistogramVec,
+    pub(super) response_size: HistogramVec,
+    pub(super) in_flight: GaugeVec,
+    pub(super) failed: CounterVec,
+    pub(super) error_handling: CounterVec,
+    pub(super) disconnects: CounterVec,
+    pub(super) worker_id: String,
     /// Label combinations created so far (the largest family's series count), under the cap.
-    series: SeriesBudget,
+    pub(super) series: SeriesBudget,
     /// Looked up on every request: a fast hash (foldhash, randomly seeded), not SipHash.
-    endpoints: RwLock<HashMap<Box<str>, Arc<EndpointSeries>, RandomState>>,
-    overflow: Arc<EndpointSeries>,
-    unmatched: OnceLock<Arc<EndpointSeries>>,
+    pub(super) endpoints: RwLock<HashMap<Box<str>, Arc<EndpointSeries>, RandomState>>,
+    pub(super) overflow: Arc<EndpointSeries>,
+    pub(super) unmatched: OnceLock<Arc<EndpointSeries>>,
     /// The series of requests whose route is not known (yet): held here, not in an `Arc`, so
     /// that starting such a request clones nothing.
-    unrouted: EndpointSeries,
-    exclude: Vec<PathMatch>,
-    /// Times requests (see [`gpe_core::clock`]).
-    clock: Clock,
+    pub(super) unrouted: EndpointSeries,
+    pub(super) exclude: Vec<PathMatch>,
+    /// Times requests (see [`crate::clock`]).
+    pub(super) clock: Clock,
 }
 
 /// The cached handles of one endpoint.
 #[derive(Debug)]
-struct EndpointSeries {
-    endpoint: Box<str>,
-    in_flight: [OnceLock<Option<Gauge>>; 10],
+pub(super) struct EndpointSeries {
+    pub(super) endpoint: Box<str>,
+    pub(super) in_flight: [OnceLock<Option<Gauge>>; 10],
     /// The handles of status 200 per method: the common case, read without a lock.
     ok: [OnceLock<Arc<Done>>; 10],
     /// `(method, status) -> handles`; a short list, scanned.
@@ -384,7 +314,7 @@ struct EndpointSeries {
 }
 
 impl EndpointSeries {
-    fn new(endpoint: &str) -> Self {
+    pub(super) fn new(endpoint: &str) -> Self {
         EndpointSeries {
             endpoint: endpoint.into(),
             in_flight: Default::default(),
@@ -422,7 +352,7 @@ impl RequestMetrics {
     ///
     /// # Errors
     /// As [`RequestMetricsBuilder::build_from_env`].
-    pub fn from_env() -> Result<RequestMetrics, BuildError> {
+    pub fn from_env() -> Result<RequestMetrics, RequestMetricsError> {
         RequestMetricsBuilder::default().build_from_env()
     }
 
@@ -460,10 +390,10 @@ impl RequestMetrics {
     /// under `endpoint=""` too.
     ///
     /// ```
-    /// # fn main() -> Result<(), gpe_tower::BuildError> {
+    /// # fn main() -> Result<(), gpe_core::http::RequestMetricsError> {
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let store = gpe_core::Store::open(dir.path())?;
-    /// let metrics = gpe_tower::RequestMetrics::builder().build(&store)?;
+    /// let metrics = gpe_core::http::RequestMetrics::builder().build(&store)?;
     /// let mut t = metrics.start_unrouted("GET");
     /// // ... the framework routes the request and runs the handler ...
     /// t.set_endpoint("/users/{id}");
@@ -510,12 +440,12 @@ impl RequestMetrics {
             .as_ref()
     }
 
-    fn log_err<T>(&self, r: Result<T, gpe_core::Error>) -> Option<T> {
+    fn log_err<T>(&self, r: Result<T, crate::error::Error>) -> Option<T> {
         r.map_err(|e| tracing::warn!(error = %e, "gpe-tower: cannot record a request metric"))
             .ok()
     }
 
-    fn endpoint_series(&self, endpoint: &str) -> Arc<EndpointSeries> {
+    pub(super) fn endpoint_series(&self, endpoint: &str) -> Arc<EndpointSeries> {
         let i = &self.inner;
         if endpoint == UNMATCHED {
             return i
@@ -590,7 +520,7 @@ impl RequestMetrics {
         Some((d, series))
     }
 
-    fn record(&self, t: &RequestTracker) {
+    pub(super) fn record(&self, t: &RequestTracker) {
         let i = &self.inner;
         let method = METHODS[usize::from(t.method)];
         let disconnected = matches!(t.stage, Stage::Pending | Stage::Responded);
@@ -649,164 +579,5 @@ impl RequestMetrics {
                 c.inc();
             }
         }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    /// No response yet.
-    Pending,
-    /// The response head is out; the body is streaming.
-    Responded,
-    /// The body is complete (or there was nothing left to send).
-    Complete,
-}
-
-/// Follows one request; records it in its families when dropped.
-///
-/// Framework adapters call [`set_status`](Self::set_status) when the response head is ready,
-/// [`add_response_bytes`](Self::add_response_bytes) per body chunk and
-/// [`complete`](Self::complete) when the body is finished, then drop the tracker. Dropped
-/// without a status, the request is recorded with status `499` and counted as a client
-/// disconnect; dropped after a status but before `complete`, it keeps its status and is counted as
-/// a client disconnect.
-///
-/// ```
-/// # fn main() -> Result<(), gpe_tower::BuildError> {
-/// # let dir = tempfile::tempdir().unwrap();
-/// # let store = gpe_core::Store::open(dir.path())?;
-/// let metrics = gpe_tower::RequestMetrics::builder().build(&store)?;
-/// let mut t = metrics.start("GET", "/users/{id}");
-/// t.set_status(200);
-/// t.add_response_bytes(512);
-/// t.complete();
-/// drop(t); // recorded here
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug)]
-pub struct RequestTracker {
-    metrics: RequestMetrics,
-    /// The series the request is recorded under; `None`: the unrouted one, which `metrics` holds.
-    series: Option<Arc<EndpointSeries>>,
-    /// Where the in-flight gauge went up.
-    in_flight: InFlight,
-    method: u8,
-    start: Stamp,
-    request_size: RequestSize,
-    response_size: u64,
-    status: Option<u16>,
-    failure: Option<FailureKind>,
-    stage: Stage,
-}
-
-/// Where a request's in-flight gauge went up.
-#[derive(Debug)]
-enum InFlight {
-    /// Under the series the request is recorded under.
-    Series,
-    /// Under the unrouted series (started unrouted; the endpoint was set since).
-    Unrouted,
-    /// Under another series (the endpoint was changed since).
-    Other(Arc<EndpointSeries>),
-}
-
-/// The request body size.
-#[derive(Debug)]
-enum RequestSize {
-    /// Known up front (`Content-Length`, an exact size hint) or set by the adapter.
-    Known(u64),
-    /// Counted as the body is read (a body without a known size), read when recorded.
-    Counted(RequestBodyBytes),
-}
-
-impl RequestTracker {
-    /// The request body size in bytes (from `Content-Length` or an exact size hint).
-    pub fn set_request_size(&mut self, bytes: u64) {
-        self.request_size = RequestSize::Known(bytes);
-    }
-
-    /// The response status is known (the head is ready). A 5xx status marks the request failed
-    /// ([`FailureKind::ServerError`]) unless a failure was already recorded.
-    pub fn set_status(&mut self, status: u16) {
-        self.status = Some(status);
-        if status >= 500 && self.failure.is_none() {
-            self.failure = Some(FailureKind::ServerError);
-        }
-        if self.stage == Stage::Pending {
-            self.stage = Stage::Responded;
-        }
-    }
-
-    /// Record a failure (the first one recorded wins).
-    pub fn fail(&mut self, kind: FailureKind) {
-        if self.failure.is_none() || self.failure == Some(FailureKind::ServerError) {
-            self.failure = Some(kind);
-        }
-    }
-
-    /// Take the request size from `count` (the bytes read of a body sent without a known size)
-    /// when the request is recorded, instead of a size set up front.
-    pub fn count_request_body(&mut self, count: RequestBodyBytes) {
-        self.request_size = RequestSize::Counted(count);
-    }
-
-    /// Add `n` bytes to the response size.
-    pub fn add_response_bytes(&mut self, n: u64) {
-        self.response_size = self.response_size.saturating_add(n);
-    }
-
-    /// The request is over as far as the service is concerned (the body is complete, or there is
-    /// no response because of an error): dropping the tracker is then not a client disconnect.
-    pub fn complete(&mut self) {
-        self.stage = Stage::Complete;
-    }
-
-    /// Record the request under `endpoint` (a route template, [`UNMATCHED`] or a value from a
-    /// label hook) instead of the one it was started with. The in-flight gauge keeps the label
-    /// it went up under, so that it comes down where it went up.
-    pub fn set_endpoint(&mut self, endpoint: &str) {
-        if *self.series().endpoint == *endpoint {
-            return;
-        }
-        let series = self.metrics.endpoint_series(endpoint);
-        let old = self.series.replace(series);
-        if matches!(self.in_flight, InFlight::Series) {
-            self.in_flight = match old {
-                Some(old) => InFlight::Other(old),
-                None => InFlight::Unrouted,
-            };
-        }
-    }
-
-    /// The endpoint label this request is recorded under (may become `<overflow>` at the end).
-    pub fn endpoint(&self) -> &str {
-        &self.series().endpoint
-    }
-
-    /// The series the request is recorded under.
-    fn series(&self) -> &EndpointSeries {
-        self.series
-            .as_deref()
-            .unwrap_or(&self.metrics.inner.unrouted)
-    }
-
-    /// Time since [`RequestMetrics::start`].
-    pub fn elapsed(&self) -> Duration {
-        self.metrics.inner.clock.elapsed(self.start)
-    }
-}
-
-impl Drop for RequestTracker {
-    fn drop(&mut self) {
-        let gauge_series = match &self.in_flight {
-            InFlight::Series => self.series(),
-            InFlight::Unrouted => &self.metrics.inner.unrouted,
-            InFlight::Other(s) => s,
-        };
-        if let Some(Some(g)) = gauge_series.in_flight[usize::from(self.method)].get() {
-            g.dec();
-        }
-        self.metrics.record(self);
     }
 }

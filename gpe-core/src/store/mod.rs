@@ -5,9 +5,15 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use crate::dbfile::{self, FileName, Kind, Owner};
+use crate::error::Error;
 use crate::sys::mmap::{Region, Slot};
-use crate::Error;
+use dbfile::{FileName, Kind, Owner};
+
+pub(crate) mod dbfile;
+pub(crate) mod key;
+mod mode;
+
+pub use mode::GaugeMode;
 
 /// A process's view of a multiprocess directory: where its metric values live.
 ///
@@ -89,7 +95,7 @@ impl Store {
     /// # Errors
     /// When the configuration is invalid or the directory cannot be created.
     pub fn from_env() -> Result<Store, Error> {
-        let config = crate::config::Config::from_env()?;
+        let config = crate::expose::config::Config::from_env()?;
         Store::open(config.multiproc_dir())
     }
 

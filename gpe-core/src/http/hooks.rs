@@ -2,24 +2,22 @@
 //!
 //! A hook is a type implementing [`EndpointLabel`]; it is implemented for `()` (every request is
 //! `<unmatched>`), for closures `Fn(&RequestInfo<'_>) -> Option<String>`, and for
-//! [`DefaultEndpoint`] (the route template). Swap it with
-//! [`MetricsLayer::endpoint_label`](crate::MetricsLayer::endpoint_label):
+//! [`DefaultEndpoint`] (the route template). A framework adapter takes one (gpe-tower's
+//! `MetricsLayer::endpoint_label`, gpe-actix's `ActixMetrics::endpoint_label`):
 //!
 //! ```
-//! use gpe_tower::{MetricsLayer, RequestInfo};
-//! # fn main() -> Result<(), gpe_tower::BuildError> {
-//! # let dir = tempfile::tempdir().unwrap();
-//! # let store = gpe_core::Store::open(dir.path())?;
-//! # let metrics = gpe_tower::RequestMetrics::builder().build(&store)?;
+//! use gpe_core::http::{EndpointLabel, RequestInfo};
+//!
 //! // The route template when routing matched, else the first path segment of known prefixes.
-//! let layer = MetricsLayer::new(metrics).endpoint_label(|req: &RequestInfo<'_>| {
+//! let hook = |req: &RequestInfo<'_>| {
 //!     req.route.map(str::to_owned).or_else(|| {
 //!         req.path.starts_with("/assets/").then(|| "/assets/*".to_owned())
 //!     })
-//! });
-//! # let _ = layer;
-//! # Ok(())
-//! # }
+//! };
+//! let label = |route, path| hook.endpoint(&RequestInfo::new("GET", path, route)).map(|l| l.into_owned());
+//! assert_eq!(label(Some("/users/{id}"), "/users/7").as_deref(), Some("/users/{id}"));
+//! assert_eq!(label(None, "/assets/app.js").as_deref(), Some("/assets/*"));
+//! assert_eq!(label(None, "/nowhere"), None); // recorded as `<unmatched>`
 //! ```
 //!
 //! Whatever a hook returns, the per-family series cap still applies: a hook returning raw paths

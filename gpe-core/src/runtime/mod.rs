@@ -49,9 +49,11 @@ use std::time::{Duration, Instant};
 use prometheus::{HistogramOpts, Opts};
 
 use crate::clock::{Clock, Stamp};
+use crate::error::Error;
+use crate::metrics::{CounterVec, Histogram, HistogramVec};
+use crate::store::Store;
+use crate::worker::metrics::{RestartReason, SamplerHandle, WorkerMetrics, WorkerState};
 use crate::worker::{Listener, WorkerContext};
-use crate::worker_metrics::{RestartReason, SamplerHandle, WorkerMetrics, WorkerState};
-use crate::{CounterVec, Error, Histogram, HistogramVec, Store};
 
 /// The worker kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,7 +193,7 @@ struct JobMetrics {
     /// Times jobs (see [`crate::clock`]).
     clock: Clock,
     worker_id: String,
-    requests: crate::Counter,
+    requests: crate::metrics::Counter,
     duration: Histogram,
     failed: CounterVec,
     errors: CounterVec,
@@ -1298,8 +1300,10 @@ mod tests {
         let jobs = JobLoop::new(&options, &store, "4", 3).unwrap();
         jobs.sup.worker.sample();
         let text = || {
-            crate::exposition::encode_text(&crate::MultiProcessCollector::new(dir.path()).gather())
-                .unwrap()
+            crate::expose::encode_text(
+                &crate::collect::MultiProcessCollector::new(dir.path()).gather(),
+            )
+            .unwrap()
         };
         let pid = std::process::id();
         let t = text();

@@ -48,7 +48,9 @@ use std::time::{Duration, Instant};
 
 use prometheus::Opts;
 
-use crate::{Counter, CounterVec, Error, Gauge, GaugeMode, GaugeVec, Store};
+use crate::error::Error;
+use crate::metrics::{Counter, CounterVec, Gauge, GaugeVec};
+use crate::store::{GaugeMode, Store};
 
 /// The default metric name prefix of the worker families (`gunicorn_worker_memory_bytes`, ...).
 pub const DEFAULT_PREFIX: &str = "gunicorn_worker_";

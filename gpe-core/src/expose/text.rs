@@ -265,7 +265,7 @@ pub fn encode_openmetrics(families: &[MetricFamily]) -> Result<String, Expositio
                     let bucket = format!("{base}_bucket");
                     for b in h.get_bucket() {
                         let mut l = labels.clone();
-                        l.push(("le", crate::key::float_to_go_string(b.upper_bound())));
+                        l.push(("le", crate::store::key::float_to_go_string(b.upper_bound())));
                         sample(&mut out, &bucket, &l, &b.cumulative_count().to_string());
                     }
                     let mut l = labels.clone();

@@ -51,7 +51,7 @@ use rustls::server::WebPkiClientVerifier;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 
-use crate::config::{BasicAuth, Config, ConfigError, TlsFiles};
+use super::config::{BasicAuth, Config, ConfigError, TlsFiles};
 
 /// What the server exposes: called (on a blocking thread) for every scrape.
 pub type Source = Arc<dyn Fn() -> Vec<MetricFamily> + Send + Sync>;
@@ -439,7 +439,7 @@ async fn respond(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes
     let source = Arc::clone(&shared.source);
     // Reading every process's files is blocking work: keep it off the reactor.
     let encoded = tokio::task::spawn_blocking(move || {
-        crate::exposition::encode(&source(), accept.as_deref(), accept_encoding.as_deref())
+        crate::expose::encode(&source(), accept.as_deref(), accept_encoding.as_deref())
     })
     .await;
     match encoded {

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::path::Path;
 
-use crate::GaugeMode;
+use super::GaugeMode;
 
 /// Where entries start: `used: i32` then 4 bytes of padding.
 pub(crate) const HEADER: usize = 8;

@@ -1,5 +1,5 @@
-//! The atomics gpe-tower's own concurrency logic is built on, swapped for loom's under
-//! `--cfg gpe_loom` so that the loom models (see [`budget`](crate::budget)) explore every
+//! The atomics gpe-core's own concurrency logic is built on, swapped for loom's under
+//! `--cfg gpe_loom` so that the loom models (see [`budget`](super::budget)) explore every
 //! interleaving of the real code (the pattern of tokio's `src/loom/mod.rs`).
 //!
 //! The switch is `gpe_loom`, not the customary `loom`: `RUSTFLAGS` reach every crate of the

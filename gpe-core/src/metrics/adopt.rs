@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use prometheus::proto::{MetricFamily, MetricType};
 
-use crate::{
-    Counter, CounterVec, Error, Gauge, GaugeMode, GaugeVec, Histogram, HistogramVec, Store,
-};
+use super::{Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramVec};
+use crate::error::Error;
+use crate::store::{GaugeMode, Store};
 
 /// Copies a registry's values into the store.
 ///

@@ -2,10 +2,12 @@
 
 use std::sync::Arc;
 
-use crate::dbfile::Kind;
+use super::vec::{Children, Def};
+use crate::error::Error;
+use crate::store::dbfile::Kind;
+use crate::store::key;
+use crate::store::Store;
 use crate::sys::mmap::Slot;
-use crate::vec::{Children, Def};
-use crate::{key, Error, Store};
 
 /// A monotonically increasing value in the multiprocess store.
 ///

@@ -9,9 +9,13 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use prometheus::proto::{self, MetricFamily, MetricType};
 
-use crate::compact::{self, CompactReport, DirLock};
-use crate::dbfile::{self, FileName, Kind, Owner};
-use crate::{key, Error, GaugeMode};
+use crate::error::Error;
+use crate::store::dbfile::{self, FileName, Kind, Owner};
+use crate::store::key;
+use crate::store::GaugeMode;
+use compact::{CompactReport, DirLock};
+
+pub mod compact;
 
 /// A set of living pids, shared with whoever knows them (the master updates it from its child
 /// table). Cloning shares the set.

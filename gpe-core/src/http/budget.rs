@@ -1,6 +1,6 @@
 //! The per-family series cap: label combinations reserved against a maximum, lock-free.
 
-use crate::sync::{AtomicUsize, Ordering};
+use super::sync::{AtomicUsize, Ordering};
 
 /// How many label combinations this process has created, out of at most `max`.
 ///
@@ -92,7 +92,7 @@ mod tests {
 /// Loom models: every interleaving (and every value a `Relaxed` load may see) of concurrent
 /// reservations and releases; for three threads, every one with at most `PREEMPTIONS`
 /// preemptions (unbounded, that model takes six minutes). Run by `.ci/loom`:
-/// `RUSTFLAGS="--cfg gpe_loom" cargo test -p gpe-tower --lib --release loom`.
+/// `RUSTFLAGS="--cfg gpe_loom" cargo test -p gpe-core --lib --release loom`.
 #[cfg(all(test, gpe_loom))]
 mod loom_tests {
     use super::SeriesBudget;

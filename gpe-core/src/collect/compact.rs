@@ -18,8 +18,9 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::dbfile::{self, Entry, FileName, Kind, Owner};
-use crate::{Error, GaugeMode};
+use crate::error::Error;
+use crate::store::dbfile::{self, Entry, FileName, Kind, Owner};
+use crate::store::GaugeMode;
 
 /// The name of the lock file in a store directory.
 pub const LOCK_FILE: &str = ".gpe.lock";

@@ -6,7 +6,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use foldhash::fast::RandomState;
 use std::sync::RwLock;
 
-use crate::Error;
+use crate::error::Error;
 
 /// A validated metric definition: full name, help, constant labels and label names.
 #[derive(Debug, Clone)]

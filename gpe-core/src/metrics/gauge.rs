@@ -3,10 +3,12 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::dbfile::Kind;
+use super::vec::{Children, Def};
+use crate::error::Error;
+use crate::store::dbfile::Kind;
+use crate::store::key;
+use crate::store::{GaugeMode, Store};
 use crate::sys::mmap::Slot;
-use crate::vec::{Children, Def};
-use crate::{key, Error, GaugeMode, Store};
 
 fn now_secs() -> f64 {
     SystemTime::now()

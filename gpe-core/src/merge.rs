@@ -1,0 +1,1 @@
+//! The Python rules that add up one series across processes.
