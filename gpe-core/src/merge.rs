@@ -1,1 +1,279 @@
-//! The Python rules that add up one series across processes.
+//! The rules of Python `prometheus_client`'s multiprocess mode for adding up one series across
+//! processes, in one place. The file collector ([`collect`](crate::collect)), compaction of dead
+//! processes' files ([`collect::compact`](crate::collect::compact)) and the Redis collector
+//! ([`redis`](crate::redis), feature `redis`) all merge through here, so a value means the same
+//! thing whichever path it took to `/metrics`.
+//!
+//! | what | rule |
+//! |---|---|
+//! | counters, histogram buckets and sums, summaries | [`Rule::Sum`] |
+//! | gauges `min` / `livemin` | [`Rule::Min`] |
+//! | gauges `max` / `livemax` | [`Rule::Max`] |
+//! | gauges `sum` / `livesum` | [`Rule::Sum`] |
+//! | gauges `mostrecent` / `livemostrecent` | [`Rule::MostRecent`]: the value with the latest timestamp |
+//! | gauges `all` / `liveall` | [`Rule::Last`]: one series per process (a `pid` label), nothing to add up |
+//!
+//! The `live*` modes differ from the others only in which processes count (the living ones),
+//! which the collectors decide before merging.
+//!
+//! ```
+//! use gpe_core::merge::{Merged, Rule};
+//! use gpe_core::GaugeMode;
+//!
+//! // Three workers' values of one `max` gauge.
+//! let rule = Rule::for_gauge(GaugeMode::Max);
+//! let mut merged = Merged::new(3.0, 0.0);
+//! merged.add(rule, 7.0, 0.0);
+//! merged.add(rule, 5.0, 0.0);
+//! assert_eq!(merged.value, 7.0);
+//!
+//! // `mostrecent`: the value written last wins, whatever the order the files are read in.
+//! let mut merged = Merged::new(1.0, 100.0);
+//! merged.add(Rule::MostRecent, 2.0, 300.0);
+//! merged.add(Rule::MostRecent, 3.0, 200.0);
+//! assert_eq!((merged.value, merged.timestamp), (2.0, 300.0));
+//! ```
+
+use prometheus::proto::{self, MetricFamily, MetricType};
+
+use crate::store::dbfile::Kind;
+use crate::store::GaugeMode;
+
+/// How the values of one series from several processes combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rule {
+    /// Added up.
+    Sum,
+    /// The smallest.
+    Min,
+    /// The largest.
+    Max,
+    /// The one with the latest timestamp.
+    MostRecent,
+    /// Series kept apart per process: a second value of the same series replaces the first.
+    Last,
+}
+
+impl Rule {
+    /// The rule of a gauge written in `mode`.
+    pub fn for_gauge(mode: GaugeMode) -> Rule {
+        match mode.combining() {
+            GaugeMode::Min => Rule::Min,
+            GaugeMode::Max => Rule::Max,
+            GaugeMode::Sum => Rule::Sum,
+            GaugeMode::MostRecent => Rule::MostRecent,
+            _ => Rule::Last,
+        }
+    }
+
+    /// The rule of the values of a file (or Redis hash) of `kind`.
+    pub(crate) fn of(kind: Kind) -> Rule {
+        match kind {
+            Kind::Gauge(mode) => Rule::for_gauge(mode),
+            Kind::Counter | Kind::Histogram | Kind::Summary => Rule::Sum,
+        }
+    }
+}
+
+/// One series' value, merged so far.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Merged {
+    /// The value.
+    pub value: f64,
+    /// The timestamp of the value ([`Rule::MostRecent`]; 0 for the other rules).
+    pub timestamp: f64,
+}
+
+impl Merged {
+    /// The first value seen of a series.
+    pub fn new(value: f64, timestamp: f64) -> Merged {
+        Merged { value, timestamp }
+    }
+
+    /// Merge another process's `value` (written at `timestamp`) in by `rule`.
+    #[inline]
+    pub fn add(&mut self, rule: Rule, value: f64, timestamp: f64) {
+        match rule {
+            Rule::Sum => self.value += value,
+            Rule::Min => self.value = self.value.min(value),
+            Rule::Max => self.value = self.value.max(value),
+            Rule::MostRecent => {
+                if timestamp > self.timestamp {
+                    *self = Merged::new(value, timestamp);
+                }
+            }
+            Rule::Last => *self = Merged::new(value, timestamp),
+        }
+    }
+}
+
+/// Whether values written as `b` can merge into a family first seen as `a`: the same type, and
+/// for gauges the same rule (a gauge written as `max` by one process and `livemax` by another
+/// merges; one written as `max` and `sum` does not).
+pub(crate) fn same_type(a: Kind, b: Kind) -> bool {
+    match (a, b) {
+        (Kind::Gauge(a), Kind::Gauge(b)) => a.combining() == b.combining(),
+        (a, b) => a == b,
+    }
+}
+
+/// One histogram series being merged: the count of each bucket (not cumulative, as the files
+/// keep them) and the sum.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Buckets {
+    counts: Vec<(f64, f64)>,
+    sum: f64,
+}
+
+impl Buckets {
+    /// Add `count` observations to the bucket with upper bound `le`.
+    pub(crate) fn add_bucket(&mut self, le: f64, count: f64) {
+        match self.counts.iter_mut().find(|(b, _)| *b == le) {
+            Some((_, c)) => *c += count,
+            None => self.counts.push((le, count)),
+        }
+    }
+
+    /// Add to the sum of the observations.
+    pub(crate) fn add_sum(&mut self, sum: f64) {
+        self.sum += sum;
+    }
+
+    /// The exposition form: cumulative buckets by bound, `+Inf` implied by the sample count.
+    pub(crate) fn into_proto(mut self) -> proto::Histogram {
+        self.counts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut cumulative = 0.0;
+        let mut buckets = Vec::with_capacity(self.counts.len());
+        for (le, count) in &self.counts {
+            cumulative += count;
+            if le.is_infinite() && *le > 0.0 {
+                continue;
+            }
+            let mut b = proto::Bucket::default();
+            b.set_upper_bound(*le);
+            b.set_cumulative_count(cumulative as u64);
+            buckets.push(b);
+        }
+        let mut h = proto::Histogram::default();
+        h.set_sample_count(cumulative as u64);
+        h.set_sample_sum(self.sum);
+        h.set_bucket(buckets);
+        h
+    }
+}
+
+/// An empty family for `metric` of `kind`: counters are exposed as `{metric}_total`.
+pub(crate) fn family(metric: &str, help: &str, kind: Kind) -> MetricFamily {
+    let mut mf = MetricFamily::default();
+    mf.set_help(help.to_owned());
+    let (name, ty) = match kind {
+        Kind::Counter => (format!("{metric}_total"), MetricType::COUNTER),
+        Kind::Gauge(_) => (metric.to_owned(), MetricType::GAUGE),
+        Kind::Summary => (metric.to_owned(), MetricType::SUMMARY),
+        Kind::Histogram => (metric.to_owned(), MetricType::HISTOGRAM),
+    };
+    mf.set_name(name);
+    mf.set_field_type(ty);
+    mf
+}
+
+/// A series with `labels` (already sorted by name).
+pub(crate) fn series(labels: &[(&str, &str)]) -> proto::Metric {
+    let mut m = proto::Metric::default();
+    m.set_label(
+        labels
+            .iter()
+            .map(|(n, v)| {
+                let mut p = proto::LabelPair::default();
+                p.set_name((*n).to_owned());
+                p.set_value((*v).to_owned());
+                p
+            })
+            .collect(),
+    );
+    m
+}
+
+/// The labels of a series, as a sort and lookup key.
+pub(crate) fn label_key(m: &proto::Metric) -> Vec<(String, String)> {
+    m.get_label()
+        .iter()
+        .map(|l| (l.name().to_owned(), l.value().to_owned()))
+        .collect()
+}
+
+/// Put `metrics` into `mf`, sorted by their labels.
+pub(crate) fn finish(mf: &mut MetricFamily, mut metrics: Vec<proto::Metric>) {
+    metrics.sort_by_cached_key(label_key);
+    mf.set_metric(metrics);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_follow_the_python_modes() {
+        for (mode, rule) in [
+            (GaugeMode::Min, Rule::Min),
+            (GaugeMode::LiveMin, Rule::Min),
+            (GaugeMode::Max, Rule::Max),
+            (GaugeMode::LiveMax, Rule::Max),
+            (GaugeMode::Sum, Rule::Sum),
+            (GaugeMode::LiveSum, Rule::Sum),
+            (GaugeMode::MostRecent, Rule::MostRecent),
+            (GaugeMode::LiveMostRecent, Rule::MostRecent),
+            (GaugeMode::All, Rule::Last),
+            (GaugeMode::LiveAll, Rule::Last),
+        ] {
+            assert_eq!(Rule::for_gauge(mode), rule, "{mode}");
+        }
+        for kind in [Kind::Counter, Kind::Histogram, Kind::Summary] {
+            assert_eq!(Rule::of(kind), Rule::Sum);
+        }
+    }
+
+    #[test]
+    fn merging_values() {
+        let merge = |rule, values: &[(f64, f64)]| {
+            let mut m = Merged::new(values[0].0, values[0].1);
+            for (v, ts) in &values[1..] {
+                m.add(rule, *v, *ts);
+            }
+            (m.value, m.timestamp)
+        };
+        let values = [(2.0, 10.0), (-1.0, 30.0), (5.0, 20.0)];
+        assert_eq!(merge(Rule::Sum, &values).0, 6.0);
+        assert_eq!(merge(Rule::Min, &values).0, -1.0);
+        assert_eq!(merge(Rule::Max, &values).0, 5.0);
+        assert_eq!(merge(Rule::MostRecent, &values), (-1.0, 30.0));
+        assert_eq!(merge(Rule::Last, &values), (5.0, 20.0));
+    }
+
+    #[test]
+    fn buckets_become_cumulative_with_inf_implied() {
+        let mut b = Buckets::default();
+        b.add_bucket(f64::INFINITY, 1.0);
+        b.add_bucket(0.5, 2.0);
+        b.add_bucket(0.1, 3.0);
+        b.add_bucket(0.5, 1.0);
+        b.add_sum(4.5);
+        let h = b.into_proto();
+        let got: Vec<(f64, u64)> = h
+            .get_bucket()
+            .iter()
+            .map(|b| (b.upper_bound(), b.cumulative_count()))
+            .collect();
+        assert_eq!(got, [(0.1, 3), (0.5, 6)]);
+        assert_eq!(h.get_sample_count(), 7);
+        assert_eq!(h.get_sample_sum(), 4.5);
+    }
+
+    #[test]
+    fn families_are_named_as_python_exposes_them() {
+        assert_eq!(family("jobs", "h", Kind::Counter).name(), "jobs_total");
+        let g = family("temp", "h", Kind::Gauge(GaugeMode::Max));
+        assert_eq!((g.name(), g.get_field_type()), ("temp", MetricType::GAUGE));
+    }
+}

@@ -79,4 +79,6 @@ pub use gpe_core::http::{
 pub use layer::MetricsLayer;
 pub use request_body::{count_request_body, CountedBody, RequestBodyBytes};
 pub use service::{Metrics, RouteTemplate};
-pub use worker::{RestartReason, SamplerHandle, WorkerMetrics, WorkerState};
+pub use worker::{
+    RestartReason, SamplerHandle, StopReason, StopRecord, WorkerMetrics, WorkerState,
+};

@@ -76,21 +76,21 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use axum::Router;
-use gpe_core::server::{MetricsServer, ServerConfig};
-use gpe_core::shutdown::{Shutdown, StopReason, Tracked};
+use gpe_core::expose::server::{MetricsServer, ServerConfig};
+use gpe_core::worker::lifecycle::StopRecord;
+use gpe_core::worker::shutdown::{Shutdown, Tracked};
 use gpe_core::worker::{Listener, WorkerContext};
 use gpe_core::Store;
 
 use crate::{
-    BuildError, MetricsLayer, RequestMetrics, RequestMetricsBuilder, RestartReason, SamplerHandle,
-    WorkerMetrics, WorkerState,
+    BuildError, MetricsLayer, RequestMetrics, RequestMetricsBuilder, SamplerHandle, WorkerMetrics,
 };
 
 /// The standalone address when neither [`WorkerBuilder::bind`] nor `GPE_BIND` gives one.
@@ -315,20 +315,10 @@ impl WorkerBuilder {
         let sampler = worker_metrics.spawn_sampler(self.sample_interval)?;
 
         let shutdown = Shutdown::install(&ctx).map_err(BuildError::Signals)?;
-        let recorder = Arc::new(StopRecorder {
-            shutdown: shutdown.clone(),
-            worker: worker_metrics.clone(),
-            recorded: Mutex::new(Recorded::Nothing),
-        });
         // Record why the worker stops in its metrics at the moment it does: once for the
         // graceful stop and once more if it turns fast.
-        let watcher = Arc::clone(&recorder);
-        tokio::spawn(async move {
-            watcher.shutdown.graceful().await;
-            watcher.catch_up();
-            watcher.shutdown.fast().await;
-            watcher.catch_up();
-        });
+        let stops = Arc::new(StopRecord::new(worker_metrics.clone()));
+        shutdown.record_stops(&stops);
 
         // Standalone only: gpe-master serves /metrics for all its workers.
         let metrics_server = if ctx.is_managed() {
@@ -361,7 +351,7 @@ impl WorkerBuilder {
             worker_metrics,
             sampler,
             shutdown,
-            recorder,
+            stops,
             metrics_server,
         })
     }
@@ -438,7 +428,7 @@ pub struct Worker {
     worker_metrics: WorkerMetrics,
     sampler: SamplerHandle,
     shutdown: Shutdown,
-    recorder: Arc<StopRecorder>,
+    stops: Arc<StopRecord>,
     metrics_server: Option<MetricsServer>,
 }
 
@@ -524,7 +514,7 @@ impl Worker {
             request_metrics,
             sampler,
             shutdown,
-            recorder,
+            stops,
             metrics_server,
             ..
         } = self;
@@ -575,7 +565,7 @@ impl Worker {
         for t in [metrics_task, heartbeat].into_iter().flatten() {
             t.abort();
         }
-        recorder.catch_up();
+        shutdown.record_now(&stops);
         drop(sampler);
         result
     }
@@ -670,53 +660,6 @@ impl<L: axum::serve::Listener> axum::serve::Listener for StopAccepting<L> {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.inner.local_addr()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Recorded {
-    Nothing,
-    Graceful,
-    Fast,
-}
-
-/// Records the stop in the worker metrics, each stage once, whether the watching task or the
-/// end of [`Worker::serve`] gets there first.
-#[derive(Debug)]
-struct StopRecorder {
-    shutdown: Shutdown,
-    worker: WorkerMetrics,
-    recorded: Mutex<Recorded>,
-}
-
-impl StopRecorder {
-    fn catch_up(&self) {
-        let mut recorded = self.recorded.lock().unwrap_or_else(PoisonError::into_inner);
-        // The state first: once it says stopping, the reason is set.
-        let stopping = self.shutdown.is_stopping();
-        let reason = self.shutdown.reason();
-        let fast = reason.is_some_and(StopReason::is_fast);
-        if *recorded < Recorded::Graceful && stopping {
-            // A stop that was fast from the start is recorded once, by the fast stage.
-            if !fast {
-                self.worker.record_restart(restart_reason(reason));
-            }
-            self.worker.set_state(WorkerState::Stopping);
-            *recorded = Recorded::Graceful;
-        }
-        if *recorded < Recorded::Fast && fast {
-            self.worker.record_restart(restart_reason(reason));
-            self.worker.set_state(WorkerState::Quitting);
-            *recorded = Recorded::Fast;
-        }
-    }
-}
-
-fn restart_reason(reason: Option<StopReason>) -> RestartReason {
-    match reason {
-        Some(StopReason::Quit) => RestartReason::Quit,
-        Some(StopReason::MaxRequests) => RestartReason::MaxRequests,
-        _ => RestartReason::Term,
     }
 }
 

@@ -1,6 +1,6 @@
 //! Worker resource metrics, sampled on a timer (never on the request path).
 //!
-//! These types live in [`gpe_core::worker_metrics`] (so that the `#[instrument_worker]` runtime
+//! These types live in [`gpe_core::worker::metrics`] and [`gpe_core::worker::lifecycle`] (so that the `#[instrument_worker]` runtime
 //! starts the same sampler) and are re-exported here unchanged; see there for the families
 //! (`gunicorn_worker_memory_bytes`, `..._cpu_percent`, `..._uptime_seconds`, `..._state`,
 //! `..._restart_total`). Their errors are [`gpe_core::Error`], which converts into
@@ -20,4 +20,5 @@
 //! # }
 //! ```
 
-pub use gpe_core::worker_metrics::{RestartReason, SamplerHandle, WorkerMetrics, WorkerState};
+pub use gpe_core::worker::lifecycle::{StopReason, StopRecord};
+pub use gpe_core::worker::metrics::{RestartReason, SamplerHandle, WorkerMetrics, WorkerState};

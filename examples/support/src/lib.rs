@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use gpe_core::shutdown::{Shutdown, StopReason};
+use gpe_core::worker::lifecycle::StopRecord;
+use gpe_core::worker::metrics::WorkerMetrics;
+use gpe_core::worker::shutdown::{ConnectionGuard, Shutdown, Tracked};
 use gpe_core::worker::{Listener, WorkerContext};
 use gpe_core::Store;
-use gpe_tower::{RestartReason, WorkerMetrics, WorkerState};
 
 /// Log to stderr at `RUST_LOG` (default `info`).
 pub fn init_logging() {
@@ -133,10 +134,13 @@ impl Boot {
             return Ok(None);
         }
         let collector = gpe_core::MultiProcessCollector::new(self.store.dir());
-        let config = gpe_core::server::ServerConfig::from_env().context("metrics server config")?;
-        let server =
-            gpe_core::server::MetricsServer::bind(config, Arc::new(move || collector.gather()))
-                .context("binding the metrics server")?;
+        let config =
+            gpe_core::expose::server::ServerConfig::from_env().context("metrics server config")?;
+        let server = gpe_core::expose::server::MetricsServer::bind(
+            config,
+            Arc::new(move || collector.gather()),
+        )
+        .context("binding the metrics server")?;
         let addr = server.local_addr()?;
         tracing::info!(%addr, "metrics on http://{addr}/metrics");
         Ok(Some(tokio::spawn(async move {
@@ -147,10 +151,10 @@ impl Boot {
     }
 }
 
-/// See [`gpe_core::shutdown::ACCEPT_SETTLE`].
-pub use gpe_core::shutdown::ACCEPT_SETTLE;
+/// See [`gpe_core::worker::shutdown::ACCEPT_SETTLE`].
+pub use gpe_core::worker::shutdown::ACCEPT_SETTLE;
 
-/// The stop state ([`gpe_core::shutdown::Shutdown`]: signals, max-requests, a changed parent),
+/// The stop state ([`gpe_core::worker::shutdown::Shutdown`]: signals, max-requests, a changed parent),
 /// plus what the example's worker metrics record about it.
 #[derive(Debug, Clone)]
 pub struct Control {
@@ -171,30 +175,7 @@ impl Control {
         }
         // Record why the worker stops in its metrics, once for the graceful stop and once more
         // if it turns fast.
-        for fast in [false, true] {
-            let sd = shutdown.clone();
-            let worker = worker.clone();
-            tokio::spawn(async move {
-                if fast {
-                    sd.fast().await;
-                } else {
-                    sd.graceful().await;
-                }
-                let reason = match sd.reason() {
-                    Some(StopReason::Quit) => RestartReason::Quit,
-                    Some(StopReason::MaxRequests) => RestartReason::MaxRequests,
-                    _ => RestartReason::Term,
-                };
-                if fast || !reason_is_fast(sd.reason()) {
-                    worker.record_restart(reason);
-                }
-                worker.set_state(if fast {
-                    WorkerState::Quitting
-                } else {
-                    WorkerState::Stopping
-                });
-            });
-        }
+        shutdown.record_stops(&Arc::new(StopRecord::new(worker.clone())));
         Ok(Control { shutdown })
     }
 
@@ -206,13 +187,13 @@ impl Control {
     }
 
     /// Count `io` as an open connection while it lives (see [`Control::settle_when_idle`]).
-    pub fn track<T>(&self, io: T) -> gpe_core::shutdown::Tracked<T> {
-        gpe_core::shutdown::Tracked::new(io, &self.shutdown)
+    pub fn track<T>(&self, io: T) -> Tracked<T> {
+        Tracked::new(io, &self.shutdown)
     }
 
     /// Count one open connection until the guard is dropped, for servers that do not hand over
     /// the connection's I/O (actix-web's `on_connect`; see [`Control::settle_when_idle`]).
-    pub fn track_connection(&self) -> gpe_core::shutdown::ConnectionGuard {
+    pub fn track_connection(&self) -> ConnectionGuard {
         self.shutdown.track_connection()
     }
 
@@ -251,11 +232,6 @@ impl Control {
     pub async fn graceful_deadline(&self) {
         self.shutdown.deadline().await;
     }
-}
-
-/// Whether the stop was fast from the start (QUIT/INT): then only the fast task records it.
-fn reason_is_fast(reason: Option<StopReason>) -> bool {
-    reason.is_some_and(StopReason::is_fast)
 }
 
 /// This program's file name, for its usage line.

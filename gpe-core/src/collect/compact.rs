@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::Error;
+use crate::merge::{Merged, Rule};
 use crate::store::dbfile::{self, Entry, FileName, Kind, Owner};
 use crate::store::GaugeMode;
 
@@ -184,21 +185,11 @@ pub(crate) fn compact(
     Ok(Some(report))
 }
 
+/// Fold another process's value of an entry into `into`, by the Python rules of `kind`.
 fn combine(kind: Kind, into: &mut Entry, value: f64, ts: f64) {
-    match kind {
-        Kind::Gauge(mode) => match mode.combining() {
-            GaugeMode::Min => into.value = into.value.min(value),
-            GaugeMode::Max => into.value = into.value.max(value),
-            GaugeMode::MostRecent => {
-                if ts > into.timestamp {
-                    into.value = value;
-                    into.timestamp = ts;
-                }
-            }
-            _ => into.value += value,
-        },
-        _ => into.value += value,
-    }
+    let mut merged = Merged::new(into.value, into.timestamp);
+    merged.add(Rule::of(kind), value, ts);
+    (into.value, into.timestamp) = (merged.value, merged.timestamp);
 }
 
 fn remove(path: &Path) {

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use prometheus::proto::{self, MetricFamily, MetricType};
 
 use crate::error::Error;
+use crate::merge::{self, label_key, Buckets, Merged, Rule};
 use crate::store::dbfile::{self, FileName, Kind, Owner};
 use crate::store::key;
-use crate::store::GaugeMode;
 use compact::{CompactReport, DirLock};
 
 pub mod compact;
@@ -410,26 +410,14 @@ fn decode(
     }))
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Acc {
-    value: f64,
-    ts: f64,
-}
-
-#[derive(Debug, Default)]
-struct HistAcc {
-    buckets: Vec<(f64, f64)>,
-    sum: f64,
-}
-
 #[derive(Debug)]
 struct FamAcc<'a> {
     kind: Kind,
     help: &'a str,
     /// (group, pid for the per-process gauge modes) -> (a representative sample, value)
-    scalars: HashMap<(u32, Option<&'a str>), (&'a Decoded, Acc)>,
+    scalars: HashMap<(u32, Option<&'a str>), (&'a Decoded, Merged)>,
     /// group -> (a representative sample, buckets and sum)
-    hists: HashMap<u32, (&'a Decoded, HistAcc)>,
+    hists: HashMap<u32, (&'a Decoded, Buckets)>,
 }
 
 type Sample = (Kind, Arc<str>, Arc<Decoded>, f64, f64);
@@ -446,74 +434,32 @@ fn accumulate(samples: &[Sample]) -> BTreeMap<String, MetricFamily> {
                 hists: HashMap::new(),
             }),
         };
-        let same_type = match (fam.kind, *kind) {
-            (Kind::Gauge(a), Kind::Gauge(b)) => a.combining() == b.combining(),
-            (a, b) => a == b,
-        };
-        if !same_type {
+        if !merge::same_type(fam.kind, *kind) {
             tracing::warn!(metric = %d.metric, "metric written with two different types; ignoring the second");
             continue;
         }
-        match kind {
-            Kind::Histogram => {
-                let h = &mut fam
-                    .hists
-                    .entry(d.group)
-                    .or_insert_with(|| (d, HistAcc::default()))
-                    .1;
-                if let Some((_, le)) = &d.le {
-                    match h.buckets.iter_mut().find(|(b, _)| b == le) {
-                        Some((_, c)) => *c += value,
-                        None => h.buckets.push((*le, *value)),
-                    }
-                } else if d.sample.ends_with("_sum") {
-                    h.sum += value;
-                }
+        if *kind == Kind::Histogram {
+            let h = &mut fam
+                .hists
+                .entry(d.group)
+                .or_insert_with(|| (d, Buckets::default()))
+                .1;
+            if let Some((_, le)) = &d.le {
+                h.add_bucket(*le, *value);
+            } else if d.sample.ends_with("_sum") {
+                h.add_sum(*value);
             }
-            Kind::Counter | Kind::Summary => {
-                fam.scalars
-                    .entry((d.group, None))
-                    .or_insert((
-                        d,
-                        Acc {
-                            value: 0.0,
-                            ts: 0.0,
-                        },
-                    ))
-                    .1
-                    .value += value;
+            continue;
+        }
+        let pid = match kind {
+            Kind::Gauge(mode) if mode.per_process() => Some(&**owner),
+            _ => None,
+        };
+        match fam.scalars.entry((d.group, pid)) {
+            MapEntry::Vacant(v) => {
+                v.insert((d, Merged::new(*value, *ts)));
             }
-            Kind::Gauge(mode) => {
-                let pid = mode.per_process().then_some(&**owner);
-                match fam.scalars.entry((d.group, pid)) {
-                    MapEntry::Vacant(v) => {
-                        v.insert((
-                            d,
-                            Acc {
-                                value: *value,
-                                ts: *ts,
-                            },
-                        ));
-                    }
-                    MapEntry::Occupied(mut o) => {
-                        let acc = &mut o.get_mut().1;
-                        match mode.combining() {
-                            GaugeMode::Min => acc.value = acc.value.min(*value),
-                            GaugeMode::Max => acc.value = acc.value.max(*value),
-                            GaugeMode::Sum => acc.value += value,
-                            GaugeMode::MostRecent => {
-                                if *ts > acc.ts {
-                                    *acc = Acc {
-                                        value: *value,
-                                        ts: *ts,
-                                    };
-                                }
-                            }
-                            _ => acc.value = *value,
-                        }
-                    }
-                }
-            }
+            MapEntry::Occupied(mut o) => o.get_mut().1.add(Rule::of(*kind), *value, *ts),
         }
     }
     let mut out = BTreeMap::new();
@@ -524,20 +470,8 @@ fn accumulate(samples: &[Sample]) -> BTreeMap<String, MetricFamily> {
     out
 }
 
-fn label_pairs(labels: &[(&str, &str)]) -> Vec<proto::LabelPair> {
-    labels
-        .iter()
-        .map(|(n, v)| {
-            let mut p = proto::LabelPair::default();
-            p.set_name((*n).to_owned());
-            p.set_value((*v).to_owned());
-            p
-        })
-        .collect()
-}
-
-/// Label pairs of `labels`, plus `pid` when given, sorted by name.
-fn pairs(labels: &[(String, String)], pid: Option<&str>) -> Vec<proto::LabelPair> {
+/// A series with `labels`, plus `pid` when given, sorted by name.
+fn series(labels: &[(String, String)], pid: Option<&str>) -> proto::Metric {
     let mut v: Vec<(&str, &str)> = labels
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
@@ -546,30 +480,19 @@ fn pairs(labels: &[(String, String)], pid: Option<&str>) -> Vec<proto::LabelPair
         v.push(("pid", pid));
         v.sort_unstable();
     }
-    label_pairs(&v)
-}
-
-fn label_key(m: &proto::Metric) -> Vec<(String, String)> {
-    m.get_label()
-        .iter()
-        .map(|l| (l.name().to_owned(), l.value().to_owned()))
-        .collect()
+    merge::series(&v)
 }
 
 fn build_family(metric: &str, fam: FamAcc<'_>) -> MetricFamily {
-    let mut mf = MetricFamily::default();
-    mf.set_help(fam.help.to_owned());
+    let mut mf = merge::family(metric, fam.help, fam.kind);
     let mut metrics = Vec::new();
     match fam.kind {
         Kind::Counter => {
-            mf.set_name(format!("{metric}_total"));
-            mf.set_field_type(MetricType::COUNTER);
             for (d, acc) in fam.scalars.into_values() {
                 if !d.sample.ends_with("_total") {
                     continue; // `_created` and the like: not kept in files by gpe.
                 }
-                let mut m = proto::Metric::default();
-                m.set_label(pairs(&d.labels, None));
+                let mut m = series(&d.labels, None);
                 let mut c = proto::Counter::default();
                 c.set_value(acc.value);
                 m.set_counter(c);
@@ -577,11 +500,8 @@ fn build_family(metric: &str, fam: FamAcc<'_>) -> MetricFamily {
             }
         }
         Kind::Gauge(_) => {
-            mf.set_name(metric.to_owned());
-            mf.set_field_type(MetricType::GAUGE);
             for ((_, pid), (d, acc)) in fam.scalars {
-                let mut m = proto::Metric::default();
-                m.set_label(pairs(&d.labels, pid));
+                let mut m = series(&d.labels, pid);
                 let mut g = proto::Gauge::default();
                 g.set_value(acc.value);
                 m.set_gauge(g);
@@ -589,8 +509,6 @@ fn build_family(metric: &str, fam: FamAcc<'_>) -> MetricFamily {
             }
         }
         Kind::Summary => {
-            mf.set_name(metric.to_owned());
-            mf.set_field_type(MetricType::SUMMARY);
             let mut by_labels: BTreeMap<Vec<(String, String)>, (f64, f64)> = BTreeMap::new();
             for (d, acc) in fam.scalars.into_values() {
                 let e = by_labels.entry(d.labels.clone()).or_default();
@@ -601,8 +519,7 @@ fn build_family(metric: &str, fam: FamAcc<'_>) -> MetricFamily {
                 }
             }
             for (labels, (count, sum)) in by_labels {
-                let mut m = proto::Metric::default();
-                m.set_label(pairs(&labels, None));
+                let mut m = series(&labels, None);
                 let mut s = proto::Summary::default();
                 s.set_sample_count(count as u64);
                 s.set_sample_sum(sum);
@@ -611,39 +528,18 @@ fn build_family(metric: &str, fam: FamAcc<'_>) -> MetricFamily {
             }
         }
         Kind::Histogram => {
-            mf.set_name(metric.to_owned());
-            mf.set_field_type(MetricType::HISTOGRAM);
-            for (d, mut h) in fam.hists.into_values() {
-                h.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-                let mut cumulative = 0.0;
-                let mut buckets = Vec::with_capacity(h.buckets.len());
-                for (le, count) in &h.buckets {
-                    cumulative += count;
-                    if le.is_infinite() && *le > 0.0 {
-                        continue; // +Inf is implied by the sample count.
-                    }
-                    let mut b = proto::Bucket::default();
-                    b.set_upper_bound(*le);
-                    b.set_cumulative_count(cumulative as u64);
-                    buckets.push(b);
-                }
+            for (d, h) in fam.hists.into_values() {
                 let labels = match &d.le {
                     Some((rest, _)) => rest,
                     None => &d.labels,
                 };
-                let mut m = proto::Metric::default();
-                m.set_label(pairs(labels, None));
-                let mut hist = proto::Histogram::default();
-                hist.set_sample_count(cumulative as u64);
-                hist.set_sample_sum(h.sum);
-                hist.set_bucket(buckets);
-                m.set_histogram(hist);
+                let mut m = series(labels, None);
+                m.set_histogram(h.into_proto());
                 metrics.push(m);
             }
         }
     }
-    metrics.sort_by_cached_key(label_key);
-    mf.set_metric(metrics);
+    merge::finish(&mut mf, metrics);
     mf
 }
 

@@ -5,15 +5,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_redis::redis::Value;
-use prometheus::proto::{self, MetricFamily, MetricType};
+use prometheus::proto::{self, MetricFamily};
 
 use super::keys::{self, Keys, ProcessId};
 use super::pool::Pool;
 use super::runner::Runner;
 use super::sync::Outage;
 use super::{lua, RedisConfig, RedisError};
+use crate::merge::{self, Buckets, Merged, Rule};
 use crate::store::dbfile::Kind;
-use crate::store::{key, GaugeMode};
+use crate::store::key;
 
 /// A `prometheus::core::Collector` over the values every sync wrote to Redis.
 ///
@@ -346,10 +347,10 @@ type Extra = (Option<Arc<str>>, Option<u32>);
 struct Fam {
     kind: Kind,
     help: String,
-    /// (group, extra labels) -> (a representative sample, value, timestamp)
-    scalars: HashMap<(u32, Extra), (Arc<Decoded>, f64, f64)>,
-    /// (group, host) -> (a representative sample, buckets, sum)
-    hists: HashMap<(u32, Option<Arc<str>>), (Arc<Decoded>, Vec<(f64, f64)>, f64)>,
+    /// (group, extra labels) -> (a representative sample, value)
+    scalars: HashMap<(u32, Extra), (Arc<Decoded>, Merged)>,
+    /// (group, host) -> (a representative sample, buckets and sum)
+    hists: HashMap<(u32, Option<Arc<str>>), (Arc<Decoded>, Buckets)>,
 }
 
 #[derive(Debug, Default)]
@@ -368,64 +369,39 @@ impl Acc {
                 hists: HashMap::new(),
             }),
         };
-        let same_type = match (fam.kind, kind) {
-            (Kind::Gauge(a), Kind::Gauge(b)) => a.combining() == b.combining(),
-            (a, b) => a == b,
-        };
-        if !same_type {
+        if !merge::same_type(fam.kind, kind) {
             tracing::warn!(metric = %d.metric, "metric written with two different types; ignoring the second");
             return;
         }
-        match kind {
-            Kind::Histogram => {
-                if d.sample.ends_with("_bucket") {
-                    let Some(le) = d.le else {
-                        tracing::warn!(metric = %d.metric, "skipping a bucket without a numeric `le`");
-                        return;
-                    };
-                    let h = fam
-                        .hists
-                        .entry((d.group, extra.0))
-                        .or_insert_with(|| (Arc::clone(d), Vec::new(), 0.0));
-                    match h.1.iter_mut().find(|(b, _)| *b == le) {
-                        Some((_, c)) => *c += value,
-                        None => h.1.push((le, value)),
-                    }
-                } else if d.hist_sum {
-                    fam.hists
-                        .entry((d.group, extra.0))
-                        .or_insert_with(|| (Arc::clone(d), Vec::new(), 0.0))
-                        .2 += value;
-                }
+        if kind == Kind::Histogram {
+            let le = if d.sample.ends_with("_bucket") {
+                let Some(le) = d.le else {
+                    tracing::warn!(metric = %d.metric, "skipping a bucket without a numeric `le`");
+                    return;
+                };
+                Some(le)
+            } else if d.hist_sum {
+                None
+            } else {
+                return;
+            };
+            let h = &mut fam
+                .hists
+                .entry((d.group, extra.0))
+                .or_insert_with(|| (Arc::clone(d), Buckets::default()))
+                .1;
+            match le {
+                Some(le) => h.add_bucket(le, value),
+                None => h.add_sum(value),
             }
-            Kind::Counter | Kind::Summary => {
-                fam.scalars
-                    .entry((d.group, extra))
-                    .or_insert_with(|| (Arc::clone(d), 0.0, 0.0))
-                    .1 += value;
+            return;
+        }
+        match fam.scalars.entry((d.group, extra)) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert((Arc::clone(d), Merged::new(value, ts)));
             }
-            Kind::Gauge(mode) => {
-                use std::collections::hash_map::Entry;
-                match fam.scalars.entry((d.group, extra)) {
-                    Entry::Vacant(v) => {
-                        v.insert((Arc::clone(d), value, ts));
-                    }
-                    Entry::Occupied(mut o) => {
-                        let acc = o.get_mut();
-                        match mode.combining() {
-                            GaugeMode::Min => acc.1 = acc.1.min(value),
-                            GaugeMode::Max => acc.1 = acc.1.max(value),
-                            GaugeMode::Sum => acc.1 += value,
-                            GaugeMode::MostRecent => {
-                                if ts > acc.2 {
-                                    acc.1 = value;
-                                    acc.2 = ts;
-                                }
-                            }
-                            _ => acc.1 = value,
-                        }
-                    }
-                }
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                o.get_mut().1.add(Rule::of(kind), value, ts);
             }
         }
     }
@@ -433,45 +409,38 @@ impl Acc {
     fn build(self) -> Vec<MetricFamily> {
         let mut out = Vec::new();
         for (metric, fam) in self.fams {
-            let mut mf = MetricFamily::default();
-            mf.set_help(fam.help.clone());
+            let mut mf = merge::family(&metric, &fam.help, fam.kind);
             let mut metrics = Vec::new();
             match fam.kind {
                 Kind::Counter => {
-                    mf.set_name(format!("{metric}_total"));
-                    mf.set_field_type(MetricType::COUNTER);
-                    for ((_, extra), (d, v, _)) in fam.scalars {
+                    for ((_, extra), (d, v)) in fam.scalars {
                         if !d.sample.ends_with("_total") {
                             continue;
                         }
                         let mut m = metric_with(&d.labels, &extra, false);
                         let mut c = proto::Counter::default();
-                        c.set_value(v);
+                        c.set_value(v.value);
                         m.set_counter(c);
                         metrics.push(m);
                     }
                 }
                 Kind::Gauge(_) => {
-                    mf.set_name(metric.clone());
-                    mf.set_field_type(MetricType::GAUGE);
-                    for ((_, extra), (d, v, _)) in fam.scalars {
+                    for ((_, extra), (d, v)) in fam.scalars {
                         let mut m = metric_with(&d.labels, &extra, false);
                         let mut g = proto::Gauge::default();
-                        g.set_value(v);
+                        g.set_value(v.value);
                         m.set_gauge(g);
                         metrics.push(m);
                     }
                 }
                 Kind::Summary => {
-                    mf.set_name(metric.clone());
-                    mf.set_field_type(MetricType::SUMMARY);
                     let mut by: BTreeMap<(Labels, Option<Arc<str>>), (f64, f64)> = BTreeMap::new();
-                    for ((_, extra), (d, v, _)) in fam.scalars {
+                    for ((_, extra), (d, v)) in fam.scalars {
                         let e = by.entry((d.labels.clone(), extra.0)).or_default();
                         if d.sample.ends_with("_count") {
-                            e.0 += v;
+                            e.0 += v.value;
                         } else if d.sample.ends_with("_sum") {
-                            e.1 += v;
+                            e.1 += v.value;
                         }
                     }
                     for ((labels, host), (count, sum)) in by {
@@ -484,40 +453,15 @@ impl Acc {
                     }
                 }
                 Kind::Histogram => {
-                    mf.set_name(metric.clone());
-                    mf.set_field_type(MetricType::HISTOGRAM);
-                    for ((_, host), (d, mut buckets, sum)) in fam.hists {
-                        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-                        let mut cumulative = 0.0;
-                        let mut pb = Vec::with_capacity(buckets.len());
-                        for (le, count) in &buckets {
-                            cumulative += count;
-                            if le.is_infinite() && *le > 0.0 {
-                                continue;
-                            }
-                            let mut b = proto::Bucket::default();
-                            b.set_upper_bound(*le);
-                            b.set_cumulative_count(cumulative as u64);
-                            pb.push(b);
-                        }
+                    for ((_, host), (d, buckets)) in fam.hists {
                         let mut m = metric_with(&d.labels, &(host, None), true);
-                        let mut h = proto::Histogram::default();
-                        h.set_sample_count(cumulative as u64);
-                        h.set_sample_sum(sum);
-                        h.set_bucket(pb);
-                        m.set_histogram(h);
+                        m.set_histogram(buckets.into_proto());
                         metrics.push(m);
                     }
                 }
             }
             if !metrics.is_empty() {
-                metrics.sort_by_cached_key(|m| {
-                    m.get_label()
-                        .iter()
-                        .map(|l| (l.name().to_owned(), l.value().to_owned()))
-                        .collect::<Vec<_>>()
-                });
-                mf.set_metric(metrics);
+                merge::finish(&mut mf, metrics);
                 out.push(mf);
             }
         }
@@ -548,16 +492,5 @@ fn metric_with(labels: &Labels, extra: &Extra, drop_le: bool) -> proto::Metric {
         all.push(("pid", p));
     }
     all.sort_unstable();
-    let mut m = proto::Metric::default();
-    m.set_label(
-        all.into_iter()
-            .map(|(n, v)| {
-                let mut p = proto::LabelPair::default();
-                p.set_name(n.to_owned());
-                p.set_value(v.to_owned());
-                p
-            })
-            .collect(),
-    );
-    m
+    merge::series(&all)
 }

@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 
 use prometheus::Opts;
 
+use super::lifecycle::StopReason;
 use crate::error::Error;
 use crate::metrics::{Counter, CounterVec, Gauge, GaugeVec};
 use crate::store::{GaugeMode, Store};
@@ -95,31 +96,8 @@ impl fmt::Display for WorkerState {
     }
 }
 
-/// Why a worker is leaving (the `reason` label of `gunicorn_worker_restart_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum RestartReason {
-    /// QUIT or INT (quick exit).
-    Quit,
-    /// TERM (graceful exit).
-    Term,
-    /// ABRT (heartbeat timeout).
-    Abort,
-    /// The max-requests limit was reached.
-    MaxRequests,
-}
-
-impl RestartReason {
-    /// The `reason` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RestartReason::Quit => "quit",
-            RestartReason::Term => "term",
-            RestartReason::Abort => "abort",
-            RestartReason::MaxRequests => "max_requests",
-        }
-    }
-}
+/// The name of [`StopReason`] in the first release, when it only named the `reason` label.
+pub type RestartReason = StopReason;
 
 /// The resource and lifecycle metrics of this worker process. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -263,8 +241,10 @@ impl WorkerMetrics {
         }
     }
 
-    /// Count one exit of this worker for `reason`.
-    pub fn record_restart(&self, reason: RestartReason) {
+    /// Count one exit of this worker for `reason`. Prefer a
+    /// [`StopRecord`](super::lifecycle::StopRecord), which also sets the state and counts each
+    /// stage of a stop once.
+    pub fn record_restart(&self, reason: StopReason) {
         let c: Result<Counter, _> = self
             .inner
             .restarts

@@ -29,6 +29,7 @@ use nix::sys::socket::{getsockopt, sockopt, AddressFamily, SockaddrLike, Sockadd
 use notify::{Notifier, NotifyError};
 
 pub mod env;
+pub mod lifecycle;
 pub mod metrics;
 pub mod notify;
 #[cfg(feature = "server")]

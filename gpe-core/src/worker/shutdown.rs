@@ -39,7 +39,9 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::worker::{MasterLink, WorkerContext};
+pub use super::lifecycle::StopReason;
+use super::lifecycle::StopRecord;
+use super::{MasterLink, WorkerContext};
 
 /// How long a worker that stopped accepting keeps its open connections before it asks them to
 /// finish.
@@ -61,27 +63,6 @@ const RUNNING: u8 = 0;
 const RETIRING: u8 = 1;
 const GRACEFUL: u8 = 2;
 const FAST: u8 = 3;
-
-/// Why a worker stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StopReason {
-    /// `SIGTERM`: graceful.
-    Term,
-    /// `SIGQUIT` or `SIGINT`: fast.
-    Quit,
-    /// The max-requests limit was reached: graceful.
-    MaxRequests,
-    /// The parent is no longer the master that started this worker: graceful.
-    ParentChanged,
-}
-
-impl StopReason {
-    /// Whether the worker exits at once (no draining).
-    pub fn is_fast(self) -> bool {
-        matches!(self, StopReason::Quit)
-    }
-}
 
 /// The stop state of a worker, driven by signals, max-requests and the parent watch. Cheap to
 /// clone (shared state).
@@ -316,6 +297,28 @@ impl Shutdown {
                 () = none_open => {}
             }
         }
+    }
+
+    /// Record the stop asked for so far, if any, in `record` (a no-op for a stage already
+    /// recorded).
+    pub fn record_now(&self, record: &StopRecord) {
+        // The state first: once it says stopping, the reason is set.
+        if self.is_stopping() {
+            record.record(self.reason().unwrap_or(StopReason::Term));
+        }
+    }
+
+    /// Record every stop of this worker in `record` the moment it is asked for: a task waits
+    /// for the graceful stop, then for the fast one. Call [`record_now`](Self::record_now) once
+    /// more when the server has stopped, in case the process ends before the task runs.
+    pub fn record_stops(&self, record: &Arc<StopRecord>) {
+        let (sd, record) = (self.clone(), Arc::clone(record));
+        tokio::spawn(async move {
+            sd.graceful().await;
+            sd.record_now(&record);
+            sd.fast().await;
+            sd.record_now(&record);
+        });
     }
 
     /// Resolves the graceful timeout after a graceful stop was asked for: give up on the
