@@ -114,22 +114,9 @@ pub fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body))
 }
 
-/// Sum of the samples of `name` whose labels include every `k="v"`.
-pub fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
-        })
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum()
-}
+/// Reading a text exposition: `sum`, `label_values` (shared with the gpe-actix and gpe-tower tests).
+#[path = "../../gpe-core/tests/shared/exposition.rs"]
+pub mod exposition;
 
 /// `sum(requests_total)` as Python's `prometheus_client` parser reads `text`, or `None` when
 /// python3 with prometheus_client is not available.

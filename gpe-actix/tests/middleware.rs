@@ -9,44 +9,10 @@ use actix_web::{test, web, App, HttpResponse};
 use bytes::Bytes;
 use gpe_actix::{ActixMetrics, RequestInfo, RequestMetrics};
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    metrics: RequestMetrics,
-}
+#[path = "../../gpe-core/tests/shared/request_metrics.rs"]
+mod request_metrics;
 
-fn fixture(builder: gpe_actix::RequestMetricsBuilder) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let store = gpe_core::Store::open(dir.path()).unwrap();
-    let metrics = builder.worker_id("1").build(&store).unwrap();
-    Fixture { dir, metrics }
-}
-
-impl Fixture {
-    fn text(&self) -> String {
-        let families = gpe_core::MultiProcessCollector::new(self.dir.path()).gather();
-        gpe_core::exposition::encode_text(&families).unwrap()
-    }
-
-    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        sum(&self.text(), name, labels)
-    }
-}
-
-fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
-        })
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum()
-}
+use request_metrics::{fixture, series_count};
 
 #[derive(Debug)]
 struct Broken;
@@ -161,27 +127,7 @@ async fn counts_add_up_exactly() {
             test::call_service(&app, test::TestRequest::get().uri("/health").to_request()).await;
         assert_eq!(res.status(), StatusCode::OK);
     }
-    assert_eq!(f.sum("gunicorn_worker_requests_total", &[]), 200.0);
-    assert_eq!(
-        f.sum(
-            "gunicorn_worker_requests_total",
-            &[
-                ("endpoint", "/users/{id}"),
-                ("method", "POST"),
-                ("status", "200")
-            ]
-        ),
-        50.0
-    );
-    assert_eq!(
-        f.sum(
-            "gunicorn_worker_requests_total",
-            &[("endpoint", "<unmatched>"), ("status", "404")]
-        ),
-        50.0
-    );
-    assert_eq!(f.sum("gunicorn_worker_requests_in_flight", &[]), 0.0);
-    assert_eq!(f.sum("gunicorn_worker_response_size_bytes_sum", &[]), 650.0);
+    f.assert_mixed_requests_counted();
     assert_eq!(f.sum("gunicorn_worker_client_disconnects_total", &[]), 0.0);
 }
 
@@ -196,10 +142,7 @@ async fn random_url_scan_stays_bounded() {
         test::read_body(test::call_service(&app, req).await).await;
     }
     let text = f.text();
-    let series = text
-        .lines()
-        .filter(|l| l.starts_with("gunicorn_worker_requests_total{"))
-        .count();
+    let series = series_count(&text, "gunicorn_worker_requests_total");
     assert_eq!(series, 1, "{text}");
 
     let f = fixture(RequestMetrics::builder().max_series(20).unwrap());
@@ -212,13 +155,7 @@ async fn random_url_scan_stays_bounded() {
         test::read_body(test::call_service(&app, req).await).await;
     }
     assert_eq!(f.metrics.series_count(), 20);
-    assert_eq!(
-        f.sum(
-            "gunicorn_worker_requests_total",
-            &[("endpoint", "<overflow>")]
-        ),
-        280.0
-    );
+    assert_eq!(f.requests(&[("endpoint", "<overflow>")]), 280.0);
 }
 
 #[actix_web::test]
@@ -257,21 +194,12 @@ async fn errors_and_panics(route_first: bool, panic_endpoint: &str) {
         };
         assert_eq!(got, status, "{uri}");
     }
-    let failed = |e: &str| {
-        f.sum(
-            "gunicorn_worker_failed_requests_total",
-            &[("error_type", e)],
-        )
-    };
-    assert_eq!(failed("status_5xx"), 2.0);
-    assert_eq!(failed("service_error"), 1.0);
-    assert_eq!(failed("panic"), 2.0);
+    assert_eq!(f.failed("status_5xx"), 2.0);
+    assert_eq!(f.failed("service_error"), 1.0);
+    assert_eq!(f.failed("panic"), 2.0);
     assert_eq!(f.sum("gunicorn_worker_error_handling_total", &[]), 5.0);
     assert_eq!(
-        f.sum(
-            "gunicorn_worker_requests_total",
-            &[("endpoint", panic_endpoint), ("status", "500")]
-        ),
+        f.requests(&[("endpoint", panic_endpoint), ("status", "500")]),
         2.0
     );
     assert_eq!(
@@ -282,13 +210,7 @@ async fn errors_and_panics(route_first: bool, panic_endpoint: &str) {
         2.0
     );
     // Returned 5xx responses and handler errors keep their route either way.
-    assert_eq!(
-        f.sum(
-            "gunicorn_worker_requests_total",
-            &[("endpoint", "/fail"), ("status", "503")]
-        ),
-        2.0
-    );
+    assert_eq!(f.requests(&[("endpoint", "/fail"), ("status", "503")]), 2.0);
     assert_eq!(
         f.sum(
             "gunicorn_worker_failed_requests_total",
@@ -296,7 +218,7 @@ async fn errors_and_panics(route_first: bool, panic_endpoint: &str) {
         ),
         1.0
     );
-    assert_eq!(f.sum("gunicorn_worker_requests_total", &[]), 5.0);
+    assert_eq!(f.requests(&[]), 5.0);
 }
 
 #[actix_web::test]
@@ -317,22 +239,7 @@ async fn duration_ends_with_the_body_and_early_drops_count() {
         1.0
     );
     assert_eq!(&test::read_body(res).await[..], b"firstsecond");
-    assert_eq!(f.sum("gunicorn_worker_requests_in_flight", &[]), 0.0);
-    let le = |b: &str| {
-        f.sum(
-            "gunicorn_worker_request_duration_seconds_bucket",
-            &[("endpoint", "/stream"), ("le", b)],
-        )
-    };
-    assert_eq!(le("0.25"), 0.0);
-    assert_eq!(le("10"), 1.0);
-    assert_eq!(
-        f.sum(
-            "gunicorn_worker_response_size_bytes_sum",
-            &[("endpoint", "/stream")]
-        ),
-        11.0
-    );
+    f.assert_slow_body_recorded("/stream");
 
     // Take the first chunk, then drop the body: a client disconnect.
     let res = test::call_service(&app, test::TestRequest::get().uri("/stream").to_request()).await;
@@ -340,18 +247,8 @@ async fn duration_ends_with_the_body_and_early_drops_count() {
     let first = std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await;
     assert_eq!(first.unwrap().unwrap(), Bytes::from_static(b"first"));
     drop(body);
-    assert_eq!(f.sum("gunicorn_worker_requests_in_flight", &[]), 0.0);
-    assert_eq!(
-        f.sum(
-            "gunicorn_worker_client_disconnects_total",
-            &[("endpoint", "/stream")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        f.sum("gunicorn_worker_requests_total", &[("endpoint", "/stream")]),
-        2.0
-    );
+    f.assert_body_drop_recorded("/stream");
+    assert_eq!(f.requests(&[("endpoint", "/stream")]), 2.0);
 }
 
 #[actix_web::test]
@@ -375,10 +272,7 @@ async fn in_flight_by_endpoint_labels_the_gauge_with_the_pattern() {
         test::read_body(test::call_service(&app, req).await).await;
     }
     assert_eq!(
-        f.sum(
-            "gunicorn_worker_requests_total",
-            &[("endpoint", "/users/{id}"), ("status", "200")]
-        ),
+        f.requests(&[("endpoint", "/users/{id}"), ("status", "200")]),
         10.0
     );
 }

@@ -16,45 +16,10 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    metrics: RequestMetrics,
-}
+#[path = "../../gpe-core/tests/shared/request_metrics.rs"]
+mod request_metrics;
 
-fn fixture(builder: gpe_tower::RequestMetricsBuilder) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let store = gpe_core::Store::open(dir.path()).unwrap();
-    let metrics = builder.worker_id("1").build(&store).unwrap();
-    Fixture { dir, metrics }
-}
-
-impl Fixture {
-    fn text(&self) -> String {
-        let families = gpe_core::MultiProcessCollector::new(self.dir.path()).gather();
-        gpe_core::exposition::encode_text(&families).unwrap()
-    }
-
-    /// Sum of the samples of `name` whose labels include every `k="v"` of `labels`.
-    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        sum(&self.text(), name, labels)
-    }
-}
-
-fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
-        })
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum()
-}
+use request_metrics::{fixture, series_count, sum};
 
 fn app(metrics: RequestMetrics) -> Router {
     Router::new()
@@ -143,7 +108,6 @@ async fn get_body(app: &Router, method: &str, uri: &str) -> (StatusCode, Bytes) 
 async fn counts_add_up_exactly() {
     let f = fixture(RequestMetrics::builder().exclude_path("/health"));
     let app = app(f.metrics.clone());
-    let mut sent = 0;
     for i in 0..200 {
         let (uri, method) = match i % 4 {
             0 => ("/".to_owned(), "GET"),
@@ -152,47 +116,16 @@ async fn counts_add_up_exactly() {
             _ => (format!("/nowhere/{i}"), "GET"),
         };
         get_body(&app, method, &uri).await;
-        sent += 1;
     }
     for _ in 0..10 {
         get_body(&app, "GET", "/health").await;
     }
-    assert_eq!(
-        f.sum("gunicorn_worker_requests_total", &[]),
-        f64::from(sent)
-    );
-    assert_eq!(
-        f.sum(
-            "gunicorn_worker_requests_total",
-            &[
-                ("endpoint", "/users/{id}"),
-                ("method", "POST"),
-                ("status", "200")
-            ]
-        ),
-        50.0
-    );
-    assert_eq!(
-        f.sum(
-            "gunicorn_worker_requests_total",
-            &[("endpoint", "<unmatched>"), ("status", "404")]
-        ),
-        50.0
-    );
+    f.assert_mixed_requests_counted();
     assert_eq!(
         f.sum("gunicorn_worker_request_duration_seconds_count", &[]),
-        f64::from(sent)
+        200.0
     );
-    assert_eq!(f.sum("gunicorn_worker_requests_in_flight", &[]), 0.0);
-    // "hello" is 5 bytes, "user" 4, "made" 4; 404s have an empty body.
-    assert_eq!(
-        f.sum("gunicorn_worker_response_size_bytes_sum", &[]),
-        650.0 // 50 × "hello" + 100 × "user"/"made"
-    );
-    assert_eq!(
-        f.sum("gunicorn_worker_requests_total", &[("endpoint", "/health")]),
-        0.0
-    );
+    assert_eq!(f.requests(&[("endpoint", "/health")]), 0.0);
     assert_eq!(f.sum("gunicorn_worker_failed_requests_total", &[]), 0.0);
 }
 
@@ -208,10 +141,7 @@ async fn random_url_scan_stays_bounded() {
         get_body(&app, &format!("X{i}"), "/").await;
     }
     let text = f.text();
-    let series = text
-        .lines()
-        .filter(|l| l.starts_with("gunicorn_worker_requests_total{"))
-        .count();
+    let series = series_count(&text, "gunicorn_worker_requests_total");
     assert!(series <= 3, "{text}");
     assert_eq!(sum(&text, "gunicorn_worker_requests_total", &[]), 2050.0);
 
@@ -225,10 +155,7 @@ async fn random_url_scan_stays_bounded() {
         get_body(&app, "GET", &format!("/raw/{i}")).await;
     }
     let text = f.text();
-    let series = text
-        .lines()
-        .filter(|l| l.starts_with("gunicorn_worker_requests_total{"))
-        .count();
+    let series = series_count(&text, "gunicorn_worker_requests_total");
     assert!(series <= 21, "{series} series");
     assert_eq!(f.metrics.series_count(), 20);
     assert_eq!(
@@ -258,14 +185,8 @@ async fn server_errors_and_panics_are_counted() {
             StatusCode::INTERNAL_SERVER_ERROR
         );
     }
-    let failed = |e: &str| {
-        f.sum(
-            "gunicorn_worker_failed_requests_total",
-            &[("error_type", e)],
-        )
-    };
-    assert_eq!(failed("status_5xx"), 3.0);
-    assert_eq!(failed("panic"), 2.0);
+    assert_eq!(f.failed("status_5xx"), 3.0);
+    assert_eq!(f.failed("panic"), 2.0);
     assert_eq!(
         f.sum(
             "gunicorn_worker_error_handling_total",
@@ -274,13 +195,10 @@ async fn server_errors_and_panics_are_counted() {
         2.0
     );
     assert_eq!(
-        f.sum(
-            "gunicorn_worker_requests_total",
-            &[("endpoint", "/panic"), ("status", "500")]
-        ),
+        f.requests(&[("endpoint", "/panic"), ("status", "500")]),
         2.0
     );
-    assert_eq!(f.sum("gunicorn_worker_requests_total", &[]), 5.0);
+    assert_eq!(f.requests(&[]), 5.0);
 }
 
 #[tokio::test]
@@ -303,10 +221,7 @@ async fn service_errors_are_counted() {
         ),
         1.0
     );
-    assert_eq!(
-        f.sum("gunicorn_worker_requests_total", &[("status", "none")]),
-        1.0
-    );
+    assert_eq!(f.requests(&[("status", "none")]), 1.0);
     assert_eq!(f.sum("gunicorn_worker_client_disconnects_total", &[]), 0.0);
 }
 
@@ -331,22 +246,7 @@ async fn duration_ends_with_the_body_and_early_drops_count() {
     assert_eq!(f.sum("gunicorn_worker_requests_in_flight", &[]), 1.0);
     let body = res.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"firstsecond");
-    assert_eq!(f.sum("gunicorn_worker_requests_in_flight", &[]), 0.0);
-    let le = |b: &str| {
-        f.sum(
-            "gunicorn_worker_request_duration_seconds_bucket",
-            &[("endpoint", "/slow-body"), ("le", b)],
-        )
-    };
-    assert_eq!(le("0.25"), 0.0);
-    assert_eq!(le("10"), 1.0);
-    assert_eq!(
-        f.sum(
-            "gunicorn_worker_response_size_bytes_sum",
-            &[("endpoint", "/slow-body")]
-        ),
-        11.0
-    );
+    f.assert_slow_body_recorded("/slow-body");
 
     // Drop the body after its first chunk: a client disconnect, recorded at the drop.
     let res = app
@@ -359,19 +259,9 @@ async fn duration_ends_with_the_body_and_early_drops_count() {
     assert_eq!(first.into_data().unwrap(), Bytes::from_static(b"first"));
     assert_eq!(f.sum("gunicorn_worker_requests_in_flight", &[]), 1.0);
     drop(body);
-    assert_eq!(f.sum("gunicorn_worker_requests_in_flight", &[]), 0.0);
+    f.assert_body_drop_recorded("/slow-body");
     assert_eq!(
-        f.sum(
-            "gunicorn_worker_client_disconnects_total",
-            &[("endpoint", "/slow-body")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        f.sum(
-            "gunicorn_worker_requests_total",
-            &[("endpoint", "/slow-body"), ("status", "200")]
-        ),
+        f.requests(&[("endpoint", "/slow-body"), ("status", "200")]),
         2.0
     );
 
@@ -386,10 +276,7 @@ async fn duration_ends_with_the_body_and_early_drops_count() {
     assert!(tokio::time::timeout(Duration::from_millis(20), fut)
         .await
         .is_err());
-    assert_eq!(
-        f.sum("gunicorn_worker_requests_total", &[("status", "499")]),
-        1.0
-    );
+    assert_eq!(f.requests(&[("status", "499")]), 1.0);
     assert_eq!(f.sum("gunicorn_worker_client_disconnects_total", &[]), 2.0);
 }
 

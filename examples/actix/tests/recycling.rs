@@ -6,9 +6,4 @@ mod common;
 #[path = "../../support/shared/recycling.rs"]
 mod shared;
 
-const BIN: &str = env!("CARGO_BIN_EXE_example-actix");
-
-#[test]
-fn recycling_under_load_keeps_accepting() {
-    shared::recycling_under_load_keeps_accepting(BIN);
-}
+shared::tests!(env!("CARGO_BIN_EXE_example-actix"));

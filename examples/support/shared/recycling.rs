@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use super::common::{eventually, get, serve, sum, Served};
+use super::common::exposition::sum;
+use super::common::{eventually, get, serve, Served};
 
 /// Recycling under load never leaves nobody accepting. `--max-requests 25` without jitter, so
 /// both workers reach their limit at about the same moment (the worst case), and 4 clients
@@ -101,3 +102,15 @@ pub(crate) fn recycling_under_load_keeps_accepting(bin: &str) {
         stopping.elapsed()
     );
 }
+
+/// This test as a `#[test]` function of the including test binary, for the example binary
+/// `$bin`; the binary includes this file as its root module `shared`.
+macro_rules! tests {
+    ($bin:expr) => {
+        #[test]
+        fn recycling_under_load_keeps_accepting() {
+            $crate::shared::recycling_under_load_keeps_accepting($bin);
+        }
+    };
+}
+pub(crate) use tests;

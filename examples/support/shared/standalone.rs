@@ -5,7 +5,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::common::{eventually, free_port, get, python_requests_total, sum, Proc};
+use super::common::exposition::sum;
+use super::common::{eventually, free_port, get, python_requests_total, Proc};
 
 fn start(bin: &str, dir: &std::path::Path) -> (Proc, u16, u16) {
     let (port, metrics_port) = (free_port(), free_port());
@@ -174,3 +175,30 @@ pub(crate) fn serves_on_a_unix_socket(bin: &str) {
         .expect("exit")
         .success());
 }
+
+/// These tests as `#[test]` functions of the including test binary, for the example binary
+/// `$bin` whose slow request's in-flight `endpoint` label is `$in_flight_endpoint` (see
+/// [`term_drains_in_flight_requests_and_quit_does_not`]); the binary includes this file as its
+/// root module `shared`.
+macro_rules! tests {
+    ($bin:expr, $in_flight_endpoint:expr) => {
+        #[test]
+        fn serves_and_counts_exactly() {
+            $crate::shared::serves_and_counts_exactly($bin);
+        }
+
+        #[test]
+        fn term_drains_in_flight_requests_and_quit_does_not() {
+            $crate::shared::term_drains_in_flight_requests_and_quit_does_not(
+                $bin,
+                $in_flight_endpoint,
+            );
+        }
+
+        #[test]
+        fn serves_on_a_unix_socket() {
+            $crate::shared::serves_on_a_unix_socket($bin);
+        }
+    };
+}
+pub(crate) use tests;

@@ -10,8 +10,9 @@ use std::collections::{BTreeSet, HashSet};
 use std::process::Command;
 use std::time::Duration;
 
+use super::common::exposition::{label_values, sum};
 use super::common::{
-    eventually, free_port, get, load, python_requests_total, serve, sum, target_bin, Proc, Served,
+    eventually, free_port, get, load, python_requests_total, serve, target_bin, Proc, Served,
 };
 
 pub(crate) fn four_workers_add_up_exactly_under_load(bin: &str) {
@@ -53,20 +54,12 @@ pub(crate) fn four_workers_add_up_exactly_under_load(bin: &str) {
         ),
         (2 * n / 5) as f64
     );
-    let endpoints: HashSet<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("gunicorn_worker_requests_total{"))
-        .filter_map(|l| l.split("endpoint=\"").nth(1)?.split('"').next())
-        .collect();
+    let endpoints = label_values(&text, "gunicorn_worker_requests_total", "endpoint");
     assert_eq!(
         endpoints,
         HashSet::from(["/", "/users/{id}", "/fail", "<unmatched>"]),
     );
-    let workers: HashSet<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("gunicorn_worker_requests_total{"))
-        .filter_map(|l| l.split("worker_id=\"").nth(1)?.split('"').next())
-        .collect();
+    let workers = label_values(&text, "gunicorn_worker_requests_total", "worker_id");
     assert!(
         workers.len() > 1,
         "requests spread over the workers: {workers:?}"
@@ -312,3 +305,25 @@ pub(crate) fn max_requests_replaces_workers_and_quit_stops_fast(bin: &str) {
     );
     assert!(get(port, "/").is_err(), "nothing serves after QUIT");
 }
+
+/// These tests as `#[test]` functions of the including test binary, for the example binary
+/// `$bin`; the binary includes this file as its root module `shared`.
+macro_rules! tests {
+    ($bin:expr) => {
+        #[test]
+        fn four_workers_add_up_exactly_under_load() {
+            $crate::shared::four_workers_add_up_exactly_under_load($bin);
+        }
+
+        #[test]
+        fn hup_under_keep_alive_load_loses_nothing() {
+            $crate::shared::hup_under_keep_alive_load_loses_nothing($bin);
+        }
+
+        #[test]
+        fn max_requests_replaces_workers_and_quit_stops_fast() {
+            $crate::shared::max_requests_replaces_workers_and_quit_stops_fast($bin);
+        }
+    };
+}
+pub(crate) use tests;
