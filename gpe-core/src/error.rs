@@ -7,8 +7,14 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// A metric name, label name or help text was rejected at registration.
-    #[error("invalid metric definition: {0}")]
-    InvalidMetric(String),
+    #[error("invalid metric definition `{metric}`: {reason}")]
+    InvalidMetric {
+        /// The metric's name.
+        metric: String,
+        /// What is wrong with it.
+        #[source]
+        reason: Rejection,
+    },
 
     /// A metric was used with the wrong number of label values.
     #[error("metric `{metric}` takes {expected} label value(s) ({names}), got {got}")]
@@ -91,4 +97,20 @@ impl Error {
             source,
         }
     }
+}
+
+/// Why a metric definition was rejected ([`Error::InvalidMetric`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The `prometheus` crate refused the name, a label name or the help text.
+    #[error(transparent)]
+    Prometheus(#[from] prometheus::Error),
+    /// A label name starting with `__`.
+    #[error("label name `{0}` starts with `__`, which Prometheus reserves for internal use")]
+    ReservedPrefix(String),
+    /// A label name the metric type uses itself (`le` for histograms, `quantile`, `pid` for
+    /// gauges).
+    #[error("label name `{0}` is reserved for this metric type")]
+    ReservedLabel(String),
 }

@@ -69,7 +69,7 @@ pub mod store;
 pub mod worker;
 
 pub use collect::{LivePids, Liveness, MultiProcessCollector};
-pub use error::Error;
+pub use error::{Error, Rejection};
 pub use metrics::{Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramVec};
 pub use store::{prepare_dir, GaugeMode, Store};
 

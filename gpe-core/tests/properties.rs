@@ -236,7 +236,7 @@ proptest! {
         ] {
             prop_assert_eq!(ok, valid, "{} name {:?}: {:?}", what, name, err);
             if let Some(e) = err {
-                prop_assert!(matches!(e, Error::InvalidMetric(_)), "{} {:?}: {:?}", what, name, e);
+                prop_assert!(matches!(e, Error::InvalidMetric { .. }), "{} {:?}: {:?}", what, name, e);
             }
         }
 
@@ -277,7 +277,7 @@ proptest! {
         ] {
             prop_assert_eq!(ok, expected, "{} label {:?}: {:?}", what, label, err);
             if let Some(e) = err {
-                prop_assert!(matches!(e, Error::InvalidMetric(_)), "{} {:?}: {:?}", what, label, e);
+                prop_assert!(matches!(e, Error::InvalidMetric { .. }), "{} {:?}: {:?}", what, label, e);
             }
         }
 

@@ -15,9 +15,12 @@ pub(crate) enum MasterError {
     /// `--group` names no group of this system.
     #[error("invalid value {0:?} for --group: no such group")]
     NoSuchGroup(String),
-    /// `--worker-tmp-dir` is not a directory the master can create heartbeat files in.
-    #[error("invalid value {0:?} for --worker-tmp-dir: {1}")]
-    BadWorkerTmpDir(PathBuf, String),
+    /// `--worker-tmp-dir` is not a directory.
+    #[error("invalid value {0:?} for --worker-tmp-dir: not a directory")]
+    WorkerTmpDirMissing(PathBuf),
+    /// `--worker-tmp-dir` is a directory the master cannot create heartbeat files in.
+    #[error("invalid value {0:?} for --worker-tmp-dir: cannot create heartbeat files in it: {1}")]
+    WorkerTmpDirUnusable(PathBuf, #[source] std::io::Error),
     /// A unix socket path already exists and is not a socket (gunicorn refuses it too).
     #[error("cannot bind unix:{}: {} exists and is not a socket (remove it or choose another path)", .0.display(), .0.display())]
     NotASocket(PathBuf),
@@ -37,11 +40,16 @@ pub(crate) enum MasterError {
     #[error("cannot write the pid file {path}: {err}", path = .0.display(), err = .1)]
     Pidfile(PathBuf, std::io::Error),
     /// Descriptors inherited from an old master (USR2) that cannot be used.
-    #[error("re-exec: {0}")]
-    Inherit(String),
+    #[error("re-exec: {var}={value:?}: not what a gpe-master re-exec passes")]
+    Inherit {
+        /// The variable the old master set.
+        var: &'static str,
+        /// Its value.
+        value: String,
+    },
     /// The master's own metrics could not be registered.
     #[error("master metrics: {0}")]
-    Metrics(String),
+    Metrics(#[from] prometheus::Error),
 }
 
 impl MasterError {
@@ -52,7 +60,8 @@ impl MasterError {
             MasterError::BadBind(..)
                 | MasterError::NoSuchUser(_)
                 | MasterError::NoSuchGroup(_)
-                | MasterError::BadWorkerTmpDir(..)
+                | MasterError::WorkerTmpDirMissing(_)
+                | MasterError::WorkerTmpDirUnusable(..)
         )
     }
 }

@@ -33,26 +33,24 @@ fn reg<T: prometheus::core::Collector + Clone + 'static>(
     r: &Registry,
     m: T,
 ) -> Result<T, MasterError> {
-    r.register(Box::new(m.clone()))
-        .map_err(|e| MasterError::Metrics(e.to_string()))?;
+    r.register(Box::new(m.clone()))?;
     Ok(m)
 }
 
 impl MasterMetrics {
     pub(crate) fn new() -> Result<MasterMetrics, MasterError> {
         let r = Registry::new();
-        let e = |e: prometheus::Error| MasterError::Metrics(e.to_string());
         let m = MasterMetrics {
-            signals: reg(&r, IntCounterVec::new(Opts::new("gunicorn_master_signals_total", "Signals received by the master, by signal. The kernel merges signals of one kind sent before the master handles the first (chld above all: one delivery may announce several exits, which gunicorn_master_worker_exits_total counts)."), &["signal"]).map_err(e)?)?,
-            restarts: reg(&r, IntCounterVec::new(Opts::new("gunicorn_master_worker_restart_total", "Workers replaced by the master: hup (by a reload), chld (respawned after an exit the master did not ask for; the cause is in gunicorn_master_worker_exits_total)."), &["reason"]).map_err(e)?)?,
-            exits: reg(&r, IntCounterVec::new(Opts::new("gunicorn_master_worker_exits_total", "Worker exits, by reason."), &["reason"]).map_err(e)?)?,
-            spawns: reg(&r, IntCounter::new("gunicorn_master_worker_spawns_total", "Workers started by the master.").map_err(e)?)?,
-            reloads: reg(&r, IntCounter::new("gunicorn_master_reloads_total", "Reloads (HUP) performed.").map_err(e)?)?,
-            workers: reg(&r, IntGauge::new("gunicorn_master_workers", "Live worker processes.").map_err(e)?)?,
-            memory: reg(&r, IntGauge::new("gunicorn_master_memory_bytes", "Resident memory of the master.").map_err(e)?)?,
-            cpu_seconds: reg(&r, Gauge::new("gunicorn_master_cpu_seconds", "CPU time used by the master (user + system), in seconds.").map_err(e)?)?,
-            worker_memory: reg(&r, GaugeVec::new(Opts::new("gunicorn_master_worker_memory_bytes", "Resident memory of each live worker, read by the master from /proc."), &["worker_id", "pid"]).map_err(e)?)?,
-            worker_cpu: reg(&r, GaugeVec::new(Opts::new("gunicorn_master_worker_cpu_percent", "CPU use of each live worker since the previous sample, read by the master from /proc."), &["worker_id", "pid"]).map_err(e)?)?,
+            signals: reg(&r, IntCounterVec::new(Opts::new("gunicorn_master_signals_total", "Signals received by the master, by signal. The kernel merges signals of one kind sent before the master handles the first (chld above all: one delivery may announce several exits, which gunicorn_master_worker_exits_total counts)."), &["signal"])?)?,
+            restarts: reg(&r, IntCounterVec::new(Opts::new("gunicorn_master_worker_restart_total", "Workers replaced by the master: hup (by a reload), chld (respawned after an exit the master did not ask for; the cause is in gunicorn_master_worker_exits_total)."), &["reason"])?)?,
+            exits: reg(&r, IntCounterVec::new(Opts::new("gunicorn_master_worker_exits_total", "Worker exits, by reason."), &["reason"])?)?,
+            spawns: reg(&r, IntCounter::new("gunicorn_master_worker_spawns_total", "Workers started by the master.")?)?,
+            reloads: reg(&r, IntCounter::new("gunicorn_master_reloads_total", "Reloads (HUP) performed.")?)?,
+            workers: reg(&r, IntGauge::new("gunicorn_master_workers", "Live worker processes.")?)?,
+            memory: reg(&r, IntGauge::new("gunicorn_master_memory_bytes", "Resident memory of the master.")?)?,
+            cpu_seconds: reg(&r, Gauge::new("gunicorn_master_cpu_seconds", "CPU time used by the master (user + system), in seconds.")?)?,
+            worker_memory: reg(&r, GaugeVec::new(Opts::new("gunicorn_master_worker_memory_bytes", "Resident memory of each live worker, read by the master from /proc."), &["worker_id", "pid"])?)?,
+            worker_cpu: reg(&r, GaugeVec::new(Opts::new("gunicorn_master_worker_cpu_percent", "CPU use of each live worker since the previous sample, read by the master from /proc."), &["worker_id", "pid"])?)?,
             registry: r,
         };
         // The restart reasons (a subset of the Python exporter's), present from the start so a

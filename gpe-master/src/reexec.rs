@@ -50,10 +50,11 @@ pub(crate) struct Inherited {
     pub(crate) old_master: Option<i32>,
 }
 
-fn bad(what: &str, value: &str) -> MasterError {
-    MasterError::Inherit(format!(
-        "{what}={value:?}: not what a gpe-master re-exec passes"
-    ))
+fn bad(var: &'static str, value: &str) -> MasterError {
+    MasterError::Inherit {
+        var,
+        value: value.to_owned(),
+    }
 }
 
 /// The inherited listeners, when this master was started by another one's USR2.

@@ -62,16 +62,10 @@ pub(crate) fn worker_tmp_dir(cli: &crate::cli::Cli) -> Result<PathBuf, MasterErr
         .clone()
         .unwrap_or_else(std::env::temp_dir);
     if !dir.is_dir() {
-        return Err(MasterError::BadWorkerTmpDir(
-            dir,
-            "not a directory".to_owned(),
-        ));
+        return Err(MasterError::WorkerTmpDirMissing(dir));
     }
     if let Err(e) = tempfile::tempfile_in(&dir) {
-        return Err(MasterError::BadWorkerTmpDir(
-            dir,
-            format!("cannot create heartbeat files in it: {e}"),
-        ));
+        return Err(MasterError::WorkerTmpDirUnusable(dir, e));
     }
     Ok(dir)
 }

@@ -25,7 +25,7 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 pub enum ExpositionError {
     /// The `prometheus` text encoder refused a family.
     #[error("text encoding failed: {0}")]
-    Encode(String),
+    Encode(#[source] prometheus::Error),
     /// Compressing failed.
     #[error("gzip failed: {0}")]
     Gzip(#[from] std::io::Error),
@@ -129,7 +129,7 @@ pub fn encode_text(families: &[MetricFamily]) -> Result<String, ExpositionError>
         }
         encoder
             .encode_utf8(std::slice::from_ref(&mf), &mut out)
-            .map_err(|e| ExpositionError::Encode(e.to_string()))?;
+            .map_err(ExpositionError::Encode)?;
     }
     Ok(out)
 }

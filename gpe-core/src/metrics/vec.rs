@@ -6,7 +6,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use foldhash::fast::RandomState;
 use std::sync::RwLock;
 
-use crate::error::Error;
+use crate::error::{Error, Rejection};
 
 /// A validated metric definition: full name, help, constant labels and label names.
 #[derive(Debug, Clone)]
@@ -32,22 +32,26 @@ impl Def {
             label_names.iter().map(|s| (*s).to_owned()).collect(),
             opts.const_labels.clone(),
         )
-        .map_err(|e| Error::InvalidMetric(format!("`{name}`: {e}")))?;
+        .map_err(|e| Error::InvalidMetric {
+            metric: name.clone(),
+            reason: Rejection::Prometheus(e),
+        })?;
         for l in label_names
             .iter()
             .copied()
             .chain(opts.const_labels.keys().map(String::as_str))
         {
             if l.starts_with("__") {
-                return Err(Error::InvalidMetric(format!(
-                    "`{name}`: label name `{l}` starts with `__`, which Prometheus reserves for \
-                     internal use"
-                )));
+                return Err(Error::InvalidMetric {
+                    metric: name,
+                    reason: Rejection::ReservedPrefix(l.to_owned()),
+                });
             }
             if reserved.contains(&l) {
-                return Err(Error::InvalidMetric(format!(
-                    "`{name}`: label name `{l}` is reserved for this metric type"
-                )));
+                return Err(Error::InvalidMetric {
+                    metric: name,
+                    reason: Rejection::ReservedLabel(l.to_owned()),
+                });
             }
         }
         let mut const_labels: Vec<(String, String)> = opts

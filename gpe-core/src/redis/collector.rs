@@ -73,7 +73,7 @@ impl RedisCollector {
     /// A collector over the Redis of `config` (its prefix and live window). Does not connect.
     ///
     /// # Errors
-    /// [`RedisError::Pool`] or [`RedisError::Thread`] when the pool or its thread cannot be
+    /// [`RedisError::Pool`], [`RedisError::PoolConfig`] or [`RedisError::Thread`] when the pool or its thread cannot be
     /// started.
     pub fn new(config: RedisConfig) -> Result<Self, RedisError> {
         Ok(RedisCollector {
@@ -104,7 +104,8 @@ impl RedisCollector {
     /// As [`gather`](RedisCollector::gather), but telling when Redis could not be read.
     ///
     /// # Errors
-    /// [`RedisError::Unavailable`] when Redis does not answer in time or refuses the read.
+    /// [`RedisError::Timeout`] when Redis does not answer in time, [`RedisError::Unavailable`] or
+    /// [`RedisError::Connection`] when it refuses the read.
     pub fn try_gather(&self) -> Result<Vec<MetricFamily>, RedisError> {
         let pool = self.pool.clone();
         let hb = self.keys.heartbeat();

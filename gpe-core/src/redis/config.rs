@@ -483,7 +483,8 @@ impl RedisConfig {
     /// configured). Connections are made lazily, so this succeeds while Redis is down.
     ///
     /// # Errors
-    /// [`RedisError::Pool`] when the pool cannot be built (not for an unreachable server).
+    /// [`RedisError::Pool`] or [`RedisError::PoolConfig`] when the pool cannot be built (not for
+    /// an unreachable server).
     pub(crate) fn pool(&self) -> Result<Pool, RedisError> {
         let wait = Some(self.connect_timeout);
         let create = Some(self.connect_timeout + self.response_timeout);
@@ -508,7 +509,7 @@ impl RedisConfig {
                 Some(node),
                 SentinelServerType::Master,
             )
-            .map_err(|e| RedisError::Pool(e.to_string()))?;
+            .map_err(RedisError::PoolConfig)?;
             return deadpool_redis::sentinel::Pool::builder(manager)
                 .max_size(self.pool_size)
                 .runtime(Runtime::Tokio1)
@@ -517,13 +518,13 @@ impl RedisConfig {
                 .recycle_timeout(recycle)
                 .build()
                 .map(Pool::Sentinel)
-                .map_err(|e| RedisError::Pool(e.to_string()));
+                .map_err(RedisError::Pool);
         }
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.response_timeout));
         let manager = Manager::new_with_config(self.info.clone(), conn_config)
-            .map_err(|e| RedisError::Pool(e.to_string()))?;
+            .map_err(RedisError::PoolConfig)?;
         deadpool_redis::Pool::builder(manager)
             .max_size(self.pool_size)
             .runtime(Runtime::Tokio1)
@@ -532,7 +533,7 @@ impl RedisConfig {
             .recycle_timeout(recycle)
             .build()
             .map(Pool::Direct)
-            .map_err(|e| RedisError::Pool(e.to_string()))
+            .map_err(RedisError::Pool)
     }
 }
 

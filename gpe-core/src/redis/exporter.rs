@@ -58,7 +58,8 @@ impl RedisExporter {
     /// sync holds the sweep lock). Returns the folded processes' members.
     ///
     /// # Errors
-    /// [`RedisError::Unavailable`] when Redis cannot be reached.
+    /// [`RedisError::Unavailable`], [`RedisError::Connection`] or [`RedisError::Timeout`] when
+    /// Redis cannot be reached.
     pub fn sweep_now(&self) -> Result<Vec<String>, RedisError> {
         let Some(ttl) = self.collector.config.ttl else {
             return Ok(Vec::new());

@@ -101,13 +101,29 @@ pub enum RedisError {
     #[error("invalid Redis URL (credentials hidden): {0}")]
     InvalidUrl(#[source] redis::RedisError),
 
+    /// The connection settings were refused when setting up the pool (credentials hidden).
+    #[error("cannot set up Redis connections: {0}")]
+    PoolConfig(#[source] redis::RedisError),
+
     /// The connection pool could not be built.
     #[error("cannot build the Redis connection pool: {0}")]
-    Pool(String),
+    Pool(#[from] deadpool_redis::BuildError),
 
-    /// Redis did not answer, refused the connection, or answered with an error.
+    /// Redis refused the connection or answered with an error.
     #[error("Redis is unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[from] redis::RedisError),
+
+    /// No connection could be had from the pool in time (Redis down, or every connection busy).
+    #[error("Redis is unavailable: no connection: {0}")]
+    Connection(#[from] deadpool_redis::PoolError),
+
+    /// Redis did not answer within the connect and response timeouts.
+    #[error("Redis is unavailable: no answer within {0:?}")]
+    Timeout(std::time::Duration),
+
+    /// Redis was found down recently: the next try waits for the retry backoff.
+    #[error("Redis is down; waiting for the next retry (values are kept)")]
+    Backoff,
 
     /// The background thread could not be started or has stopped.
     #[error("the Redis sync thread is not running: {0}")]
@@ -116,16 +132,4 @@ pub enum RedisError {
     /// Reading the metrics directory failed.
     #[error(transparent)]
     Store(#[from] crate::error::Error),
-}
-
-impl From<redis::RedisError> for RedisError {
-    fn from(e: redis::RedisError) -> Self {
-        RedisError::Unavailable(e.to_string())
-    }
-}
-
-impl From<deadpool_redis::PoolError> for RedisError {
-    fn from(e: deadpool_redis::PoolError) -> Self {
-        RedisError::Unavailable(e.to_string())
-    }
 }

@@ -37,11 +37,7 @@ impl Pool {
     pub(crate) async fn get(&self) -> Result<Conn, RedisError> {
         match self {
             Pool::Direct(p) => Ok(Conn::Direct(p.get().await?)),
-            Pool::Sentinel(p) => Ok(Conn::Sentinel(
-                p.get()
-                    .await
-                    .map_err(|e| RedisError::Unavailable(e.to_string()))?,
-            )),
+            Pool::Sentinel(p) => Ok(Conn::Sentinel(p.get().await?)),
         }
     }
 }

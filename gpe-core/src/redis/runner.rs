@@ -51,9 +51,7 @@ impl Runner {
         let job: Job = Box::pin(async move {
             let out = match tokio::time::timeout(timeout, fut).await {
                 Ok(r) => r,
-                Err(_) => Err(RedisError::Unavailable(format!(
-                    "no answer within {timeout:?}"
-                ))),
+                Err(_) => Err(RedisError::Timeout(timeout)),
             };
             let _ = reply.send(out);
         });
@@ -62,7 +60,7 @@ impl Runner {
             .and_then(|tx| tx.send(job).ok())
             .ok_or(RedisError::Thread("the Redis runner thread has stopped"))?;
         wait.recv_timeout(timeout + Duration::from_secs(1))
-            .map_err(|_| RedisError::Unavailable(format!("no answer within {timeout:?}")))?
+            .map_err(|_| RedisError::Timeout(timeout))?
     }
 }
 

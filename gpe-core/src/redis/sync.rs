@@ -190,7 +190,7 @@ impl RedisSync {
     /// only noticed (and logged, once) by the first sync.
     ///
     /// # Errors
-    /// [`RedisError::Pool`] when the connection pool cannot be built.
+    /// [`RedisError::Pool`] or [`RedisError::PoolConfig`] when the connection pool cannot be built.
     pub fn new(config: RedisConfig, source: SyncSource) -> Result<Self, RedisError> {
         let pool = config.pool()?;
         let min_backoff = config.interval.min(Duration::from_secs(1));
@@ -268,16 +268,12 @@ impl RedisSync {
             }
         }
         if !last && !self.outage.may_try() {
-            return Err(RedisError::Unavailable(
-                "Redis is down; waiting for the next retry (values are kept)".to_owned(),
-            ));
+            return Err(RedisError::Backoff);
         }
         let budget = self.config.connect_timeout + self.config.response_timeout * 2;
         let result = match tokio::time::timeout(budget, self.write()).await {
             Ok(r) => r,
-            Err(_) => Err(RedisError::Unavailable(format!(
-                "no answer within {budget:?}"
-            ))),
+            Err(_) => Err(RedisError::Timeout(budget)),
         };
         match &result {
             Ok(_) => {
@@ -297,9 +293,7 @@ impl RedisSync {
     async fn write_with_timeout(&mut self, budget: Duration) -> Result<FlushReport, RedisError> {
         match tokio::time::timeout(budget, self.write()).await {
             Ok(r) => r,
-            Err(_) => Err(RedisError::Unavailable(format!(
-                "no answer within {budget:?}"
-            ))),
+            Err(_) => Err(RedisError::Timeout(budget)),
         }
     }
 
@@ -667,7 +661,8 @@ impl SyncHandle {
     /// The files are read even when Redis is down, so the values are kept and sent on recovery.
     ///
     /// # Errors
-    /// [`RedisError::Unavailable`] when Redis is down (or in a backoff) and
+    /// [`RedisError::Unavailable`], [`RedisError::Connection`], [`RedisError::Timeout`] or
+    /// [`RedisError::Backoff`] when Redis is down (or in a backoff) and
     /// [`RedisError::Thread`] when the sync thread has stopped.
     pub fn flush_now(&self) -> Result<FlushReport, RedisError> {
         self.request(Cmd::Flush)

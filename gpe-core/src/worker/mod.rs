@@ -58,7 +58,16 @@ pub enum WorkerError {
         /// The descriptor.
         fd: RawFd,
         /// What is wrong with it.
-        why: String,
+        why: &'static str,
+    },
+    /// An inherited descriptor could not be inspected.
+    #[error("cannot inspect inherited fd {fd}: {source}; check the master's --bind")]
+    Inspect {
+        /// The descriptor.
+        fd: RawFd,
+        /// Why.
+        #[source]
+        source: nix::errno::Errno,
     },
     /// The listeners were already taken (they can be taken once).
     #[error("the inherited listeners were already taken by an earlier call")]
@@ -328,7 +337,7 @@ impl WorkerContext {
             let fd = 3 + i as RawFd;
             let owned = crate::sys::fd::adopt_inherited(fd).ok_or(WorkerError::NotAListener {
                 fd,
-                why: "not open, or already taken".to_owned(),
+                why: "not open, or already taken",
             })?;
             let name = self
                 .fd_names
@@ -412,24 +421,23 @@ impl MasterLink {
 
 fn to_listener(fd: OwnedFd) -> Result<Listener, WorkerError> {
     let raw = fd.as_raw_fd();
-    let bad = |why: String| WorkerError::NotAListener { fd: raw, why };
-    let accepting = getsockopt(&fd, sockopt::AcceptConn).map_err(|e| bad(e.to_string()))?;
+    let bad = |why: &'static str| WorkerError::NotAListener { fd: raw, why };
+    let inspect = |source| WorkerError::Inspect { fd: raw, source };
+    let accepting = getsockopt(&fd, sockopt::AcceptConn).map_err(inspect)?;
     if !accepting {
-        return Err(bad("it is not listening".to_owned()));
+        return Err(bad("it is not listening"));
     }
-    let flags =
-        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFD).map_err(|e| bad(e.to_string()))?;
+    let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFD).map_err(inspect)?;
     let mut flags = nix::fcntl::FdFlag::from_bits_truncate(flags);
     flags.insert(nix::fcntl::FdFlag::FD_CLOEXEC);
-    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(flags)).map_err(|e| bad(e.to_string()))?;
-    let addr: SockaddrStorage =
-        nix::sys::socket::getsockname(raw).map_err(|e| bad(e.to_string()))?;
+    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(flags)).map_err(inspect)?;
+    let addr: SockaddrStorage = nix::sys::socket::getsockname(raw).map_err(inspect)?;
     match addr.family() {
         Some(AddressFamily::Unix) => Ok(Listener::Unix(UnixListener::from(fd))),
         Some(AddressFamily::Inet | AddressFamily::Inet6) => {
             Ok(Listener::Tcp(TcpListener::from(fd)))
         }
-        other => Err(bad(format!("unsupported address family {other:?}"))),
+        _ => Err(bad("its address family is neither Unix nor IP")),
     }
 }
 
