@@ -263,7 +263,7 @@ pub(crate) fn bind_one(
             Ok(listener)
         }
         BindSpec::Fd(raw) => {
-            let fd = crate::sys::adopt_fd(*raw).ok_or(MasterError::BadBind(
+            let fd = gpe_core::worker::adopt_fd(*raw).ok_or(MasterError::BadBind(
                 text.to_owned(),
                 "that descriptor is not open in the master",
             ))?;

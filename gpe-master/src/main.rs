@@ -19,7 +19,6 @@ mod heartbeat;
 mod logging;
 mod metrics;
 mod notices;
-mod procfs;
 mod reexec;
 mod signals;
 mod startup;

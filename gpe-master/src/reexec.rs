@@ -67,7 +67,7 @@ pub(crate) fn inherited() -> Result<Option<Inherited>, MasterError> {
     let mut listeners = Vec::new();
     for (i, fd) in fds.split(',').filter(|s| !s.is_empty()).enumerate() {
         let raw: i32 = fd.parse().map_err(|_| bad(FDS, &fds))?;
-        let owned = crate::sys::adopt_fd(raw).ok_or_else(|| bad(FDS, &fds))?;
+        let owned = gpe_core::worker::adopt_fd(raw).ok_or_else(|| bad(FDS, &fds))?;
         let name = names
             .get(i)
             .cloned()
@@ -81,7 +81,7 @@ pub(crate) fn inherited() -> Result<Option<Inherited>, MasterError> {
     let metrics = match std::env::var(METRICS_FD) {
         Ok(v) => {
             let raw: i32 = v.parse().map_err(|_| bad(METRICS_FD, &v))?;
-            let fd = crate::sys::adopt_fd(raw).ok_or_else(|| bad(METRICS_FD, &v))?;
+            let fd = gpe_core::worker::adopt_fd(raw).ok_or_else(|| bad(METRICS_FD, &v))?;
             Some(std::net::TcpListener::from(fd))
         }
         Err(_) => None,

@@ -67,3 +67,9 @@ pub enum BuildError {
     #[error("serving: {0}")]
     Io(#[source] std::io::Error),
 }
+
+impl From<gpe_core::worker::InvalidBindAddr> for BuildError {
+    fn from(e: gpe_core::worker::InvalidBindAddr) -> Self {
+        BuildError::InvalidBind(e.0)
+    }
+}

@@ -75,7 +75,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,65 +92,11 @@ use crate::{
     BuildError, MetricsLayer, RequestMetrics, RequestMetricsBuilder, SamplerHandle, WorkerMetrics,
 };
 
-/// The standalone address when neither [`WorkerBuilder::bind`] nor `GPE_BIND` gives one.
-pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
-
 /// How often [`WorkerMetrics`] are sampled unless [`WorkerBuilder::sample_interval`] says.
 pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 
-/// A standalone bind address: `HOST:PORT` or `unix:PATH`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum BindAddr {
-    /// `HOST:PORT` (resolved when bound): `127.0.0.1:8000`, `[::1]:8000`, `localhost:0`.
-    Tcp(String),
-    /// `unix:PATH`: a Unix-domain socket at `PATH` (which must not exist yet).
-    Unix(PathBuf),
-}
-
-impl FromStr for BindAddr {
-    type Err = BuildError;
-
-    fn from_str(s: &str) -> Result<BindAddr, BuildError> {
-        let invalid = || BuildError::InvalidBind(s.to_owned());
-        if let Some(path) = s.strip_prefix("unix:") {
-            return if path.is_empty() {
-                Err(invalid())
-            } else {
-                Ok(BindAddr::Unix(PathBuf::from(path)))
-            };
-        }
-        let (host, port) = s.rsplit_once(':').ok_or_else(invalid)?;
-        if host.is_empty() || port.parse::<u16>().is_err() {
-            return Err(invalid());
-        }
-        Ok(BindAddr::Tcp(s.to_owned()))
-    }
-}
-
-impl fmt::Display for BindAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BindAddr::Tcp(a) => f.write_str(a),
-            BindAddr::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
-    }
-}
-
-impl BindAddr {
-    fn bind(&self) -> Result<Listener, BuildError> {
-        let err = |source| BuildError::Bind {
-            addr: self.to_string(),
-            source,
-        };
-        Ok(match self {
-            BindAddr::Tcp(a) => Listener::Tcp(std::net::TcpListener::bind(a).map_err(err)?),
-            BindAddr::Unix(p) => {
-                Listener::Unix(std::os::unix::net::UnixListener::bind(p).map_err(err)?)
-            }
-        })
-    }
-}
+/// The standalone bind address (`HOST:PORT` or `unix:PATH`), shared with every worker kind.
+pub use gpe_core::worker::{BindAddr, InvalidBindAddr, DEFAULT_BIND};
 
 /// Where a [`Worker`] accepts connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,6 +164,12 @@ impl WorkerBuilder {
     pub fn bind(mut self, addr: &str) -> Result<Self, BuildError> {
         self.bind = Some(addr.parse()?);
         Ok(self)
+    }
+
+    /// As [`bind`](Self::bind), with an address already parsed (from a command line, say).
+    pub fn bind_addr(mut self, addr: BindAddr) -> Self {
+        self.bind = Some(addr);
+        self
     }
 
     /// Write metrics into this store instead of [`Store::from_env`]'s
@@ -382,7 +333,10 @@ fn take_listeners(ctx: &WorkerContext, bind: Option<BindAddr>) -> Result<Vec<Bou
                 _ => DEFAULT_BIND.parse()?,
             },
         };
-        vec![addr.bind()?]
+        vec![addr.bind().map_err(|source| BuildError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?]
     };
     listeners
         .into_iter()
@@ -666,38 +620,6 @@ impl<L: axum::serve::Listener> axum::serve::Listener for StopAccepting<L> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bind_addresses() {
-        assert_eq!(
-            "127.0.0.1:8000".parse::<BindAddr>().ok(),
-            Some(BindAddr::Tcp("127.0.0.1:8000".to_owned()))
-        );
-        assert!("[::1]:0".parse::<BindAddr>().is_ok());
-        assert!("localhost:80".parse::<BindAddr>().is_ok());
-        assert_eq!(
-            "unix:/tmp/app.sock".parse::<BindAddr>().ok(),
-            Some(BindAddr::Unix(PathBuf::from("/tmp/app.sock")))
-        );
-        for bad in [
-            "",
-            "8000",
-            ":8000",
-            "host:",
-            "host:99999",
-            "host:x",
-            "unix:",
-        ] {
-            assert!(
-                matches!(bad.parse::<BindAddr>(), Err(BuildError::InvalidBind(s)) if s == bad),
-                "{bad:?}"
-            );
-        }
-        assert_eq!(
-            BindAddr::Unix(PathBuf::from("/a b")).to_string(),
-            "unix:/a b"
-        );
-    }
 
     #[test]
     fn build_outside_a_runtime_is_an_error() {

@@ -116,7 +116,7 @@ fn main() -> ExitCode {
 fn worker(args: &run::Args) -> Result<Worker, BuildError> {
     let mut builder = Worker::builder();
     if let Some(bind) = &args.bind {
-        builder = builder.bind(bind)?;
+        builder = builder.bind_addr(bind.clone());
     }
     // EXAMPLE_NO_METRICS=1 serves the same app without the layer (to measure its cost).
     builder = if std::env::var_os("EXAMPLE_NO_METRICS").is_some() {

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use gpe_core::worker::lifecycle::StopRecord;
 use gpe_core::worker::metrics::WorkerMetrics;
 use gpe_core::worker::shutdown::{ConnectionGuard, Shutdown, Tracked};
-use gpe_core::worker::{Listener, WorkerContext};
+use gpe_core::worker::{BindAddr, Listener, WorkerContext, DEFAULT_BIND};
 use gpe_core::Store;
 
 /// Log to stderr at `RUST_LOG` (default `info`).
@@ -35,36 +35,32 @@ pub struct Boot {
     pub store: Store,
     /// The `worker_id` label value (`GPE_WORKER_ID`, or 0 standalone).
     pub worker_id: String,
-    bind: String,
+    bind: BindAddr,
 }
 
 /// The command line the examples take: `--bind ADDR` (standalone only) and `--help`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Parser)]
+#[command(about = "A gpe example service: run it under gpe-master, or standalone with --bind.")]
 pub struct Args {
-    /// `--bind HOST:PORT|unix:PATH`, if given.
-    pub bind: Option<String>,
+    /// Where to listen standalone (ignored under gpe-master, whose listeners are served).
+    #[arg(short, long, value_name = "HOST:PORT|unix:PATH")]
+    pub bind: Option<BindAddr>,
 }
 
 impl Args {
     /// Parse the process's arguments; `None` after printing `--help`.
     ///
     /// # Errors
-    /// An unknown argument, or `--bind` without an address.
+    /// An unknown argument, or a `--bind` address that is neither `HOST:PORT` nor `unix:PATH`.
     pub fn parse() -> anyhow::Result<Option<Args>> {
-        let mut bind = None;
-        let mut args = std::env::args().skip(1);
-        while let Some(a) = args.next() {
-            match a.as_str() {
-                "--bind" | "-b" => bind = Some(args.next().context("--bind needs an address")?),
-                s if s.starts_with("--bind=") => bind = Some(s["--bind=".len()..].to_owned()),
-                "-h" | "--help" => {
-                    println!("usage: {} [--bind HOST:PORT|unix:PATH]", program_name());
-                    return Ok(None);
-                }
-                other => anyhow::bail!("unknown argument {other:?} (try --help)"),
+        match <Args as clap::Parser>::try_parse() {
+            Ok(args) => Ok(Some(args)),
+            Err(e) if !e.use_stderr() => {
+                let _ = e.print();
+                Ok(None)
             }
+            Err(e) => Err(anyhow::anyhow!(e.to_string().trim_end().to_owned())),
         }
-        Ok(Some(Args { bind }))
     }
 }
 
@@ -75,7 +71,10 @@ impl Boot {
         let Some(args) = Args::parse()? else {
             return Ok(None);
         };
-        let bind = args.bind.unwrap_or_else(|| "127.0.0.1:8000".to_owned());
+        let bind = match args.bind {
+            Some(addr) => addr,
+            None => DEFAULT_BIND.parse()?,
+        };
         let ctx = Arc::new(WorkerContext::from_env().context("reading the worker environment")?);
         let store = Store::from_env().context("opening the metrics store")?;
         let worker_id = ctx.worker_id().to_string();
@@ -114,16 +113,9 @@ impl Boot {
             }
             return Ok(first);
         }
-        Ok(match self.bind.strip_prefix("unix:") {
-            Some(path) => Listener::Unix(
-                std::os::unix::net::UnixListener::bind(path)
-                    .with_context(|| format!("binding {}", self.bind))?,
-            ),
-            None => Listener::Tcp(
-                std::net::TcpListener::bind(&self.bind)
-                    .with_context(|| format!("binding {}", self.bind))?,
-            ),
-        })
+        self.bind
+            .bind()
+            .with_context(|| format!("binding {}", self.bind))
     }
 
     /// Standalone only: serve this process's `/metrics` (gpe-master serves them otherwise).
@@ -232,17 +224,4 @@ impl Control {
     pub async fn graceful_deadline(&self) {
         self.shutdown.deadline().await;
     }
-}
-
-/// This program's file name, for its usage line.
-fn program_name() -> String {
-    std::env::args_os()
-        .next()
-        .as_deref()
-        .map(std::path::Path::new)
-        .and_then(std::path::Path::file_name)
-        .map_or_else(
-            || "example".to_owned(),
-            |n| n.to_string_lossy().into_owned(),
-        )
 }

@@ -631,11 +631,9 @@ fn read_used(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Field 22 of `/proc/{pid}/stat`: the start time in clock ticks since boot.
+/// The start time of `pid` in clock ticks since boot.
 fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
+    crate::worker::procfs::stat(pid).map(|s| s.start_ticks)
 }
 
 #[derive(Debug)]

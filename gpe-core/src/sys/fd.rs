@@ -1,4 +1,5 @@
-//! Adopting file descriptors inherited from gpe-master (systemd socket activation, heartbeat).
+//! Adopting inherited file descriptors (systemd socket activation, the heartbeat, a master's
+//! re-exec), for gpe workers and gpe-master alike.
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
@@ -28,5 +29,11 @@ pub(crate) fn adopt_inherited(fd: RawFd) -> Option<OwnedFd> {
     // process under the socket-activation / heartbeat contract, so nothing else in this process
     // owns it: gpe-core never opened it, and `ADOPTED` (checked and updated under its lock) makes
     // this the only place that ever takes ownership of an inherited descriptor, once.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Ours now: not to be leaked into the processes this one starts (they get explicit copies).
+    let _ = nix::fcntl::fcntl(
+        &owned,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    Some(owned)
 }

@@ -11,8 +11,8 @@
 //! The gauges use [`GaugeMode::LiveAll`]: one series per living worker, with the `pid` label the
 //! collector adds (as the Python exporter's `all` mode, without the series of dead workers).
 //! `gunicorn_worker_state` is 1 for the current state and 0 for the others, with no timestamp
-//! label. Memory is the resident set size (`VmRSS` of `/proc/self/status`); CPU is the process's
-//! user + system time over the last sampling interval, in percent of one core.
+//! label. Memory is the resident set size and CPU the process's user + system time (both from
+//! [`procfs`](super::procfs)), CPU over the last sampling interval, in percent of one core.
 //!
 //! The `#[instrument_worker]` runtime starts one for every worker it runs (with the worker's
 //! prefix and constant labels); servers built on other frameworks start their own (gpe-tower
@@ -260,26 +260,25 @@ impl WorkerMetrics {
     pub fn sample(&self) {
         let i = &self.inner;
         i.uptime.set(i.started.elapsed().as_secs_f64());
-        if let Some(rss) = read_rss_bytes() {
-            i.memory.set(rss as f64);
-        }
-        if let Some(cpu) = read_cpu_seconds() {
-            let now = Instant::now();
-            let mut last = i.last_cpu.lock().unwrap_or_else(|p| p.into_inner());
-            let percent = match *last {
-                Some((t, c)) => {
-                    let wall = now.duration_since(t).as_secs_f64();
-                    if wall > 0.0 {
-                        ((cpu - c) / wall * 100.0).max(0.0)
-                    } else {
-                        0.0
-                    }
+        let Some(stat) = super::procfs::stat(std::process::id()) else {
+            return;
+        };
+        i.memory.set(stat.rss_bytes as f64);
+        let (cpu, now) = (stat.cpu_seconds, Instant::now());
+        let mut last = i.last_cpu.lock().unwrap_or_else(|p| p.into_inner());
+        let percent = match *last {
+            Some((t, c)) => {
+                let wall = now.duration_since(t).as_secs_f64();
+                if wall > 0.0 {
+                    ((cpu - c) / wall * 100.0).max(0.0)
+                } else {
+                    0.0
                 }
-                None => 0.0,
-            };
-            *last = Some((now, cpu));
-            i.cpu.set(percent);
-        }
+            }
+            None => 0.0,
+        };
+        *last = Some((now, cpu));
+        i.cpu.set(percent);
     }
 
     /// Sample now and then every `interval` on a background thread, until the returned handle
@@ -339,58 +338,5 @@ impl SamplerHandle {
 impl Drop for SamplerHandle {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-/// `VmRSS` of `/proc/self/status`, in bytes.
-fn read_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    parse_vm_rss(&status)
-}
-
-fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line
-        .trim_start_matches("VmRSS:")
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
-
-/// User + system CPU seconds of this process, from `/proc/self/stat`.
-fn read_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    parse_cpu_seconds(&stat)
-}
-
-/// `/proc` reports times in `USER_HZ` ticks, which the Linux ABI fixes at 100 per second.
-const USER_HZ: f64 = 100.0;
-
-fn parse_cpu_seconds(stat: &str) -> Option<f64> {
-    // The command name (field 2) is in parentheses and may contain spaces: split after it.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state is field 3, utime field 14, stime field 15 (1-based).
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / USER_HZ)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_proc_files() {
-        assert_eq!(
-            parse_vm_rss("Name:\tx\nVmRSS:\t  1234 kB\nVmSwap: 0 kB\n"),
-            Some(1234 * 1024)
-        );
-        let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 1000 0 0";
-        assert_eq!(parse_cpu_seconds(stat), Some(3.0));
-        assert!(read_rss_bytes().unwrap() > 0);
-        assert!(read_cpu_seconds().is_some());
     }
 }

@@ -17,7 +17,7 @@
 //! ```
 
 use std::fs::File;
-use std::net::{TcpListener, ToSocketAddrs};
+use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,12 +26,15 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{getsockopt, sockopt, AddressFamily, SockaddrLike, SockaddrStorage};
 
+pub use bind::{BindAddr, InvalidBindAddr, DEFAULT_BIND};
 use notify::{Notifier, NotifyError};
 
+mod bind;
 pub mod env;
 pub mod lifecycle;
 pub mod metrics;
 pub mod notify;
+pub mod procfs;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod shutdown;
@@ -335,7 +338,7 @@ impl WorkerContext {
         let mut out = Vec::with_capacity(self.listen_fds);
         for i in 0..self.listen_fds {
             let fd = 3 + i as RawFd;
-            let owned = crate::sys::fd::adopt_inherited(fd).ok_or(WorkerError::NotAListener {
+            let owned = adopt_fd(fd).ok_or(WorkerError::NotAListener {
                 fd,
                 why: "not open, or already taken",
             })?;
@@ -370,18 +373,16 @@ impl WorkerContext {
         if self.listen_fds > 0 {
             return self.listeners();
         }
-        let addr = var(env::BIND).unwrap_or_else(|| "127.0.0.1:8000".to_owned());
-        let bind_err = |source| WorkerError::Bind {
-            addr: addr.clone(),
+        let spelled = var(env::BIND).unwrap_or_else(|| DEFAULT_BIND.to_owned());
+        let addr: BindAddr = spelled.parse().map_err(|_| WorkerError::InvalidVar {
+            var: env::BIND,
+            value: spelled.clone(),
+            expected: "HOST:PORT or unix:PATH",
+        })?;
+        let listener = addr.bind().map_err(|source| WorkerError::Bind {
+            addr: spelled,
             source,
-        };
-        let listener = match addr.strip_prefix("unix:") {
-            Some(path) => Listener::Unix(UnixListener::bind(path).map_err(bind_err)?),
-            None => {
-                let addrs: Vec<_> = addr.to_socket_addrs().map_err(bind_err)?.collect();
-                Listener::Tcp(TcpListener::bind(&addrs[..]).map_err(bind_err)?)
-            }
-        };
+        })?;
         tracing::info!(addr = %addr, "standalone: listening");
         Ok(vec![listener])
     }
@@ -417,6 +418,19 @@ impl MasterLink {
             }
         }
     }
+}
+
+/// Take ownership of the inherited descriptor `fd` (socket activation, the heartbeat file, a
+/// master's re-exec), closed on exec from now on. `None` when it is stdio, not open, or was
+/// already taken in this process: each inherited descriptor is adopted at most once, whoever
+/// asks (the worker side and gpe-master share this one registry).
+///
+/// ```
+/// assert!(gpe_core::worker::adopt_fd(1).is_none()); // stdio is never adopted
+/// assert!(gpe_core::worker::adopt_fd(1 << 20).is_none()); // not open
+/// ```
+pub fn adopt_fd(fd: RawFd) -> Option<OwnedFd> {
+    crate::sys::fd::adopt_inherited(fd)
 }
 
 fn to_listener(fd: OwnedFd) -> Result<Listener, WorkerError> {
@@ -460,7 +474,7 @@ struct HeartbeatInner {
 
 impl Heartbeat {
     fn adopt(fd: RawFd, timeout: Duration) -> Result<Heartbeat, WorkerError> {
-        let owned = crate::sys::fd::adopt_inherited(fd).ok_or(WorkerError::InvalidVar {
+        let owned = adopt_fd(fd).ok_or(WorkerError::InvalidVar {
             var: env::HEARTBEAT_FD,
             value: fd.to_string(),
             expected: "an open descriptor inherited from gpe-master",

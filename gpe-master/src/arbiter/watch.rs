@@ -1,6 +1,7 @@
 //! Watching live workers: heartbeat timeouts, overdue stops, and `/proc` samples.
 
 use super::*;
+use gpe_core::worker::procfs::{self, ProcStat};
 
 impl Arbiter {
     /// Heartbeat timeouts: ABRT, then KILL on the next pass.
@@ -40,7 +41,12 @@ impl Arbiter {
     }
 
     pub(super) fn sample(&mut self) {
-        if let Some((rss, cpu)) = crate::procfs::sample(std::process::id()) {
+        if let Some(ProcStat {
+            rss_bytes: rss,
+            cpu_seconds: cpu,
+            ..
+        }) = procfs::stat(std::process::id())
+        {
             self.metrics.memory.set(rss as i64);
             if cpu >= self.master_cpu {
                 self.metrics.cpu_seconds.set(cpu);
@@ -48,7 +54,12 @@ impl Arbiter {
             }
         }
         for (pid, w) in &mut self.workers {
-            let Some((rss, cpu)) = crate::procfs::sample(*pid as u32) else {
+            let Some(ProcStat {
+                rss_bytes: rss,
+                cpu_seconds: cpu,
+                ..
+            }) = procfs::stat(*pid as u32)
+            else {
                 continue;
             };
             let labels = [w.slot.to_string(), pid.to_string()];

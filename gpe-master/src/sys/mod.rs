@@ -1,45 +1,15 @@
-//! The one module of gpe-master where `unsafe` is allowed: adopting inherited descriptors and
-//! the descriptor shuffle between `fork` and `exec` of a worker. Every block carries a
+//! The one module of gpe-master where `unsafe` is allowed: owning new descriptors and the
+//! descriptor shuffle between `fork` and `exec` of a worker. Every block carries a
 //! `// SAFETY:` comment; the rest of the crate goes through these safe functions (and nix).
 #![allow(unsafe_code)]
 
 use std::ffi::{CString, OsString};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
-use std::sync::Mutex;
 
 use nix::unistd::Pid;
-
-/// Descriptors already adopted: each inherited descriptor is taken at most once.
-static ADOPTED: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
-
-/// Take ownership of the inherited descriptor `fd` (`--bind fd://N`); `None` if it is stdio,
-/// not open, or already taken.
-pub(crate) fn adopt_fd(fd: RawFd) -> Option<OwnedFd> {
-    if fd < 3 {
-        return None;
-    }
-    // SAFETY: the borrow only lives for this `fcntl(F_GETFD)` call, which is defined for any
-    // number (EBADF when `fd` is not open) and does not change the descriptor.
-    let probe = unsafe { BorrowedFd::borrow_raw(fd) };
-    nix::fcntl::fcntl(probe, nix::fcntl::FcntlArg::F_GETFD).ok()?;
-    let mut adopted = ADOPTED.lock().unwrap_or_else(|p| p.into_inner());
-    if adopted.contains(&fd) {
-        return None;
-    }
-    adopted.push(fd);
-    // SAFETY: `fd` is open (F_GETFD succeeded), is not stdio, and was inherited from our parent:
-    // the master never opened it itself, and `ADOPTED` makes this the one place that takes it.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    // Ours now: not to be leaked into the processes we start (they get explicit copies).
-    let _ = nix::fcntl::fcntl(
-        &owned,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    );
-    Some(owned)
-}
 
 /// Own a descriptor that a syscall just returned to us (e.g. `fcntl(F_DUPFD_CLOEXEC)`).
 pub(crate) fn own_new_fd(raw: RawFd) -> Option<OwnedFd> {
