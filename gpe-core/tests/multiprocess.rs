@@ -2,9 +2,10 @@
 //! and interop with Python `prometheus_client` both ways.
 
 mod common;
+#[path = "common/log_sink.rs"]
+mod log_sink;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -22,21 +23,15 @@ const BUCKETS: [f64; 4] = [0.1, 0.5, 1.0, 1_000_000.0];
 #[test]
 #[ignore = "runs only as a child process of the other tests"]
 fn child() {
-    let Ok(action) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let dir = std::env::var("PROMETHEUS_MULTIPROC_DIR").unwrap();
-    let store = Store::open(&dir).unwrap();
-    let parts: Vec<&str> = action.split(':').collect();
-    match parts[0] {
+    run_child(|parts, store| match parts[0] {
         "hammer" => {
             let threads: usize = parts[1].parse().unwrap();
             let n: usize = parts[2].parse().unwrap();
-            let c = Counter::new("hammer_total", "Hammered.", &store).unwrap();
+            let c = Counter::new("hammer_total", "Hammered.", store).unwrap();
             let h = HistogramVec::new(
                 HistogramOpts::new("hammer_seconds", "Hammered.").buckets(BUCKETS.to_vec()),
                 &[],
-                &store,
+                store,
             )
             .unwrap()
             .with_label_values(&[])
@@ -55,22 +50,21 @@ fn child() {
         }
         "incr" => {
             let k: usize = parts[1].parse().unwrap();
-            let c = CounterVec::new(Opts::new("killed_total", "Then killed."), &["x"], &store)
+            let c = CounterVec::new(Opts::new("killed_total", "Then killed."), &["x"], store)
                 .unwrap()
                 .with_label_values(&["y"])
                 .unwrap();
             for _ in 0..k {
                 c.inc();
             }
-            println!("gpe-child-ready");
-            std::io::stdout().flush().unwrap();
+            child_ready();
             std::thread::sleep(Duration::from_secs(600));
         }
         "once" => {
-            Counter::new("churn_total", "Short-lived processes.", &store)
+            Counter::new("churn_total", "Short-lived processes.", store)
                 .unwrap()
                 .inc();
-            Gauge::new("churn_sum", "Sum gauge.", GaugeMode::Sum, &store)
+            Gauge::new("churn_sum", "Sum gauge.", GaugeMode::Sum, store)
                 .unwrap()
                 .set(1.0);
         }
@@ -81,7 +75,7 @@ fn child() {
                     Opts::new(format!("g_{mode}"), "Gauge."),
                     &["k"],
                     mode,
-                    &store,
+                    store,
                 )
                 .unwrap()
                 .with_label_values(&["v"])
@@ -89,15 +83,13 @@ fn child() {
                 g.set(v);
             }
             if parts[2] == "wait" {
-                println!("gpe-child-ready");
-                std::io::stdout().flush().unwrap();
-                let mut s = String::new();
-                let _ = std::io::stdin().read_line(&mut s);
+                child_ready();
+                child_wait_stdin();
             }
         }
-        "interop" => write_like_python(&store),
+        "interop" => write_like_python(store),
         other => panic!("unknown child action {other}"),
-    }
+    });
 }
 
 /// The same metrics `tests/py/interop.py write` makes, written by Rust.
@@ -163,12 +155,7 @@ fn db_files(dir: &Path) -> usize {
 #[test]
 fn exact_under_concurrency_8_processes_4_threads() {
     let dir = tempfile::tempdir().unwrap();
-    let mut children: Vec<_> = (0..8)
-        .map(|_| spawn_child("child", dir.path(), "hammer:4:100000", false))
-        .collect();
-    for c in &mut children {
-        wait_success(c);
-    }
+    run_children(8, dir.path(), "hammer:4:100000");
     let s = scrape(dir.path(), Liveness::PidCheck);
     assert_eq!(value(&s, "hammer_total", &[]), Some(3_200_000.0));
     let count = value(&s, "hammer_seconds_count", &[]).unwrap();
@@ -208,12 +195,7 @@ fn compaction_keeps_totals_exact_and_files_bounded() {
             scrapes
         });
         for batch in 0..25 {
-            let mut kids: Vec<_> = (0..8)
-                .map(|_| spawn_child("child", dir.path(), "once", false))
-                .collect();
-            for k in &mut kids {
-                wait_success(k);
-            }
+            run_children(8, dir.path(), "once");
             // Files of dead processes do not pile up.
             if batch % 5 == 4 {
                 MultiProcessCollector::new(dir.path()).compact().unwrap();
@@ -310,12 +292,7 @@ fn corrupt_files_are_skipped_with_a_warning_naming_them() {
     garbage.extend((0..120u32).map(|i| (i * 37 % 251) as u8));
     std::fs::write(dir.path().join("gauge_all_999993.db"), garbage).unwrap();
 
-    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || LogWriter(sink.clone()))
-        .with_ansi(false)
-        .finish();
+    let (logs, subscriber) = log_sink::capture(tracing::Level::INFO);
     // While their writers live, corrupt files are skipped at every scrape, with a warning.
     let live = LivePids::new();
     live.replace([999_991, 999_992, 999_993]);
@@ -335,17 +312,6 @@ fn corrupt_files_are_skipped_with_a_warning_naming_them() {
     assert_eq!(value(&s, "good_total", &[]), Some(7.0));
     assert!(dir.path().join("counter_999991.db.corrupt").exists());
     assert!(!dir.path().join("gauge_all_999993.db").exists());
-}
-
-struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 fn python(dir: &Path, mode: &str) -> std::process::Output {

@@ -8,21 +8,30 @@ mod redis_support;
 use std::time::{Duration, Instant};
 
 use common::*;
-use gpe_core::redis::{RedisCollector, RedisConfig, RedisExporter, RedisSync, SyncSource};
+use gpe_core::redis::{RedisCollector, RedisConfig, RedisExporter, SyncHandle};
 use gpe_core::{Counter, Gauge, GaugeMode, LivePids, Liveness, Store};
 use redis_support::*;
 
+/// The test settings with an hour between syncs: only `flush_now` writes.
 fn config(server: &RedisServer, prefix: &str, host: &str) -> RedisConfig {
-    RedisConfig::new(&server.url())
-        .unwrap()
-        .with_prefix(prefix)
-        .unwrap()
-        .with_host_id(host)
-        .unwrap()
-        .with_interval(Duration::from_secs(3600))
-        .unwrap()
-        .with_timeouts(Duration::from_millis(500), Duration::from_millis(500))
-        .unwrap()
+    test_config(server, prefix, host, Duration::from_secs(3600))
+}
+
+/// A running sync of `dir` (processes alive per `live`) as `host` under `prefix`, flushed once.
+fn synced(
+    server: &RedisServer,
+    prefix: &str,
+    host: &str,
+    dir: &std::path::Path,
+    live: &LivePids,
+) -> SyncHandle {
+    let sync = spawn_sync(
+        config(server, prefix, host),
+        dir,
+        Liveness::Pids(live.clone()),
+    );
+    sync.flush_now().unwrap();
+    sync
 }
 
 /// Files of a fake process `pid` in `dir`: `hits_total` = `hits`, an `all` and a `max` gauge.
@@ -47,22 +56,8 @@ fn two_hosts_with_the_same_pid_do_not_overwrite_each_other() {
     let (live_a, live_b) = (LivePids::new(), LivePids::new());
     live_a.insert(4242);
     live_b.insert(4242);
-    let sync_a = RedisSync::new(
-        config(&server, "gpe:hosts", "host-a"),
-        SyncSource::dir(dir_a.path(), Liveness::Pids(live_a)),
-    )
-    .unwrap()
-    .spawn()
-    .unwrap();
-    let sync_b = RedisSync::new(
-        config(&server, "gpe:hosts", "host-b"),
-        SyncSource::dir(dir_b.path(), Liveness::Pids(live_b.clone())),
-    )
-    .unwrap()
-    .spawn()
-    .unwrap();
-    sync_a.flush_now().unwrap();
-    sync_b.flush_now().unwrap();
+    let _sync_a = synced(&server, "gpe:hosts", "host-a", dir_a.path(), &live_a);
+    let sync_b = synced(&server, "gpe:hosts", "host-b", dir_b.path(), &live_b);
 
     let summed = RedisExporter::new(config(&server, "gpe:hosts", "exporter")).unwrap();
     let s = samples(&summed.gather());
@@ -112,23 +107,9 @@ fn prefix_with_colons_and_garbage_under_it() {
     let live = LivePids::new();
     live.replace([777, 778]);
     let prefix = "gunicorn:prod:eu";
-    let sync = RedisSync::new(
-        config(&server, prefix, "h:with:colons"),
-        SyncSource::dir(dir.path(), Liveness::Pids(live.clone())),
-    )
-    .unwrap()
-    .spawn()
-    .unwrap();
+    let sync = synced(&server, prefix, "h:with:colons", dir.path(), &live);
     // A sync under a prefix that is a prefix of ours: no cross-talk.
-    let other = RedisSync::new(
-        config(&server, "gunicorn", "h"),
-        SyncSource::dir(other_dir.path(), Liveness::Pids(live.clone())),
-    )
-    .unwrap()
-    .spawn()
-    .unwrap();
-    sync.flush_now().unwrap();
-    other.flush_now().unwrap();
+    let _other = synced(&server, "gunicorn", "h", other_dir.path(), &live);
 
     let hb = format!("{prefix}:heartbeat");
     let ghost = format!("{prefix}:proc:ghost:1:2");
@@ -284,13 +265,7 @@ fn stale_processes_are_folded_once_by_two_exporters_and_a_late_writer_is_not_cou
     let ttl = Some(Duration::from_secs(1));
     let cfg = |host: &str| config(&server, "gpe:stale", host).with_ttl(ttl).unwrap();
     // A sync that only writes when asked (its host "goes quiet" after that).
-    let sync = RedisSync::new(
-        cfg("quiet"),
-        SyncSource::dir(dir.path(), Liveness::Pids(live.clone())),
-    )
-    .unwrap()
-    .spawn()
-    .unwrap();
+    let sync = spawn_sync(cfg("quiet"), dir.path(), Liveness::Pids(live.clone()));
     sync.flush_now().unwrap();
     let e1 = RedisExporter::new(cfg("e1")).unwrap();
     let e2 = RedisExporter::new(cfg("e2")).unwrap();
@@ -356,13 +331,7 @@ fn tls_with_rediss_url() {
         .unwrap()
         .with_interval(Duration::from_secs(3600))
         .unwrap();
-    let sync = RedisSync::new(
-        cfg.clone(),
-        SyncSource::dir(dir.path(), Liveness::Pids(live)),
-    )
-    .unwrap()
-    .spawn()
-    .unwrap();
+    let sync = spawn_sync(cfg.clone(), dir.path(), Liveness::Pids(live));
     sync.flush_now().unwrap();
     let s = samples(&RedisCollector::new(cfg).unwrap().try_gather().unwrap());
     assert_eq!(value(&s, "hits_total", &[]), Some(4.0));
@@ -398,15 +367,13 @@ fn scrape_time_8_hosts_4_workers_500_series() {
             }
             stores.push(store);
         }
-        let sync = RedisSync::new(
-            config(&server, "gpe:bench", &format!("host-{host}")),
-            SyncSource::dir(dir.path(), Liveness::Pids(live)),
-        )
-        .unwrap()
-        .spawn()
-        .unwrap();
-        sync.flush_now().unwrap();
-        syncs.push(sync);
+        syncs.push(synced(
+            &server,
+            "gpe:bench",
+            &format!("host-{host}"),
+            dir.path(),
+            &live,
+        ));
         dirs.push(dir);
     }
     for host_label in [false, true] {

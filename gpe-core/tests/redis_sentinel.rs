@@ -6,7 +6,7 @@ mod common;
 mod redis_support;
 
 use common::*;
-use gpe_core::redis::{RedisCollector, RedisConfig, RedisSync, SyncSource};
+use gpe_core::redis::{RedisCollector, RedisConfig};
 use gpe_core::{Counter, Gauge, GaugeMode, LivePids, Liveness, Store};
 use redis_support::*;
 
@@ -61,13 +61,7 @@ fn sync_and_collector_through_a_sentinel() {
             sentinel.addr()
         )
     );
-    let sync = RedisSync::new(
-        cfg.clone(),
-        SyncSource::dir(dir.path(), Liveness::Pids(live)),
-    )
-    .unwrap()
-    .spawn()
-    .unwrap();
+    let sync = spawn_sync(cfg.clone(), dir.path(), Liveness::Pids(live));
     let report = sync.flush_now().unwrap();
     assert_eq!(report.processes, 2, "{report:?}");
 

@@ -10,9 +10,9 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
-use gpe_core::redis::{RedisCollector, RedisConfig, RedisSync, SyncSource};
+use gpe_core::redis::{RedisCollector, RedisConfig};
+use gpe_core::MultiProcessCollector;
 use gpe_core::{Counter, CounterVec, GaugeMode, GaugeVec, HistogramVec, LivePids, Liveness};
-use gpe_core::{MultiProcessCollector, Store};
 use prometheus::{HistogramOpts, Opts};
 use redis_support::*;
 
@@ -22,29 +22,15 @@ const BUCKETS: [f64; 3] = [0.1, 1.0, 10.0];
 #[test]
 #[ignore = "runs only as a child process of the other tests"]
 fn child() {
-    let Ok(action) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let dir = std::env::var("PROMETHEUS_MULTIPROC_DIR").unwrap();
-    let store = Store::open(&dir).unwrap();
-    let parts: Vec<&str> = action.split(':').collect();
-    let ready = || {
-        println!("gpe-child-ready");
-        std::io::stdout().flush().unwrap();
-    };
-    let wait_stdin = || {
-        let mut s = String::new();
-        let _ = std::io::stdin().read_line(&mut s);
-    };
-    match parts[0] {
+    run_child(|parts, store| match parts[0] {
         "hammer" => {
             let n: usize = parts[1].parse().unwrap();
             let me = std::process::id() as f64;
-            let c = CounterVec::new(Opts::new("req_total", "Requests."), &["w"], &store).unwrap();
+            let c = CounterVec::new(Opts::new("req_total", "Requests."), &["w"], store).unwrap();
             let h = HistogramVec::new(
                 HistogramOpts::new("lat_seconds", "Latency.").buckets(BUCKETS.to_vec()),
                 &["route"],
-                &store,
+                store,
             )
             .unwrap()
             .with_label_values(&["/a"])
@@ -56,44 +42,42 @@ fn child() {
                 h.observe((i % 13) as f64 * 0.9);
             }
             for mode in GaugeMode::ALL_MODES {
-                GaugeVec::new(Opts::new(format!("g_{mode}"), "G."), &["k"], mode, &store)
+                GaugeVec::new(Opts::new(format!("g_{mode}"), "G."), &["k"], mode, store)
                     .unwrap()
                     .with_label_values(&["v"])
                     .unwrap()
                     .set(me);
             }
-            ready();
-            wait_stdin();
+            child_ready();
+            child_wait_stdin();
         }
         "slow" => {
             let n: usize = parts[1].parse().unwrap();
-            let c = Counter::new("slow_total", "Slow.", &store).unwrap();
-            ready();
+            let c = Counter::new("slow_total", "Slow.", store).unwrap();
+            child_ready();
             for _ in 0..n {
                 c.inc();
                 std::thread::sleep(Duration::from_micros(500));
             }
-            println!("gpe-child-ready");
-            std::io::stdout().flush().unwrap();
-            wait_stdin();
+            child_ready();
+            child_wait_stdin();
         }
         "cmd" => {
-            let c = Counter::new("cmd_total", "On command.", &store).unwrap();
-            ready();
+            let c = Counter::new("cmd_total", "On command.", store).unwrap();
+            child_ready();
             for line in std::io::stdin().lock().lines() {
                 let line = line.unwrap();
                 let k: f64 = line.trim().parse().unwrap();
                 c.inc_by(k);
-                println!("gpe-child-ready");
-                std::io::stdout().flush().unwrap();
+                child_ready();
             }
         }
         "step" => {
             // On every line: the counter, the histogram and gauges of several modes change.
-            let c = Counter::new("step_total", "Steps.", &store).unwrap();
+            let c = Counter::new("step_total", "Steps.", store).unwrap();
             let h = gpe_core::Histogram::with_opts(
                 HistogramOpts::new("step_seconds", "Step.").buckets(BUCKETS.to_vec()),
-                &store,
+                store,
             )
             .unwrap();
             let gauges: Vec<_> = [
@@ -104,9 +88,9 @@ fn child() {
                 GaugeMode::All,
             ]
             .into_iter()
-            .map(|mode| gpe_core::Gauge::new(&format!("step_{mode}"), "G.", mode, &store).unwrap())
+            .map(|mode| gpe_core::Gauge::new(&format!("step_{mode}"), "G.", mode, store).unwrap())
             .collect();
-            ready();
+            child_ready();
             for line in std::io::stdin().lock().lines() {
                 let k: f64 = line.unwrap().trim().parse().unwrap();
                 c.inc_by(k);
@@ -114,35 +98,27 @@ fn child() {
                 for g in &gauges {
                     g.set(k);
                 }
-                ready();
+                child_ready();
             }
         }
         "once" => {
-            Counter::new("churn_total", "Short-lived.", &store)
+            Counter::new("churn_total", "Short-lived.", store)
                 .unwrap()
                 .inc();
-            gpe_core::Gauge::new("churn_sum", "Sum.", GaugeMode::Sum, &store)
+            gpe_core::Gauge::new("churn_sum", "Sum.", GaugeMode::Sum, store)
                 .unwrap()
                 .set(1.0);
-            gpe_core::Gauge::new("churn_live", "Livesum.", GaugeMode::LiveSum, &store)
+            gpe_core::Gauge::new("churn_live", "Livesum.", GaugeMode::LiveSum, store)
                 .unwrap()
                 .set(1.0);
         }
         other => panic!("unknown child action {other}"),
-    }
+    });
 }
 
+/// The test settings with a sync every 100 ms and reconnection attempts at most 400 ms apart.
 fn config(server: &RedisServer, prefix: &str, host: &str) -> RedisConfig {
-    RedisConfig::new(&server.url())
-        .unwrap()
-        .with_prefix(prefix)
-        .unwrap()
-        .with_host_id(host)
-        .unwrap()
-        .with_interval(Duration::from_millis(100))
-        .unwrap()
-        .with_timeouts(Duration::from_millis(500), Duration::from_millis(500))
-        .unwrap()
+    test_config(server, prefix, host, Duration::from_millis(100))
         .with_max_backoff(Duration::from_millis(400))
 }
 
@@ -188,40 +164,23 @@ fn client_commands(server: &RedisServer) -> std::collections::BTreeMap<String, i
         "zremrangebyscore",
         "info",
     ];
-    let Some(info) = server.cmd(&["INFO", "commandstats"]).text() else {
-        panic!("INFO")
-    };
-    info.lines()
-        .filter_map(|l| {
-            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest
-                .strip_prefix("calls=")?
-                .split(',')
-                .next()?
-                .parse()
-                .ok()?;
-            (!IN_SCRIPTS.contains(&name) && !name.starts_with("config"))
-                .then(|| (name.to_owned(), calls))
-        })
-        .collect()
+    server.command_calls(|name| !IN_SCRIPTS.contains(&name) && !name.starts_with("config"))
 }
 
 /// Every command Redis ran since `CONFIG RESETSTAT`, by name, including those our Lua scripts
 /// ran inside Redis (as `INFO commandstats` counts them); the test's own `INFO`/`CONFIG` left out.
 fn all_commands(server: &RedisServer) -> std::collections::BTreeMap<String, i64> {
-    let Some(info) = server.cmd(&["INFO", "commandstats"]).text() else {
-        panic!("INFO")
-    };
-    info.lines()
-        .filter_map(|l| {
-            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest
-                .strip_prefix("calls=")?
-                .split(',')
-                .next()?
-                .parse()
-                .ok()?;
-            (name != "info" && !name.starts_with("config")).then(|| (name.to_owned(), calls))
+    server.command_calls(|name| name != "info" && !name.starts_with("config"))
+}
+
+/// `n` children doing `action` in `dir`, each ready (with a piped stdin) and in `live`.
+fn spawn_writers(n: usize, dir: &std::path::Path, action: &str, live: &LivePids) -> Vec<Child> {
+    (0..n)
+        .map(|_| {
+            let mut c = spawn_child("child", dir, action, true);
+            wait_ready(&mut c);
+            live.insert(c.id());
+            c
         })
         .collect()
 }
@@ -236,21 +195,9 @@ fn four_writers_redis_aggregate_equals_file_aggregate() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let live = LivePids::new();
-    let mut kids = Vec::new();
-    for _ in 0..4 {
-        let mut c = spawn_child("child", dir.path(), "hammer:5000", true);
-        wait_ready(&mut c);
-        live.insert(c.id());
-        kids.push(c);
-    }
+    let kids = spawn_writers(4, dir.path(), "hammer:5000", &live);
     let cfg = config(&server, "gpe:test", "host-a").with_live_window(Duration::from_millis(600));
-    let sync = RedisSync::new(
-        cfg.clone(),
-        SyncSource::dir(dir.path(), Liveness::Pids(live.clone())),
-    )
-    .unwrap()
-    .spawn()
-    .unwrap();
+    let sync = spawn_sync(cfg.clone(), dir.path(), Liveness::Pids(live.clone()));
     let report = sync.flush_now().unwrap();
     assert_eq!(report.folded, 0);
     let collector = RedisCollector::new(cfg).unwrap();
@@ -325,21 +272,9 @@ fn redis_killed_and_restarted_converges_with_one_warning_per_outage() {
     let port = server.port.to_string();
     let dir = tempfile::tempdir().unwrap();
     let live = LivePids::new();
-    let mut kids = Vec::new();
-    for _ in 0..2 {
-        let mut c = spawn_child("child", dir.path(), "slow:4000", true);
-        wait_ready(&mut c);
-        live.insert(c.id());
-        kids.push(c);
-    }
+    let mut kids = spawn_writers(2, dir.path(), "slow:4000", &live);
     let cfg = config(&server, "gpe:outage", "h");
-    let sync = RedisSync::new(
-        cfg.clone(),
-        SyncSource::dir(dir.path(), Liveness::Pids(live.clone())),
-    )
-    .unwrap()
-    .spawn()
-    .unwrap();
+    let sync = spawn_sync(cfg.clone(), dir.path(), Liveness::Pids(live.clone()));
     let collector = RedisCollector::new(cfg).unwrap();
     eventually("first values in Redis", Duration::from_secs(10), || {
         collector
@@ -400,19 +335,11 @@ fn sigkilled_writer_last_increments_reach_redis_then_fold() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let live = LivePids::new();
-    let mut child = spawn_child("child", dir.path(), "cmd", true);
-    wait_ready(&mut child);
-    live.insert(child.id());
+    let mut child = spawn_writers(1, dir.path(), "cmd", &live).remove(0);
     let cfg = config(&server, "gpe:kill", "h")
         .with_interval(Duration::from_secs(3600))
         .unwrap();
-    let sync = RedisSync::new(
-        cfg.clone(),
-        SyncSource::dir(dir.path(), Liveness::Pids(live.clone())),
-    )
-    .unwrap()
-    .spawn()
-    .unwrap();
+    let sync = spawn_sync(cfg.clone(), dir.path(), Liveness::Pids(live.clone()));
     let collector = RedisCollector::new(cfg).unwrap();
     let total = |c: &RedisCollector| value(&samples(&c.try_gather().unwrap()), "cmd_total", &[]);
     let send = |c: &mut Child, k: u32| {
@@ -454,21 +381,13 @@ fn three_hundred_short_lived_processes_bounded_keys_exact_counters() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&server, "gpe:churn", "h");
-    let sync = RedisSync::new(cfg.clone(), SyncSource::dir(dir.path(), Liveness::PidCheck))
-        .unwrap()
-        .spawn()
-        .unwrap();
+    let sync = spawn_sync(cfg.clone(), dir.path(), Liveness::PidCheck);
     let collector = RedisCollector::new(cfg).unwrap();
     let files = MultiProcessCollector::new(dir.path());
     let mut last = 0.0;
     let mut max_keys = 0;
     for batch in 0..30 {
-        let mut kids: Vec<_> = (0..10)
-            .map(|_| spawn_child("child", dir.path(), "once", false))
-            .collect();
-        for k in &mut kids {
-            wait_success(k);
-        }
+        run_children(10, dir.path(), "once");
         // As the master does after reaping: final flush, then local compaction.
         let _ = sync.flush_now();
         if batch % 3 == 2 {
@@ -512,23 +431,11 @@ fn one_sync_of_changed_processes_costs_at_most_three_commands_each() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let live = LivePids::new();
-    let mut kids = Vec::new();
-    for _ in 0..4 {
-        let mut c = spawn_child("child", dir.path(), "step", true);
-        wait_ready(&mut c);
-        live.insert(c.id());
-        kids.push(c);
-    }
+    let mut kids = spawn_writers(4, dir.path(), "step", &live);
     let cfg = config(&server, "gpe:cost", "h")
         .with_interval(Duration::from_secs(3600))
         .unwrap();
-    let sync = RedisSync::new(
-        cfg.clone(),
-        SyncSource::dir(dir.path(), Liveness::Pids(live.clone())),
-    )
-    .unwrap()
-    .spawn()
-    .unwrap();
+    let sync = spawn_sync(cfg.clone(), dir.path(), Liveness::Pids(live.clone()));
     let collector = RedisCollector::new(cfg).unwrap();
     let step = |kids: &mut Vec<Child>, k: u32| {
         for c in kids.iter_mut() {
@@ -590,20 +497,8 @@ fn live_gauge_modes_drop_processes_whose_heartbeat_stopped_before_any_fold() {
         bs.push(b);
     }
     let cfg = |host: &str| config(&server, "gpe:live", host).with_live_window(window);
-    let sync_a = RedisSync::new(
-        cfg("a"),
-        SyncSource::dir(dir_a.path(), Liveness::Pids(live_a.clone())),
-    )
-    .unwrap()
-    .spawn()
-    .unwrap();
-    let sync_b = RedisSync::new(
-        cfg("b"),
-        SyncSource::dir(dir_b.path(), Liveness::Pids(live_b.clone())),
-    )
-    .unwrap()
-    .spawn()
-    .unwrap();
+    let sync_a = spawn_sync(cfg("a"), dir_a.path(), Liveness::Pids(live_a.clone()));
+    let sync_b = spawn_sync(cfg("b"), dir_b.path(), Liveness::Pids(live_b.clone()));
     sync_a.flush_now().unwrap();
     sync_b.shutdown().unwrap();
     let collector = RedisCollector::new(cfg("a")).unwrap();
@@ -718,19 +613,14 @@ fn acl_user_from_the_environment_is_used_and_a_wrong_password_is_only_an_outage(
             .unwrap()
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut child = spawn_child("child", dir.path(), "cmd", true);
-    wait_ready(&mut child);
+    let live = LivePids::new();
+    let mut child = spawn_writers(1, dir.path(), "cmd", &live).remove(0);
     writeln!(child.stdin.as_mut().unwrap(), "42").unwrap();
     wait_ready(&mut child);
-    let live = LivePids::new();
-    live.insert(child.id());
-    let source = || SyncSource::dir(dir.path(), Liveness::Pids(live.clone()));
+    let liveness = || Liveness::Pids(live.clone());
 
     let good = tune(RedisConfig::from_lookup(env("s3cret")).unwrap());
-    let sync = RedisSync::new(good.clone(), source())
-        .unwrap()
-        .spawn()
-        .unwrap();
+    let sync = spawn_sync(good.clone(), dir.path(), liveness());
     sync.flush_now().expect("a sync as the ACL user");
     let collector = RedisCollector::new(good).unwrap();
     let s = samples(&collector.try_gather().unwrap());
@@ -753,10 +643,7 @@ fn acl_user_from_the_environment_is_used_and_a_wrong_password_is_only_an_outage(
     // A wrong password: the sync reports Redis unavailable (no panic, no lost file values) and
     // the collector errors; the unauthenticated default user was never given the keys.
     let bad = tune(RedisConfig::from_lookup(env("wrong")).unwrap());
-    let sync = RedisSync::new(bad.clone(), source())
-        .unwrap()
-        .spawn()
-        .unwrap();
+    let sync = spawn_sync(bad.clone(), dir.path(), liveness());
     assert!(sync.flush_now().is_err());
     assert!(RedisCollector::new(bad).unwrap().try_gather().is_err());
     drop(sync);

@@ -32,13 +32,7 @@ fn histogram(store: &Store, name: &str, help: &str) -> Histogram {
 #[test]
 #[ignore = "runs only as a child process of the other tests"]
 fn child() {
-    let Ok(action) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let dir = std::env::var("PROMETHEUS_MULTIPROC_DIR").unwrap();
-    let store = Store::open(&dir).unwrap();
-    let parts: Vec<&str> = action.split(':').collect();
-    match parts[0] {
+    run_child(|parts, store| match parts[0] {
         // Code instrumented with the plain `prometheus` crate, made multiprocess by adoption.
         "adopt" => {
             let n: u64 = parts[1].parse().unwrap();
@@ -52,7 +46,7 @@ fn child() {
             .unwrap();
             registry.register(Box::new(c.clone())).unwrap();
             registry.register(Box::new(h.clone())).unwrap();
-            let guard = Adopter::new(registry, &store)
+            let guard = Adopter::new(registry, store)
                 .spawn(Duration::from_secs(3600))
                 .unwrap();
             c.with_label_values(&["mail"]).inc_by(n);
@@ -62,7 +56,7 @@ fn child() {
             drop(guard); // the last snapshot happens here
         }
         other => panic!("unknown child action {other}"),
-    }
+    });
 }
 
 /// Every `# TYPE` name once, every sample line (name and labels) once.

@@ -277,6 +277,37 @@ struct Pki {
     client_key: rcgen::KeyPair,
 }
 
+impl Pki {
+    /// The server certificate and key, signed by the test CA.
+    fn server_files(&self) -> TlsFiles {
+        TlsFiles::new(
+            self.dir.path().join("server.pem"),
+            self.dir.path().join("server.key"),
+        )
+    }
+}
+
+/// A TLS `/metrics` server with `files`, serving a populated store (kept in the returned dir).
+fn serve_tls(files: TlsFiles) -> (tempfile::TempDir, ServerHandle) {
+    let metrics = tempfile::tempdir().unwrap();
+    let _store = populated_store(metrics.path());
+    let server = serve(
+        metrics.path(),
+        ServerConfig::new(localhost()).tls(Some(files)),
+    );
+    (metrics, server)
+}
+
+/// Why binding a TLS server with `files` fails.
+fn tls_bind_error(files: TlsFiles) -> String {
+    MetricsServer::bind(
+        ServerConfig::new(localhost()).tls(Some(files)),
+        Arc::new(Vec::new),
+    )
+    .unwrap_err()
+    .to_string()
+}
+
 fn pki() -> Pki {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -349,16 +380,7 @@ fn tls_get(addr: SocketAddr, pki: &Pki, with_client_cert: bool) -> Result<String
 #[test]
 fn tls_serves_with_a_test_certificate() {
     let pki = pki();
-    let metrics = tempfile::tempdir().unwrap();
-    let _store = populated_store(metrics.path());
-    let files = TlsFiles::new(
-        pki.dir.path().join("server.pem"),
-        pki.dir.path().join("server.key"),
-    );
-    let server = serve(
-        metrics.path(),
-        ServerConfig::new(localhost()).tls(Some(files)),
-    );
+    let (_metrics, server) = serve_tls(pki.server_files());
     let response = tls_get(server.local_addr(), &pki, false).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(
@@ -380,17 +402,10 @@ fn tls_serves_with_a_test_certificate() {
 #[test]
 fn required_client_certificate_is_enforced() {
     let pki = pki();
-    let metrics = tempfile::tempdir().unwrap();
-    let _store = populated_store(metrics.path());
-    let files = TlsFiles::new(
-        pki.dir.path().join("server.pem"),
-        pki.dir.path().join("server.key"),
-    )
-    .client_ca(pki.dir.path().join("ca.pem"), true);
-    let server = serve(
-        metrics.path(),
-        ServerConfig::new(localhost()).tls(Some(files)),
-    );
+    let files = pki
+        .server_files()
+        .client_ca(pki.dir.path().join("ca.pem"), true);
+    let (_metrics, server) = serve_tls(files);
     let without = tls_get(server.local_addr(), &pki, false);
     assert!(
         !matches!(&without, Ok(r) if r.starts_with("HTTP/1.1 200")),
@@ -404,37 +419,17 @@ fn required_client_certificate_is_enforced() {
 fn bad_tls_files_are_errors_naming_the_file() {
     let pki = pki();
     let missing = pki.dir.path().join("nope.pem");
-    let files = TlsFiles::new(&missing, pki.dir.path().join("server.key"));
-    let err = MetricsServer::bind(
-        ServerConfig::new(localhost()).tls(Some(files)),
-        Arc::new(Vec::new),
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("nope.pem"), "{err}");
+    let err = tls_bind_error(TlsFiles::new(&missing, pki.dir.path().join("server.key")));
+    assert!(err.contains("nope.pem"), "{err}");
     // A certificate file given as the key.
-    let files = TlsFiles::new(
+    let err = tls_bind_error(TlsFiles::new(
         pki.dir.path().join("server.pem"),
         pki.dir.path().join("ca.pem"),
-    );
-    let err = MetricsServer::bind(
-        ServerConfig::new(localhost()).tls(Some(files)),
-        Arc::new(Vec::new),
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("ca.pem"), "{err}");
+    ));
+    assert!(err.contains("ca.pem"), "{err}");
     // Client auth required without a CA to check against.
-    let mut files = TlsFiles::new(
-        pki.dir.path().join("server.pem"),
-        pki.dir.path().join("server.key"),
-    );
+    let mut files = pki.server_files();
     files.client_auth_required = true;
-    let err = MetricsServer::bind(
-        ServerConfig::new(localhost()).tls(Some(files)),
-        Arc::new(Vec::new),
-    )
-    .unwrap_err();
-    assert!(
-        err.to_string().contains("PROMETHEUS_SSL_CLIENT_CAFILE"),
-        "{err}"
-    );
+    let err = tls_bind_error(files);
+    assert!(err.contains("PROMETHEUS_SSL_CLIENT_CAFILE"), "{err}");
 }

@@ -3,9 +3,11 @@
 //! (a gpe worker that counts `gunicorn_worker_requests_total`).
 
 mod common;
+// gpe-core's private `redis-server` per test (not importable from another crate's tests).
+#[path = "../../gpe-core/tests/redis_support/mod.rs"]
+mod redis_support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -15,62 +17,7 @@ use common::{
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-
-/// A private `redis-server`, killed on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start_on(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (installed by .ci/deps)");
-        let r = Redis { child, port };
-        eventually(
-            PATIENCE,
-            "redis-server to answer PING",
-            || r.ping().then_some(()),
-            String::new,
-        );
-        r
-    }
-
-    fn ping(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let mut line = String::new();
-        s.write_all(b"PING\r\n").is_ok()
-            && BufReader::new(s).read_line(&mut line).is_ok()
-            && line.starts_with("+PONG")
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use redis_support::RedisServer;
 
 /// A process killed (with its children) on drop.
 struct Proc(Child);
@@ -185,25 +132,31 @@ fn requests_total(addr: SocketAddr, filter: &str) -> Option<f64> {
     (status == "200").then(|| sum_samples(&text, "gunicorn_worker_requests_total", filter))
 }
 
+/// Wait until the `/metrics` at `addr` shows `sum(gunicorn_worker_requests_total)` = `n`; `what`
+/// names the wait in the timeout's message, with the last total seen.
+fn wait_requests_total(addr: SocketAddr, what: &str, n: f64) {
+    let last = std::cell::Cell::new(None);
+    eventually(
+        PATIENCE,
+        what,
+        || {
+            last.set(requests_total(addr, ""));
+            (last.get() == Some(n)).then_some(())
+        },
+        || format!("expected {n}, last total seen: {:?}", last.get()),
+    );
+}
+
 #[test]
 fn two_hosts_sync_to_redis_and_the_exporter_adds_them_up() {
-    let redis = Redis::start_on(free_port());
+    let redis = RedisServer::start();
     let a = master("host-a", &redis.url());
     let b = master("host-b", &redis.url());
     send_jobs(a.port, 30);
     send_jobs(b.port, 12);
 
     let (_exp, addr) = exporter(&redis.url(), false);
-    let last = std::cell::Cell::new(None);
-    eventually(
-        PATIENCE,
-        "42 requests in the exporter's total",
-        || {
-            last.set(requests_total(addr, ""));
-            (last.get() == Some(42.0)).then_some(())
-        },
-        || format!("last total seen: {:?}", last.get()),
-    );
+    wait_requests_total(addr, "42 requests in the exporter's total", 42.0);
 
     let (_exp_h, addr_h) = exporter(&redis.url(), true);
     eventually(
@@ -227,12 +180,7 @@ fn two_hosts_sync_to_redis_and_the_exporter_adds_them_up() {
     assert!(children(a.proc.0.id() as i32).contains(&victim));
     a.wait_file_total(40.0);
     kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
-    eventually(
-        PATIENCE,
-        "52 requests after the SIGKILL",
-        || (requests_total(addr, "") == Some(52.0)).then_some(()),
-        || format!("total {:?}", requests_total(addr, "")),
-    );
+    wait_requests_total(addr, "52 requests after the SIGKILL", 52.0);
     drop(b);
     // Host b's master stopped (killed): its values stay in the total (never go backwards).
     assert_eq!(requests_total(addr, ""), Some(52.0));
@@ -249,14 +197,9 @@ fn redis_down_at_start_is_only_a_warning_and_converges_later() {
         common::running(host.proc.0.id() as i32),
         "the master must keep running without Redis"
     );
-    let redis = Redis::start_on(port);
+    let redis = RedisServer::start_on(port);
     let (_exp, addr) = exporter(&redis.url(), false);
-    eventually(
-        PATIENCE,
-        "the 25 requests in Redis after it came up",
-        || (requests_total(addr, "") == Some(25.0)).then_some(()),
-        || format!("total {:?}", requests_total(addr, "")),
-    );
+    wait_requests_total(addr, "the 25 requests in Redis after it came up", 25.0);
 }
 
 #[test]
@@ -286,7 +229,7 @@ fn exporter_flags_are_checked() {
 /// nothing on disk) the exporter's total converges to exactly the number of jobs.
 #[test]
 fn redis_down_for_ten_seconds_under_load_loses_nothing() {
-    let mut redis = Redis::start_on(free_port());
+    let mut redis = RedisServer::start();
     let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let host = master_with(
         "host-outage",
@@ -295,16 +238,10 @@ fn redis_down_for_ten_seconds_under_load_loses_nothing() {
     );
     send_jobs(host.port, 10);
     let (_exp, exp_addr) = exporter(&redis.url(), false);
-    eventually(
-        PATIENCE,
-        "the first 10 jobs in Redis",
-        || (requests_total(exp_addr, "") == Some(10.0)).then_some(()),
-        || format!("total {:?}", requests_total(exp_addr, "")),
-    );
+    wait_requests_total(exp_addr, "the first 10 jobs in Redis", 10.0);
 
     // Kill Redis; keep sending jobs and scraping the master for 10 s (bounded by count too).
-    let _ = redis.child.kill();
-    let _ = redis.child.wait();
+    redis.kill();
     let mut sent = 10usize;
     let mut scrapes = 0;
     let outage = std::time::Instant::now();
@@ -322,11 +259,10 @@ fn redis_down_for_ten_seconds_under_load_loses_nothing() {
             "the master's /metrics did not answer 200 during the outage"
         );
         // (A worker answers a job just before it records it: the count may trail by a moment.)
-        eventually(
-            PATIENCE,
+        wait_requests_total(
+            metrics,
             "the master's /metrics to count every job during the outage",
-            || (requests_total(metrics, "") == Some(sent as f64)).then_some(()),
-            || format!("sent {sent}, /metrics {:?}", requests_total(metrics, "")),
+            sent as f64,
         );
         scrapes += 1;
         // Pace the load (about 1,000 jobs/s), so the outage lasts its 10 s under steady load.
@@ -335,16 +271,11 @@ fn redis_down_for_ten_seconds_under_load_loses_nothing() {
     assert!(scrapes >= 10, "only {scrapes} scrapes in 10 s");
 
     // Redis back on the same port, empty: the sync notices and resends the absolute values.
-    let redis = Redis::start_on(redis.port);
-    let last = std::cell::Cell::new(None);
-    eventually(
-        PATIENCE,
+    redis.restart();
+    wait_requests_total(
+        exp_addr,
         "the exporter's total to equal every job sent",
-        || {
-            last.set(requests_total(exp_addr, ""));
-            (last.get() == Some(sent as f64)).then_some(())
-        },
-        || format!("sent {sent}, exporter shows {:?}", last.get()),
+        sent as f64,
     );
     drop(redis);
 }
@@ -354,7 +285,7 @@ fn redis_down_for_ten_seconds_under_load_loses_nothing() {
 /// Redis at once) and the final one of a graceful stop.
 #[test]
 fn reaped_worker_and_graceful_stop_flush_without_waiting_for_the_timer() {
-    let redis = Redis::start_on(free_port());
+    let redis = RedisServer::start();
     let mut a = master_env(
         "host-flush",
         &redis.url(),
@@ -372,12 +303,7 @@ fn reaped_worker_and_graceful_stop_flush_without_waiting_for_the_timer() {
     assert!(children(a.proc.0.id() as i32).contains(&victim));
     a.wait_file_total(14.0);
     kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
-    eventually(
-        PATIENCE,
-        "the 14 jobs in Redis after the reap",
-        || (requests_total(addr, "") == Some(14.0)).then_some(()),
-        || format!("total {:?}", requests_total(addr, "")),
-    );
+    wait_requests_total(addr, "the 14 jobs in Redis after the reap", 14.0);
     send_jobs(a.port, 6);
     a.wait_file_total(20.0);
     assert_eq!(

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use gpe_core::Store;
 use prometheus::proto::{MetricFamily, MetricType};
 
 pub type Labels = BTreeMap<String, String>;
@@ -35,6 +36,43 @@ pub fn spawn_child(child_test: &str, dir: &Path, action: &str, stdin_piped: bool
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn child test process")
+}
+
+/// The body of the `child` test of a binary: in a process [`spawn_child`] started, run `body` with
+/// its action split at `:` and the store of its `PROMETHEUS_MULTIPROC_DIR`; in a normal test run,
+/// nothing.
+pub fn run_child(body: impl FnOnce(&[&str], &Store)) {
+    let Ok(action) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let dir = std::env::var("PROMETHEUS_MULTIPROC_DIR").unwrap();
+    let store = Store::open(&dir).unwrap();
+    let parts: Vec<&str> = action.split(':').collect();
+    body(&parts, &store);
+}
+
+/// In a child: tell the parent, waiting in [`wait_ready`], that it is ready.
+pub fn child_ready() {
+    use std::io::Write;
+    println!("gpe-child-ready");
+    std::io::stdout().flush().unwrap();
+}
+
+/// In a child: block until the parent writes a line to its stdin or closes it.
+pub fn child_wait_stdin() {
+    let mut s = String::new();
+    let _ = std::io::stdin().read_line(&mut s);
+}
+
+/// Run `n` children doing `action` in `dir` at once, and wait until every one has exited
+/// successfully.
+pub fn run_children(n: usize, dir: &Path, action: &str) {
+    let mut kids: Vec<_> = (0..n)
+        .map(|_| spawn_child("child", dir, action, false))
+        .collect();
+    for k in &mut kids {
+        wait_success(k);
+    }
 }
 
 /// Wait for a line `ready` on the child's stdout.

@@ -1,12 +1,20 @@
 //! A private `redis-server` per test, on a free loopback port, killed on drop.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use gpe_core::redis::{RedisConfig, RedisSync, SyncHandle, SyncSource};
+use gpe_core::Liveness;
+
+// By path, not `super::common`: gpe-master's tests include this file too.
+#[path = "../common/log_sink.rs"]
+mod log_sink;
 
 pub struct RedisServer {
     pub port: u16,
@@ -19,28 +27,28 @@ const BIN: &str = "redis-server";
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        Self::start_with(None)
+        Self::start_with(free_port(), None)
+    }
+
+    /// A server on this `port` (e.g. one a client was told about before the server existed).
+    pub fn start_on(port: u16) -> RedisServer {
+        Self::start_with(port, None)
     }
 
     /// A TLS-only server with this certificate and key (PEM files).
     pub fn start_tls(cert: &Path, key: &Path) -> RedisServer {
-        Self::start_with(Some((
-            cert.display().to_string(),
-            key.display().to_string(),
-        )))
+        Self::start_with(
+            free_port(),
+            Some((cert.display().to_string(), key.display().to_string())),
+        )
     }
 
-    fn start_with(tls: Option<(String, String)>) -> RedisServer {
+    fn start_with(port: u16, tls: Option<(String, String)>) -> RedisServer {
         assert!(
             Path::new("/usr/bin/redis-server").exists()
                 || Command::new(BIN).arg("--version").output().is_ok(),
             "redis-server is required for these tests: run `bash .ci/deps`"
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let mut s = RedisServer {
             port,
             child: None,
@@ -147,6 +155,63 @@ impl RedisServer {
             other => panic!("KEYS: {other:?}"),
         }
     }
+
+    /// Calls per command name since `CONFIG RESETSTAT` (`INFO commandstats`, which also counts
+    /// the commands Lua scripts ran inside Redis), for the names `keep` accepts.
+    pub fn command_calls(&self, keep: impl Fn(&str) -> bool) -> BTreeMap<String, i64> {
+        let Some(info) = self.cmd(&["INFO", "commandstats"]).text() else {
+            panic!("INFO")
+        };
+        info.lines()
+            .filter_map(|l| {
+                let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = rest
+                    .strip_prefix("calls=")?
+                    .split(',')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                keep(name).then(|| (name.to_owned(), calls))
+            })
+            .collect()
+    }
+}
+
+/// A free loopback port (free when asked: bound, then released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The settings every test sync and collector of `server` uses: keys under `prefix`, host
+/// `host`, a sync every `interval`, 500 ms connect and response timeouts.
+pub fn test_config(
+    server: &RedisServer,
+    prefix: &str,
+    host: &str,
+    interval: Duration,
+) -> RedisConfig {
+    RedisConfig::new(&server.url())
+        .unwrap()
+        .with_prefix(prefix)
+        .unwrap()
+        .with_host_id(host)
+        .unwrap()
+        .with_interval(interval)
+        .unwrap()
+        .with_timeouts(Duration::from_millis(500), Duration::from_millis(500))
+        .unwrap()
+}
+
+/// A running sync of the files in `dir` (processes alive per `liveness`) with `config`.
+pub fn spawn_sync(config: RedisConfig, dir: &Path, liveness: Liveness) -> SyncHandle {
+    RedisSync::new(config, SyncSource::dir(dir, liveness))
+        .unwrap()
+        .spawn()
+        .unwrap()
 }
 
 impl Drop for RedisServer {
@@ -169,11 +234,7 @@ impl SentinelServer {
     /// Start a sentinel for the data node on `data_port` and wait (at most 15 s) until it names
     /// the master.
     pub fn start(data_port: u16, master: &str) -> SentinelServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("sentinel.conf");
         std::fs::write(
@@ -326,13 +387,7 @@ impl Reader {
 pub fn logs() -> Arc<Mutex<Vec<u8>>> {
     static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
     LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let sink = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || LogWriter(sink.clone()))
-            .with_ansi(false)
-            .with_max_level(tracing::Level::DEBUG)
-            .finish();
+        let (buf, subscriber) = log_sink::capture(tracing::Level::DEBUG);
         let _ = tracing::subscriber::set_global_default(subscriber);
         buf
     })
@@ -341,15 +396,4 @@ pub fn logs() -> Arc<Mutex<Vec<u8>>> {
 
 pub fn log_text() -> String {
     String::from_utf8_lossy(&logs().lock().unwrap()).into_owned()
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
