@@ -1,12 +1,12 @@
 //! The response body wrapper; the request is recorded in its `PinnedDrop`.
 
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use actix_web::body::{BodySize, MessageBody};
 use bytes::Bytes;
-use gpe_core::http::{FailureKind, RequestTracker};
+use gpe_core::http::{BodyRecord, RequestTracker};
 use pin_project_lite::pin_project;
 
 pin_project! {
@@ -16,7 +16,7 @@ pin_project! {
         // `None` for the empty body of a 500 answered after a panic.
         #[pin]
         inner: Option<B>,
-        tracker: Option<RequestTracker>,
+        record: BodyRecord,
         // The body's announced size, if any: reaching it completes the request.
         expected: Option<u64>,
         sent: u64,
@@ -25,7 +25,7 @@ pin_project! {
     impl<B> PinnedDrop for MetricsBody<B> {
         fn drop(this: Pin<&mut Self>) {
             // Records the request (as a client disconnect unless the body completed).
-            drop(this.project().tracker.take());
+            this.project().record.finish();
         }
     }
 }
@@ -33,7 +33,7 @@ pin_project! {
 impl<B> std::fmt::Debug for MetricsBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MetricsBody")
-            .field("tracker", &self.tracker)
+            .field("record", &self.record)
             .field("sent", &self.sent)
             .finish_non_exhaustive()
     }
@@ -55,7 +55,7 @@ impl<B: MessageBody> MetricsBody<B> {
         }
         MetricsBody {
             inner: Some(inner),
-            tracker,
+            record: BodyRecord::new(tracker),
             expected,
             sent: 0,
         }
@@ -70,7 +70,7 @@ impl<B> MetricsBody<B> {
         }
         MetricsBody {
             inner: None,
-            tracker,
+            record: BodyRecord::new(tracker),
             expected: Some(0),
             sent: 0,
         }
@@ -93,47 +93,18 @@ impl<B: MessageBody> MessageBody for MetricsBody<B> {
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
         let this = self.project();
         let Some(mut inner) = this.inner.as_pin_mut() else {
-            if let Some(mut t) = this.tracker.take() {
-                t.complete();
-            }
+            this.record.end();
             return Poll::Ready(None);
         };
-        let polled = match catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll_next(cx))) {
-            Ok(p) => p,
-            Err(panic) => {
-                if let Some(mut t) = this.tracker.take() {
-                    t.fail(FailureKind::Panic);
-                    t.complete();
-                }
-                resume_unwind(panic)
-            }
-        };
-        match polled {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(None) => {
-                if let Some(mut t) = this.tracker.take() {
-                    t.complete();
-                }
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Ok(chunk))) => {
-                *this.sent += chunk.len() as u64;
-                if let Some(t) = this.tracker.as_mut() {
-                    t.add_response_bytes(chunk.len() as u64);
-                    if this.expected.is_some_and(|n| *this.sent >= n) {
-                        t.complete();
-                    }
-                }
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                if let Some(mut t) = this.tracker.take() {
-                    t.fail(FailureKind::BodyError);
-                    t.complete();
-                }
-                Poll::Ready(Some(Err(e)))
+        let polled = catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll_next(cx)));
+        let polled = this.record.after_poll(polled, |chunk| chunk.len() as u64);
+        if let Poll::Ready(Some(Ok(chunk))) = &polled {
+            *this.sent += chunk.len() as u64;
+            if this.expected.is_some_and(|n| *this.sent >= n) {
+                this.record.mark_complete();
             }
         }
+        polled
     }
 
     fn try_into_bytes(mut self) -> Result<Bytes, Self> {
@@ -143,7 +114,7 @@ impl<B: MessageBody> MessageBody for MetricsBody<B> {
         match inner.try_into_bytes() {
             Ok(bytes) => {
                 // A complete in-memory body: record it now (dropping `self` does).
-                if let Some(t) = self.tracker.as_mut() {
+                if let Some(t) = self.record.tracker_mut() {
                     t.add_response_bytes(bytes.len() as u64);
                     t.complete();
                 }

@@ -13,8 +13,8 @@ use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::http::StatusCode;
 use actix_web::Error;
 use gpe_core::http::{
-    DefaultEndpoint, EndpointLabel, FailureKind, RequestBodyBytes, RequestInfo, RequestMetrics,
-    RequestMetricsError, RequestTracker, UNMATCHED,
+    log_handler_panic, DefaultEndpoint, EndpointLabel, FailureKind, RequestBodyBytes, RequestInfo,
+    RequestMetrics, RequestMetricsError, RequestTracker, UNMATCHED,
 };
 use pin_project_lite::pin_project;
 
@@ -191,7 +191,7 @@ where
                 config: self.config.clone(),
             },
             Err(panic) => {
-                log_panic(&*panic);
+                log_handler_panic(&*panic);
                 MetricsFuture {
                     inner: None,
                     tracker,
@@ -200,15 +200,6 @@ where
             }
         }
     }
-}
-
-fn log_panic(panic: &(dyn std::any::Any + Send)) {
-    let msg = panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(non-string panic payload)");
-    tracing::error!(panic = msg, "request handler panicked; answering 500");
 }
 
 pin_project! {
@@ -234,9 +225,7 @@ impl<F, E> std::fmt::Debug for MetricsFuture<F, E> {
 /// into the inner service, and cloning it beforehand would break actix's routing.)
 fn internal_error(tracker: Option<RequestTracker>) -> Error {
     if let Some(mut t) = tracker {
-        t.fail(FailureKind::Panic);
-        t.set_status(500);
-        t.complete();
+        t.answered_after_panic();
     }
     actix_web::error::InternalError::new("handler panicked", StatusCode::INTERNAL_SERVER_ERROR)
         .into()
@@ -257,7 +246,7 @@ where
             Some(inner) => match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
                 Ok(p) => Some(ready_poll!(p)),
                 Err(panic) => {
-                    log_panic(&*panic);
+                    log_handler_panic(&*panic);
                     this.inner.set(None);
                     None
                 }

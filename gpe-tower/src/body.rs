@@ -1,6 +1,6 @@
 //! The response body wrapper: ends the measurement when the body is finished or dropped.
 
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -8,7 +8,9 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::{FailureKind, RequestTracker};
+use gpe_core::http::BodyRecord;
+
+use crate::RequestTracker;
 
 pin_project! {
     /// A response body that counts its bytes and records the request when it ends: after its
@@ -17,14 +19,14 @@ pin_project! {
         // `None` for the empty body of a 500 answered after a panic.
         #[pin]
         inner: Option<B>,
-        tracker: Option<RequestTracker>,
+        record: BodyRecord,
     }
 }
 
 impl<B> std::fmt::Debug for MetricsBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MetricsBody")
-            .field("tracker", &self.tracker)
+            .field("record", &self.record)
             .finish_non_exhaustive()
     }
 }
@@ -34,7 +36,7 @@ impl<B> MetricsBody<B> {
     pub fn new(inner: B, tracker: Option<RequestTracker>) -> Self {
         MetricsBody {
             inner: Some(inner),
-            tracker,
+            record: BodyRecord::new(tracker),
         }
     }
 
@@ -42,7 +44,7 @@ impl<B> MetricsBody<B> {
     pub fn empty(tracker: Option<RequestTracker>) -> Self {
         MetricsBody {
             inner: None,
-            tracker,
+            record: BodyRecord::new(tracker),
         }
     }
 }
@@ -57,49 +59,18 @@ impl<B: Body> Body for MetricsBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let Some(mut inner) = this.inner.as_pin_mut() else {
-            if let Some(mut t) = this.tracker.take() {
-                t.complete();
-            }
+            this.record.end();
             return Poll::Ready(None);
         };
-        let polled = match catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll_frame(cx))) {
-            Ok(p) => p,
-            Err(panic) => {
-                if let Some(mut t) = this.tracker.take() {
-                    t.fail(FailureKind::Panic);
-                    t.complete();
-                }
-                resume_unwind(panic)
-            }
-        };
-        match polled {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(None) => {
-                if let Some(mut t) = this.tracker.take() {
-                    t.complete();
-                }
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(t) = this.tracker.as_mut() {
-                    if let Some(data) = frame.data_ref() {
-                        t.add_response_bytes(data.remaining() as u64);
-                    }
-                    if inner.is_end_stream() {
-                        // The server may drop the body without polling again.
-                        t.complete();
-                    }
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                if let Some(mut t) = this.tracker.take() {
-                    t.fail(FailureKind::BodyError);
-                    t.complete();
-                }
-                Poll::Ready(Some(Err(e)))
-            }
+        let polled = catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll_frame(cx)));
+        let polled = this.record.after_poll(polled, |frame| {
+            frame.data_ref().map_or(0, |d| d.remaining() as u64)
+        });
+        if matches!(polled, Poll::Ready(Some(Ok(_)))) && inner.is_end_stream() {
+            // The server may drop the body without polling again.
+            this.record.mark_complete();
         }
+        polled
     }
 
     #[inline]

@@ -1,6 +1,5 @@
 //! The response future.
 
-use std::any::Any;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
@@ -9,6 +8,8 @@ use std::task::{ready, Context, Poll};
 use http::{Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
+
+use gpe_core::http::log_handler_panic;
 
 use crate::{FailureKind, MetricsBody, RequestTracker};
 
@@ -46,20 +47,9 @@ impl<F> ResponseFuture<F> {
     }
 }
 
-pub(crate) fn log_panic(panic: &(dyn Any + Send)) {
-    let msg = panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(non-string panic payload)");
-    tracing::error!(panic = msg, "request handler panicked; answering 500");
-}
-
 fn internal_error<B>(mut tracker: Option<RequestTracker>) -> Response<MetricsBody<B>> {
     if let Some(t) = &mut tracker {
-        t.fail(FailureKind::Panic);
-        t.set_status(500);
-        t.complete();
+        t.answered_after_panic();
     }
     let mut res = Response::new(MetricsBody::empty(tracker));
     *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
@@ -81,7 +71,7 @@ where
         let result = match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(poll) => ready!(poll),
             Err(panic) => {
-                log_panic(&*panic);
+                log_handler_panic(&*panic);
                 this.inner.set(None);
                 return Poll::Ready(Ok(internal_error(this.tracker.take())));
             }

@@ -104,7 +104,7 @@ where
         match catch_unwind(AssertUnwindSafe(move || inner.call(req))) {
             Ok(future) => ResponseFuture::new(future, tracker),
             Err(panic) => {
-                crate::future::log_panic(&*panic);
+                gpe_core::http::log_handler_panic(&*panic);
                 ResponseFuture::panicked(tracker)
             }
         }

@@ -37,6 +37,7 @@ mod budget;
 mod error;
 pub mod hooks;
 mod metrics;
+mod response;
 mod sync;
 mod tracker;
 
@@ -44,6 +45,7 @@ pub use body_size::RequestBodyBytes;
 pub use error::RequestMetricsError;
 pub use hooks::{DefaultEndpoint, EndpointLabel, RequestInfo};
 pub use metrics::{RequestMetrics, RequestMetricsBuilder};
+pub use response::{log_handler_panic, panic_message, BodyRecord};
 pub use tracker::{FailureKind, RequestTracker};
 
 /// The duration buckets of the Python exporter, in seconds (`+Inf` is added).

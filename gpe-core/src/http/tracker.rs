@@ -134,6 +134,14 @@ impl RequestTracker {
         }
     }
 
+    /// The handler panicked and the adapter answers 500 instead: a failure
+    /// ([`FailureKind::Panic`]) with status 500, and the request is over.
+    pub fn answered_after_panic(&mut self) {
+        self.fail(FailureKind::Panic);
+        self.set_status(500);
+        self.complete();
+    }
+
     /// Take the request size from `count` (the bytes read of a body sent without a known size)
     /// when the request is recorded, instead of a size set up front.
     pub fn count_request_body(&mut self, count: RequestBodyBytes) {

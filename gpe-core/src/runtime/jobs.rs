@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use prometheus::{HistogramOpts, Opts};
 
-use super::outcome::{panic_message, IntoOutcome, JobFailure};
+use super::outcome::{IntoOutcome, JobFailure};
 use super::supervisor::{Signals, Supervisor};
 use super::Options;
 use crate::clock::{Clock, Stamp};
 use crate::error::Error;
+use crate::http::panic_message;
 use crate::metrics::{CounterVec, Histogram, HistogramVec};
 use crate::store::Store;
 

@@ -95,11 +95,3 @@ pub(super) fn short_type_name(full: &'static str) -> &'static str {
     let base = full.split('<').next().unwrap_or(full);
     base.rsplit("::").next().unwrap_or(base)
 }
-
-/// A panic payload as text, for the log.
-pub(super) fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
-    p.downcast_ref::<&str>()
-        .copied()
-        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(non-string panic payload)")
-}
