@@ -13,7 +13,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use gpe_core::prometheus::proto::{Metric, MetricFamily};
+use gpe_core::prometheus::proto::MetricFamily;
 
 mod common;
 
@@ -83,31 +83,6 @@ fn samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
         out.push((map, value.trim().parse().unwrap()));
     }
     out
-}
-
-/// Sum of the counter family `name` over the series whose labels include `with`.
-fn counter(families: &[MetricFamily], name: &str, with: &[(&str, &str)]) -> f64 {
-    series(families, name, with)
-        .map(|m| m.get_counter().get_value())
-        .sum()
-}
-
-fn series<'a>(
-    families: &'a [MetricFamily],
-    name: &'a str,
-    with: &'a [(&'a str, &'a str)],
-) -> impl Iterator<Item = &'a Metric> + 'a {
-    families
-        .iter()
-        .filter(move |f| f.name() == name)
-        .flat_map(|f| f.get_metric())
-        .filter(move |m| {
-            with.iter().all(|(k, v)| {
-                m.get_label()
-                    .iter()
-                    .any(|l| l.name() == *k && l.value() == *v)
-            })
-        })
 }
 
 /// Item 1: each worker exports the resource families, and counts its TERM-driven exit.
@@ -217,24 +192,16 @@ fn term_lets_the_in_flight_job_finish() {
     let mut master = Start::new(env!("CARGO_BIN_EXE_sync-worker")).spawn();
     let pids = master.wait_workers(3);
     let job = InFlight::start(master.port, 1500);
-    let started = Instant::now();
-    signal(master.pid(), "TERM");
+    let took = master.stop("TERM", Duration::from_secs(20));
     let rest = job.rest();
     assert!(
         rest.starts_with("SLEEP 1500 "),
         "the job was cut short: {rest:?}"
     );
     assert!(pids.contains(&reply_pid(&rest)));
-    let status = master
-        .wait_exit(Duration::from_secs(20))
-        .expect("the master exits after TERM");
-    assert!(status.success(), "{status:?}");
-    assert!(started.elapsed() >= Duration::from_millis(1400));
+    assert!(took >= Duration::from_millis(1400));
     let f = master.families();
-    assert_eq!(
-        counter(&f, "gunicorn_worker_restart_total", &[("reason", "term")]),
-        3.0
-    );
+    assert_eq!(restarts(&f, "term"), 3.0);
     assert_eq!(counter(&f, "gunicorn_worker_restart_total", &[]), 3.0);
     assert_eq!(counter(&f, "gunicorn_worker_requests_total", &[]), 1.0);
 }
@@ -246,19 +213,11 @@ fn quit_exits_fast_even_mid_job() {
     let mut master = Start::new(env!("CARGO_BIN_EXE_sync-worker")).spawn();
     master.wait_workers(3);
     let job = InFlight::start(master.port, 20_000);
-    let started = Instant::now();
-    signal(master.pid(), "QUIT");
-    let status = master
-        .wait_exit(Duration::from_secs(5))
-        .expect("the master exits within 5 s of QUIT, mid-job");
-    assert!(status.success(), "{status:?}");
-    assert!(started.elapsed() < Duration::from_secs(5));
+    let took = master.stop("QUIT", Duration::from_secs(5));
+    assert!(took < Duration::from_secs(5));
     assert_eq!(job.rest(), "", "the job was cut");
     let f = master.families();
-    assert_eq!(
-        counter(&f, "gunicorn_worker_restart_total", &[("reason", "quit")]),
-        3.0
-    );
+    assert_eq!(restarts(&f, "quit"), 3.0);
     assert_eq!(counter(&f, "gunicorn_worker_restart_total", &[]), 3.0);
 }
 
@@ -267,18 +226,9 @@ fn quit_exits_fast_even_mid_job() {
 fn int_exits_fast() {
     let mut master = Start::new(env!("CARGO_BIN_EXE_threaded-worker")).spawn();
     master.wait_workers(3);
-    let started = Instant::now();
-    signal(master.pid(), "INT");
-    let status = master
-        .wait_exit(Duration::from_secs(5))
-        .expect("the master exits within 5 s of INT");
-    assert!(status.success(), "{status:?}");
-    assert!(started.elapsed() < Duration::from_secs(5));
-    let f = master.families();
-    assert_eq!(
-        counter(&f, "gunicorn_worker_restart_total", &[("reason", "quit")]),
-        3.0
-    );
+    let took = master.stop("INT", Duration::from_secs(5));
+    assert!(took < Duration::from_secs(5));
+    assert_eq!(restarts(&master.families(), "quit"), 3.0);
 }
 
 /// `--max-requests 5` with one worker: five jobs by one pid; the worker then asks the master
@@ -311,24 +261,12 @@ fn max_requests_replaces_the_worker() {
     let reply = request(master.port, "job5").expect("a reply from the replacement");
     assert!(second.contains(&reply_pid(&reply)), "{second:?} {reply:?}");
     let f = master.families();
-    assert_eq!(
-        counter(
-            &f,
-            "gunicorn_worker_restart_total",
-            &[("reason", "max_requests")]
-        ),
-        1.0
-    );
+    assert_eq!(restarts(&f, "max_requests"), 1.0);
     assert_eq!(counter(&f, "gunicorn_worker_restart_total", &[]), 1.0);
     // The sixth job is recorded just after its reply is written.
-    let mut last = 0.0;
-    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        eventually("six jobs counted", Duration::from_secs(10), || {
-            last = counter(&master.families(), "gunicorn_worker_requests_total", &[]);
-            (last == 6.0).then_some(())
-        })
-    }));
-    assert!(got.is_ok(), "requests_total = {last}, expected 6");
+    settles_to("requests_total", 6.0, || {
+        counter(&master.families(), "gunicorn_worker_requests_total", &[])
+    });
 }
 
 /// A panicking handler: the same three worker processes serve before and after, and the counts
@@ -358,77 +296,42 @@ fn panic_keeps_the_same_workers(worker: &str) {
     );
     assert_eq!(master.workers(), before, "a worker was replaced");
     let total = 30.0 + 1.0 + 2.0 + 30.0;
-    let mut last = String::new();
-    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        eventually("exact totals", Duration::from_secs(10), || {
+    let by_error = |f: &[MetricFamily], name: &str, error_type: &str| {
+        counter(f, name, &[("error_type", error_type)])
+    };
+    settles_to(
+        "(requests, duration count, failed panic, errors panic, failed LineError, errors LineError, errors, restarts)",
+        (total, total as u64, 2.0, 2.0, 1.0, 1.0, 3.0, 0.0),
+        || {
             let f = master.families();
-            let got = (
+            (
                 counter(&f, "gunicorn_worker_requests_total", &[]),
                 series(&f, "gunicorn_worker_request_duration_seconds", &[])
                     .map(|m| m.get_histogram().get_sample_count())
                     .sum::<u64>(),
-                counter(
-                    &f,
-                    "gunicorn_worker_failed_requests_total",
-                    &[("error_type", "panic")],
-                ),
-                counter(
-                    &f,
-                    "gunicorn_worker_error_handling_total",
-                    &[("error_type", "panic")],
-                ),
-                counter(
-                    &f,
-                    "gunicorn_worker_failed_requests_total",
-                    &[("error_type", "LineError")],
-                ),
-                counter(
-                    &f,
-                    "gunicorn_worker_error_handling_total",
-                    &[("error_type", "LineError")],
-                ),
+                by_error(&f, "gunicorn_worker_failed_requests_total", "panic"),
+                by_error(&f, "gunicorn_worker_error_handling_total", "panic"),
+                by_error(&f, "gunicorn_worker_failed_requests_total", "LineError"),
+                by_error(&f, "gunicorn_worker_error_handling_total", "LineError"),
                 counter(&f, "gunicorn_worker_error_handling_total", &[]),
                 counter(&f, "gunicorn_worker_restart_total", &[]),
-            );
-            last = format!("{got:?}");
-            (got == (total, total as u64, 2.0, 2.0, 1.0, 1.0, 3.0, 0.0)).then_some(())
-        })
-    }));
-    assert!(
-        got.is_ok(),
-        "(requests, duration count, failed panic, errors panic, failed LineError, errors LineError, errors, restarts) = {last}"
+            )
+        },
     );
     assert_eq!(master.workers(), before);
 }
 
-#[test]
-fn panic_keeps_the_same_sync_workers() {
-    panic_keeps_the_same_workers(env!("CARGO_BIN_EXE_sync-worker"));
-}
-
-#[test]
-fn panic_keeps_the_same_threaded_workers() {
-    panic_keeps_the_same_workers(env!("CARGO_BIN_EXE_threaded-worker"));
-}
-
-fn put_job(dir: &Path, name: &str, content: &str) {
-    let tmp = dir.join(format!("{name}.tmp"));
-    std::fs::write(&tmp, content).unwrap();
-    std::fs::rename(&tmp, dir.join(format!("{name}.job"))).unwrap();
-}
+worker_tests!(panic_keeps_the_same_workers:
+    panic_keeps_the_same_sync_workers => env!("CARGO_BIN_EXE_sync-worker"),
+    panic_keeps_the_same_threaded_workers => env!("CARGO_BIN_EXE_threaded-worker"),
+);
 
 /// A sync worker whose source blocks (polling an empty spool) under `--timeout 2`: the watchdog
 /// keeps the heartbeat going (no worker is killed over 5 s idle), and a QUIT to one worker ends
 /// it at once although its source never returns.
 #[test]
 fn blocking_source_keeps_the_heartbeat_and_quits_fast() {
-    let spool = tempfile::tempdir().unwrap();
-    let master = Start {
-        args: &["--timeout", "2"],
-        env: &[("QUEUE_DIR", spool.path())],
-        ..Start::new(env!("CARGO_BIN_EXE_spool-worker"))
-    }
-    .spawn();
+    let (spool, master) = spool_master(env!("CARGO_BIN_EXE_spool-worker"), &["--timeout", "2"]);
     let before = master.wait_workers(3);
     // An observation window, not a synchronisation: over 2.5 timeouts, nobody is replaced.
     let end = Instant::now() + Duration::from_secs(5);
@@ -463,10 +366,7 @@ fn blocking_source_keeps_the_heartbeat_and_quits_fast() {
         let f = master.families();
         (counter(&f, "gunicorn_worker_requests_total", &[]) == 10.0).then_some(f)
     });
-    assert_eq!(
-        counter(&f, "gunicorn_worker_restart_total", &[("reason", "quit")]),
-        1.0
-    );
+    assert_eq!(restarts(&f, "quit"), 1.0);
 }
 
 /// One line over a Unix socket; the reply.
@@ -513,27 +413,21 @@ fn every_listener_served(worker: &str) {
     );
     assert!(served.is_subset(&before), "{served:?} {before:?}");
     assert_eq!(master.workers(), before);
-    let mut last = (0.0, 0.0, 0.0);
-    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        eventually("exact totals", Duration::from_secs(10), || {
-            let f = master.families();
-            last = (
-                counter(&f, "gunicorn_worker_requests_total", &[]),
-                counter(
-                    &f,
-                    "gunicorn_worker_error_handling_total",
-                    &[("error_type", "panic")],
-                ),
-                counter(
-                    &f,
-                    "gunicorn_worker_error_handling_total",
-                    &[("error_type", "LineError")],
-                ),
-            );
-            (last == (33.0, 1.0, 1.0)).then_some(())
-        })
-    }));
-    assert!(got.is_ok(), "(requests, panics, LineError) = {last:?}");
+    settles_to("(requests, panics, LineError)", (33.0, 1.0, 1.0), || {
+        let f = master.families();
+        let errors = |t: &str| {
+            counter(
+                &f,
+                "gunicorn_worker_error_handling_total",
+                &[("error_type", t)],
+            )
+        };
+        (
+            counter(&f, "gunicorn_worker_requests_total", &[]),
+            errors("panic"),
+            errors("LineError"),
+        )
+    });
 }
 
 /// `--timeout 2` and a 6 s job: the sync kind stops heartbeating once the job outlives the
@@ -561,10 +455,7 @@ fn a_job_outliving_the_timeout_kills_sync_workers_only() {
             assert!(after.is_disjoint(&before), "{worker}: not replaced");
             // It got the master's ABRT: counted, as gunicorn's worker exits on it.
             let f = master.families();
-            assert_eq!(
-                counter(&f, "gunicorn_worker_restart_total", &[("reason", "abort")]),
-                1.0
-            );
+            assert_eq!(restarts(&f, "abort"), 1.0);
             assert_eq!(counter(&f, "gunicorn_worker_restart_total", &[]), 1.0);
         } else {
             assert!(rest.starts_with("SLEEP 6000 "), "{worker}: {rest:?}");
@@ -578,12 +469,7 @@ fn a_job_outliving_the_timeout_kills_sync_workers_only() {
 /// master exits 0, every worker counts `reason="term"`.
 #[test]
 fn term_lets_an_async_job_finish() {
-    let spool = tempfile::tempdir().unwrap();
-    let mut master = Start {
-        env: &[("QUEUE_DIR", spool.path())],
-        ..Start::new(env!("CARGO_BIN_EXE_queue-worker"))
-    }
-    .spawn();
+    let (spool, mut master) = spool_master(env!("CARGO_BIN_EXE_queue-worker"), &[]);
     master.wait_workers(3);
     put_job(spool.path(), "slow", "sleep 1500");
     eventually("the job claimed", Duration::from_secs(10), || {
@@ -593,60 +479,30 @@ fn term_lets_an_async_job_finish() {
             .any(|e| e.file_name().to_string_lossy().starts_with("slow.claimed-"))
             .then_some(())
     });
-    signal(master.pid(), "TERM");
-    let status = master
-        .wait_exit(Duration::from_secs(20))
-        .expect("the master exits after TERM");
-    assert!(status.success(), "{status:?}");
+    master.stop("TERM", Duration::from_secs(20));
     assert_eq!(
         std::fs::read_to_string(spool.path().join("slow.done")).unwrap(),
         "SLEEP 1500"
     );
     let f = master.families();
     assert_eq!(counter(&f, "gunicorn_worker_requests_total", &[]), 1.0);
-    assert_eq!(
-        counter(&f, "gunicorn_worker_restart_total", &[("reason", "term")]),
-        3.0
-    );
+    assert_eq!(restarts(&f, "term"), 3.0);
 }
 
-#[test]
-fn async_connections_serve_every_listener() {
-    every_listener_served(env!("CARGO_BIN_EXE_async-worker"));
-}
-
-#[test]
-fn sync_connections_serve_every_listener() {
-    every_listener_served(env!("CARGO_BIN_EXE_sync-worker"));
-}
-
-#[test]
-fn threaded_connections_serve_every_listener() {
-    every_listener_served(env!("CARGO_BIN_EXE_threaded-worker"));
-}
+worker_tests!(every_listener_served:
+    async_connections_serve_every_listener => env!("CARGO_BIN_EXE_async-worker"),
+    sync_connections_serve_every_listener => env!("CARGO_BIN_EXE_sync-worker"),
+    threaded_connections_serve_every_listener => env!("CARGO_BIN_EXE_threaded-worker"),
+);
 
 /// TERM while every sync worker waits in its blocking source: the source sees
 /// `runtime::is_stopping()` and returns `None`, so the master exits 0 at once (not after its 30 s
 /// graceful timeout), with 3 term exits counted.
 #[test]
 fn term_ends_a_blocking_source() {
-    let spool = tempfile::tempdir().unwrap();
-    let mut master = Start {
-        env: &[("QUEUE_DIR", spool.path())],
-        ..Start::new(env!("CARGO_BIN_EXE_spool-worker"))
-    }
-    .spawn();
+    let (_spool, mut master) = spool_master(env!("CARGO_BIN_EXE_spool-worker"), &[]);
     master.wait_workers(3);
-    let started = Instant::now();
-    signal(master.pid(), "TERM");
-    let status = master
-        .wait_exit(Duration::from_secs(5))
-        .expect("the master exits within 5 s of TERM");
-    assert!(status.success(), "{status:?}");
-    assert!(started.elapsed() < Duration::from_secs(5));
-    let f = master.families();
-    assert_eq!(
-        counter(&f, "gunicorn_worker_restart_total", &[("reason", "term")]),
-        3.0
-    );
+    let took = master.stop("TERM", Duration::from_secs(5));
+    assert!(took < Duration::from_secs(5));
+    assert_eq!(restarts(&master.families(), "term"), 3.0);
 }

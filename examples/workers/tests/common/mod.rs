@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use gpe_core::prometheus::proto::MetricFamily;
+use gpe_core::prometheus::proto::{Metric, MetricFamily};
 use gpe_core::{Liveness, MultiProcessCollector};
 
 #[path = "../../../support/tests_common.rs"]
@@ -90,6 +90,73 @@ impl Master {
             .with_liveness(Liveness::PidCheck)
             .gather()
     }
+
+    /// Send `sig` to the master and expect it to exit 0 within `within`; how long that took.
+    pub(crate) fn stop(&mut self, sig: &str, within: Duration) -> Duration {
+        let started = Instant::now();
+        signal(self.pid(), sig);
+        let status = self
+            .wait_exit(within)
+            .unwrap_or_else(|| panic!("the master did not exit within {within:?} of {sig}"));
+        assert!(status.success(), "{status:?}");
+        started.elapsed()
+    }
+}
+
+/// Poll `read` until it returns `expected`, for at most 10 s; then fail naming `what` and the last
+/// value read.
+pub(crate) fn settles_to<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    expected: T,
+    mut read: impl FnMut() -> T,
+) {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = read();
+        if got == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "{what} = {got:?}, expected {expected:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sum of the counter family `name` over the series whose labels include `with`.
+pub(crate) fn counter(families: &[MetricFamily], name: &str, with: &[(&str, &str)]) -> f64 {
+    series(families, name, with)
+        .map(|m| m.get_counter().get_value())
+        .sum()
+}
+
+/// `gunicorn_worker_restart_total{reason="<reason>"}`, summed over the workers.
+pub(crate) fn restarts(families: &[MetricFamily], reason: &str) -> f64 {
+    counter(
+        families,
+        "gunicorn_worker_restart_total",
+        &[("reason", reason)],
+    )
+}
+
+/// The series of family `name` whose labels include `with`.
+pub(crate) fn series<'a>(
+    families: &'a [MetricFamily],
+    name: &'a str,
+    with: &'a [(&'a str, &'a str)],
+) -> impl Iterator<Item = &'a Metric> + 'a {
+    families
+        .iter()
+        .filter(move |f| f.name() == name)
+        .flat_map(|f| f.get_metric())
+        .filter(move |m| {
+            with.iter().all(|(k, v)| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == *k && l.value() == *v)
+            })
+        })
 }
 
 pub(crate) fn signal(pid: u32, sig: &str) {
@@ -180,6 +247,18 @@ impl<'a> Start<'a> {
     }
 }
 
+/// A master of the queue consumer `worker` with `args`, its spool (`QUEUE_DIR`) a fresh temp dir.
+pub(crate) fn spool_master(worker: &str, args: &[&str]) -> (tempfile::TempDir, Master) {
+    let spool = tempfile::tempdir().unwrap();
+    let master = Start {
+        args,
+        env: &[("QUEUE_DIR", spool.path())],
+        ..Start::new(worker)
+    }
+    .spawn();
+    (spool, master)
+}
+
 /// Send one line; the reply, or `None` when the connection was dropped (a panicking handler).
 pub(crate) fn request(port: u16, line: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -194,3 +273,24 @@ pub(crate) fn request(port: u16, line: &str) -> Option<String> {
 pub(crate) fn reply_pid(reply: &str) -> u32 {
     reply.trim().rsplit(' ').next().unwrap().parse().unwrap()
 }
+
+/// Drop a job `name` with `content` into the spool `dir` whole (written aside, then renamed).
+pub(crate) fn put_job(dir: &Path, name: &str, content: &str) {
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, dir.join(format!("{name}.job"))).unwrap();
+}
+
+/// One `#[test]` per `test_name => worker binary` pair, each running the same `check` on its
+/// worker binary.
+macro_rules! worker_tests {
+    ($check:ident: $($test:ident => $worker:expr),+ $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                $check($worker);
+            }
+        )+
+    };
+}
+pub(crate) use worker_tests;
