@@ -163,6 +163,33 @@ impl Buckets {
     }
 }
 
+/// One summary series being merged: its count and sum (gpe keeps no quantiles, as Python's
+/// multiprocess mode).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Summary {
+    count: f64,
+    sum: f64,
+}
+
+impl Summary {
+    /// Add the value of a `_count` or `_sum` sample (other samples are not kept).
+    pub(crate) fn add(&mut self, sample: &str, value: f64) {
+        if sample.ends_with("_count") {
+            self.count += value;
+        } else if sample.ends_with("_sum") {
+            self.sum += value;
+        }
+    }
+
+    /// The exposition form.
+    pub(crate) fn into_proto(self) -> proto::Summary {
+        let mut s = proto::Summary::default();
+        s.set_sample_count(self.count as u64);
+        s.set_sample_sum(self.sum);
+        s
+    }
+}
+
 /// An empty family for `metric` of `kind`: counters are exposed as `{metric}_total`.
 pub(crate) fn family(metric: &str, help: &str, kind: Kind) -> MetricFamily {
     let mut mf = MetricFamily::default();

@@ -25,7 +25,6 @@ use actix_web::dev::Service as _;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use gpe_actix::ActixMetrics;
 use gpe_core::worker::Listener;
-use gpe_tower::{RequestMetrics, WorkerMetrics};
 
 use example_support as run;
 
@@ -71,31 +70,13 @@ fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 fn main() -> ExitCode {
-    run::init_logging();
-    let boot = match run::Boot::from_env_and_args() {
-        Ok(Some(b)) => b,
-        Ok(None) => return ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "example-actix: cannot boot");
-            return ExitCode::from(3);
-        }
-    };
-    match actix_web::rt::System::new().block_on(serve(boot)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "example-actix: failed");
-            ExitCode::FAILURE
-        }
-    }
+    run::main("example-actix", run::Boot::from_env_and_args, |boot| {
+        actix_web::rt::System::new().block_on(serve(boot))
+    })
 }
 
 async fn serve(boot: run::Boot) -> anyhow::Result<()> {
-    let metrics = RequestMetrics::builder()
-        .worker_id(boot.worker_id.clone())
-        .exclude_path("/health")
-        .build(&boot.store)?;
-    let worker = WorkerMetrics::new(&boot.store, boot.worker_id.clone())?;
-    let _sampler = worker.spawn_sampler(Duration::from_secs(5))?;
+    let (metrics, worker, _sampler) = boot.metrics()?;
     let listener = boot.listener()?;
     let control = run::Control::start(&boot, &worker)?;
     let _metrics_server = boot.standalone_metrics_server().await?;

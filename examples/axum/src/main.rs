@@ -74,41 +74,22 @@ async fn panics() -> &'static str {
 }
 
 fn main() -> ExitCode {
-    run::init_logging();
-    let args = match run::Args::parse() {
-        Ok(Some(a)) => a,
-        Ok(None) => return ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "example-axum: cannot boot");
-            return ExitCode::from(3);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "example-axum: cannot start the runtime");
-            return ExitCode::from(3);
-        }
-    };
-    runtime.block_on(async {
-        let worker = match worker(&args) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::error!(error = %e, "example-axum: cannot boot");
-                return ExitCode::from(3);
-            }
-        };
-        match worker.serve(app()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(error = %e, "example-axum: failed");
-                ExitCode::FAILURE
-            }
-        }
-    })
+    run::main(
+        "example-axum",
+        || {
+            let Some(args) = run::Args::parse()? else {
+                return Ok(None);
+            };
+            let runtime = run::tokio_runtime()?;
+            // Built inside the runtime: the worker installs its signal handlers there.
+            let worker = {
+                let _entered = runtime.enter();
+                worker(&args)?
+            };
+            Ok(Some((runtime, worker)))
+        },
+        |(runtime, worker)| Ok(runtime.block_on(worker.serve(app()))?),
+    )
 }
 
 /// The worker: gpe-master's listeners, or standalone `--bind` (default `GPE_BIND`, else

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gpe_core::worker::Listener;
-use gpe_tower::{MetricsLayer, RequestMetrics, RouteTemplate, WorkerMetrics};
+use gpe_tower::{MetricsLayer, RouteTemplate};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -90,41 +90,20 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
 }
 
 fn main() -> ExitCode {
-    run::init_logging();
-    let boot = match run::Boot::from_env_and_args() {
-        Ok(Some(b)) => b,
-        Ok(None) => return ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "example-hyper: cannot boot");
-            return ExitCode::from(3);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "example-hyper: cannot start the runtime");
-            return ExitCode::from(3);
-        }
-    };
-    match runtime.block_on(serve(boot)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "example-hyper: failed");
-            ExitCode::FAILURE
-        }
-    }
+    run::main(
+        "example-hyper",
+        || {
+            let Some(boot) = run::Boot::from_env_and_args()? else {
+                return Ok(None);
+            };
+            Ok(Some((boot, run::tokio_runtime()?)))
+        },
+        |(boot, runtime)| runtime.block_on(serve(boot)),
+    )
 }
 
 async fn serve(boot: run::Boot) -> anyhow::Result<()> {
-    let metrics = RequestMetrics::builder()
-        .worker_id(boot.worker_id.clone())
-        .exclude_path("/health")
-        .build(&boot.store)?;
-    let worker = WorkerMetrics::new(&boot.store, boot.worker_id.clone())?;
-    let _sampler = worker.spawn_sampler(Duration::from_secs(5))?;
+    let (metrics, worker, _sampler) = boot.metrics()?;
     let listener = boot.listener()?;
     listener.set_nonblocking(true)?;
     let listener = match listener {

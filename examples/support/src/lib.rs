@@ -6,15 +6,54 @@
 //! ([`Boot`], [`Control`]); framework-specific serving stays in each example. example-axum gets
 //! all of that from `gpe_tower::serve` instead.
 
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use gpe_core::http::RequestMetrics;
 use gpe_core::worker::lifecycle::StopRecord;
-use gpe_core::worker::metrics::WorkerMetrics;
+use gpe_core::worker::metrics::{SamplerHandle, WorkerMetrics};
 use gpe_core::worker::shutdown::{ConnectionGuard, Shutdown, Tracked};
 use gpe_core::worker::{BindAddr, Listener, WorkerContext, DEFAULT_BIND};
 use gpe_core::Store;
+
+/// An example's `main`: logging, then `boot` (`--help`: exit 0; an error: exit 3, the boot error
+/// gpe-master stops on rather than respawning a worker that cannot start), then `serve` what
+/// booted (an error while serving: exit 1).
+pub fn main<A>(
+    name: &str,
+    boot: impl FnOnce() -> anyhow::Result<Option<A>>,
+    serve: impl FnOnce(A) -> anyhow::Result<()>,
+) -> ExitCode {
+    init_logging();
+    let booted = match boot() {
+        Ok(Some(b)) => b,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "{name}: cannot boot");
+            return ExitCode::from(3);
+        }
+    };
+    match serve(booted) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "{name}: failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A multi-threaded tokio runtime with every driver.
+///
+/// # Errors
+/// When the runtime cannot start (threads, the I/O driver).
+pub fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
 
 /// Log to stderr at `RUST_LOG` (default `info`).
 pub fn init_logging() {
@@ -84,6 +123,21 @@ impl Boot {
             worker_id,
             bind,
         }))
+    }
+
+    /// The request metrics (requests to `/health` not recorded) and the worker resource metrics,
+    /// sampled every 5 s until the returned handle is dropped.
+    ///
+    /// # Errors
+    /// When the store rejects a family or the sampler thread cannot start.
+    pub fn metrics(&self) -> anyhow::Result<(RequestMetrics, WorkerMetrics, SamplerHandle)> {
+        let requests = RequestMetrics::builder()
+            .worker_id(self.worker_id.clone())
+            .exclude_path("/health")
+            .build(&self.store)?;
+        let worker = WorkerMetrics::new(&self.store, self.worker_id.clone())?;
+        let sampler = worker.spawn_sampler(Duration::from_secs(5))?;
+        Ok((requests, worker, sampler))
     }
 
     /// Tell the master (if any) that this worker serves.

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use prometheus::proto::{self, MetricFamily, MetricType};
 
 use crate::error::Error;
-use crate::merge::{self, label_key, Buckets, Merged, Rule};
+use crate::merge::{self, label_key, Buckets, Merged, Rule, Summary};
 use crate::store::dbfile::{self, FileName, Kind, Owner};
 use crate::store::key;
 use compact::{CompactReport, DirLock};
@@ -509,21 +509,16 @@ fn build_family(metric: &str, fam: FamAcc<'_>) -> MetricFamily {
             }
         }
         Kind::Summary => {
-            let mut by_labels: BTreeMap<Vec<(String, String)>, (f64, f64)> = BTreeMap::new();
+            let mut by_labels: BTreeMap<Vec<(String, String)>, Summary> = BTreeMap::new();
             for (d, acc) in fam.scalars.into_values() {
-                let e = by_labels.entry(d.labels.clone()).or_default();
-                if d.sample.ends_with("_count") {
-                    e.0 += acc.value;
-                } else if d.sample.ends_with("_sum") {
-                    e.1 += acc.value;
-                }
+                by_labels
+                    .entry(d.labels.clone())
+                    .or_default()
+                    .add(&d.sample, acc.value);
             }
-            for (labels, (count, sum)) in by_labels {
+            for (labels, summary) in by_labels {
                 let mut m = series(&labels, None);
-                let mut s = proto::Summary::default();
-                s.set_sample_count(count as u64);
-                s.set_sample_sum(sum);
-                m.set_summary(s);
+                m.set_summary(summary.into_proto());
                 metrics.push(m);
             }
         }

@@ -199,6 +199,12 @@ fn float(v: f64) -> String {
     }
 }
 
+/// The `_count` and `_sum` samples of a histogram or summary.
+fn count_and_sum(out: &mut String, base: &str, labels: &[(&str, String)], count: u64, sum: f64) {
+    sample(out, &format!("{base}_count"), labels, &count.to_string());
+    sample(out, &format!("{base}_sum"), labels, &float(sum));
+}
+
 fn sample(out: &mut String, name: &str, labels: &[(&str, String)], value: &str) {
     out.push_str(name);
     if !labels.is_empty() {
@@ -271,17 +277,12 @@ pub fn encode_openmetrics(families: &[MetricFamily]) -> Result<String, Expositio
                     let mut l = labels.clone();
                     l.push(("le", "+Inf".to_owned()));
                     sample(&mut out, &bucket, &l, &h.get_sample_count().to_string());
-                    sample(
+                    count_and_sum(
                         &mut out,
-                        &format!("{base}_count"),
+                        base,
                         &labels,
-                        &h.get_sample_count().to_string(),
-                    );
-                    sample(
-                        &mut out,
-                        &format!("{base}_sum"),
-                        &labels,
-                        &float(h.get_sample_sum()),
+                        h.get_sample_count(),
+                        h.get_sample_sum(),
                     );
                 }
                 MetricType::SUMMARY => {
@@ -291,18 +292,7 @@ pub fn encode_openmetrics(families: &[MetricFamily]) -> Result<String, Expositio
                         l.push(("quantile", float(q.quantile())));
                         sample(&mut out, base, &l, &float(q.value()));
                     }
-                    sample(
-                        &mut out,
-                        &format!("{base}_count"),
-                        &labels,
-                        &s.sample_count().to_string(),
-                    );
-                    sample(
-                        &mut out,
-                        &format!("{base}_sum"),
-                        &labels,
-                        &float(s.sample_sum()),
-                    );
+                    count_and_sum(&mut out, base, &labels, s.sample_count(), s.sample_sum());
                 }
             }
         }

@@ -12,7 +12,7 @@ use super::pool::Pool;
 use super::runner::Runner;
 use super::sync::Outage;
 use super::{lua, RedisConfig, RedisError};
-use crate::merge::{self, Buckets, Merged, Rule};
+use crate::merge::{self, Buckets, Merged, Rule, Summary};
 use crate::store::dbfile::Kind;
 use crate::store::key;
 
@@ -435,21 +435,15 @@ impl Acc {
                     }
                 }
                 Kind::Summary => {
-                    let mut by: BTreeMap<(Labels, Option<Arc<str>>), (f64, f64)> = BTreeMap::new();
+                    let mut by: BTreeMap<(Labels, Option<Arc<str>>), Summary> = BTreeMap::new();
                     for ((_, extra), (d, v)) in fam.scalars {
-                        let e = by.entry((d.labels.clone(), extra.0)).or_default();
-                        if d.sample.ends_with("_count") {
-                            e.0 += v.value;
-                        } else if d.sample.ends_with("_sum") {
-                            e.1 += v.value;
-                        }
+                        by.entry((d.labels.clone(), extra.0))
+                            .or_default()
+                            .add(&d.sample, v.value);
                     }
-                    for ((labels, host), (count, sum)) in by {
+                    for ((labels, host), summary) in by {
                         let mut m = metric_with(&labels, &(host, None), false);
-                        let mut s = proto::Summary::default();
-                        s.set_sample_count(count as u64);
-                        s.set_sample_sum(sum);
-                        m.set_summary(s);
+                        m.set_summary(summary.into_proto());
                         metrics.push(m);
                     }
                 }

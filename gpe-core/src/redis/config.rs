@@ -486,9 +486,12 @@ impl RedisConfig {
     /// [`RedisError::Pool`] or [`RedisError::PoolConfig`] when the pool cannot be built (not for
     /// an unreachable server).
     pub(crate) fn pool(&self) -> Result<Pool, RedisError> {
-        let wait = Some(self.connect_timeout);
-        let create = Some(self.connect_timeout + self.response_timeout);
-        let recycle = Some(self.response_timeout);
+        let mut config = deadpool_redis::PoolConfig::new(self.pool_size);
+        config.timeouts = deadpool_redis::Timeouts {
+            wait: Some(self.connect_timeout),
+            create: Some(self.connect_timeout + self.response_timeout),
+            recycle: Some(self.response_timeout),
+        };
         if let Some(s) = &self.sentinel {
             let settings = self.info.redis_settings().clone();
             let tls_mode = match self.info.addr() {
@@ -511,11 +514,8 @@ impl RedisConfig {
             )
             .map_err(RedisError::PoolConfig)?;
             return deadpool_redis::sentinel::Pool::builder(manager)
-                .max_size(self.pool_size)
+                .config(config)
                 .runtime(Runtime::Tokio1)
-                .wait_timeout(wait)
-                .create_timeout(create)
-                .recycle_timeout(recycle)
                 .build()
                 .map(Pool::Sentinel)
                 .map_err(RedisError::Pool);
@@ -526,11 +526,8 @@ impl RedisConfig {
         let manager = Manager::new_with_config(self.info.clone(), conn_config)
             .map_err(RedisError::PoolConfig)?;
         deadpool_redis::Pool::builder(manager)
-            .max_size(self.pool_size)
+            .config(config)
             .runtime(Runtime::Tokio1)
-            .wait_timeout(wait)
-            .create_timeout(create)
-            .recycle_timeout(recycle)
             .build()
             .map(Pool::Direct)
             .map_err(RedisError::Pool)

@@ -177,16 +177,14 @@ where
     W: Send + Sync,
     R: IntoOutcome,
 {
-    let sup = match Supervisor::start(&options) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    std::thread::scope(|scope| {
-        for _ in 0..Supervisor::threads(&options) {
-            scope.spawn(|| while sup.step(|| source(&worker), |job| handler(&worker, job)) {});
-        }
-    });
-    sup.exit()
+    supervised(&options, |sup| {
+        std::thread::scope(|scope| {
+            for _ in 0..Supervisor::threads(&options) {
+                scope.spawn(|| while sup.step(|| source(&worker), |job| handler(&worker, job)) {});
+            }
+        });
+        Ok(())
+    })
 }
 
 /// Run a sync or threaded worker that handles connections accepted on its listeners.
@@ -199,42 +197,50 @@ where
     W: Send + Sync,
     R: IntoOutcome,
 {
-    let sup = match Supervisor::start(&options) {
+    supervised(&options, |sup| {
+        let listeners = sup.listeners()?;
+        for l in &listeners {
+            let _ = l.set_nonblocking(true);
+        }
+        std::thread::scope(|scope| {
+            for _ in 0..Supervisor::threads(&options) {
+                scope.spawn(|| {
+                    while !sup.should_stop() {
+                        if let Some(conn) = accept(&listeners, Duration::from_millis(250)) {
+                            sup.run_job(|| handler(&worker, conn));
+                        }
+                    }
+                });
+            }
+        });
+        Ok(())
+    })
+}
+
+/// Start the supervisor of `options` (signals, watchdog, sampler), serve under it, then exit as
+/// a worker does; a boot error (logged) exits with its code instead.
+fn supervised(
+    options: &Options,
+    serve: impl FnOnce(&Arc<Supervisor>) -> Result<(), ExitCode>,
+) -> ExitCode {
+    let sup = match Supervisor::start(options) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let listeners = match sup.listeners() {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    for l in &listeners {
-        let _ = l.set_nonblocking(true);
+    match serve(&sup) {
+        Ok(()) => sup.exit(),
+        Err(code) => code,
     }
-    std::thread::scope(|scope| {
-        for _ in 0..Supervisor::threads(&options) {
-            scope.spawn(|| {
-                while !sup.should_stop() {
-                    if let Some(conn) = accept(&listeners, Duration::from_millis(250)) {
-                        sup.run_job(|| handler(&worker, conn));
-                    }
-                }
-            });
-        }
-    });
-    sup.exit()
 }
 
-fn tokio_runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread()
+fn tokio_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => Some(rt),
-        Err(e) => {
+        .map_err(|e| {
             tracing::error!(error = %e, "cannot start the tokio runtime");
-            None
-        }
-    }
+            ExitCode::from(3)
+        })
 }
 
 /// Run an async worker whose jobs come from `source`; jobs run concurrently as tokio tasks.
@@ -251,41 +257,37 @@ where
     HF: Future<Output = R> + Send + 'static,
     R: IntoOutcome + Send + 'static,
 {
-    let sup = match Supervisor::start(&options) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let Some(rt) = tokio_runtime() else {
-        return ExitCode::from(3);
-    };
-    let worker = Arc::new(worker);
-    let handler = Arc::new(handler);
-    rt.block_on(async {
-        let mut tasks = tokio::task::JoinSet::new();
-        // The source future is only dropped when the worker stops, never to poll the stop flag.
-        let mut next = Box::pin(source(Arc::clone(&worker)));
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        loop {
-            tokio::select! {
-                job = &mut next => {
-                    let Some(job) = job else { break };
-                    spawn_job(&mut tasks, &sup, handler(Arc::clone(&worker), job));
-                    while tasks.try_join_next().is_some() {}
-                    if sup.should_stop() {
-                        break;
+    supervised(&options, |sup| {
+        let rt = tokio_runtime()?;
+        let worker = Arc::new(worker);
+        let handler = Arc::new(handler);
+        rt.block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            // The source future is only dropped when the worker stops, never to poll the stop flag.
+            let mut next = Box::pin(source(Arc::clone(&worker)));
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    job = &mut next => {
+                        let Some(job) = job else { break };
+                        spawn_job(&mut tasks, sup, handler(Arc::clone(&worker), job));
+                        while tasks.try_join_next().is_some() {}
+                        if sup.should_stop() {
+                            break;
+                        }
+                        next = Box::pin(source(Arc::clone(&worker)));
                     }
-                    next = Box::pin(source(Arc::clone(&worker)));
-                }
-                _ = tick.tick() => {
-                    if sup.should_stop() {
-                        break;
+                    _ = tick.tick() => {
+                        if sup.should_stop() {
+                            break;
+                        }
                     }
                 }
             }
-        }
-        while tasks.join_next().await.is_some() {}
-    });
-    sup.exit()
+            while tasks.join_next().await.is_some() {}
+        });
+        Ok(())
+    })
 }
 
 fn spawn_job<R: IntoOutcome + Send + 'static>(
@@ -325,69 +327,62 @@ where
     HF: Future<Output = R> + Send + 'static,
     R: IntoOutcome + Send + 'static,
 {
-    let sup = match Supervisor::start(&options) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let Some(rt) = tokio_runtime() else {
-        return ExitCode::from(3);
-    };
-    let listeners = match sup.listeners() {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let served: Vec<Listener> = listeners
-        .into_iter()
-        .filter(|l| {
-            let ok = match l {
-                Listener::Tcp(_) => C::TCP,
-                Listener::Unix(_) => C::UNIX,
-            };
-            if !ok {
-                tracing::warn!(
-                    handler_takes = std::any::type_name::<C>(),
-                    "skipping a listener of the other socket family: take \
-                     gpe_core::runtime::AsyncConnection to serve TCP and Unix listeners"
-                );
+    supervised(&options, |sup| {
+        let rt = tokio_runtime()?;
+        let listeners = sup.listeners()?;
+        let served: Vec<Listener> = listeners
+            .into_iter()
+            .filter(|l| {
+                let ok = match l {
+                    Listener::Tcp(_) => C::TCP,
+                    Listener::Unix(_) => C::UNIX,
+                };
+                if !ok {
+                    tracing::warn!(
+                        handler_takes = std::any::type_name::<C>(),
+                        "skipping a listener of the other socket family: take \
+                         gpe_core::runtime::AsyncConnection to serve TCP and Unix listeners"
+                    );
+                }
+                ok
+            })
+            .collect();
+        if served.is_empty() {
+            tracing::error!(
+                handler_takes = std::any::type_name::<C>(),
+                "no listener this handler can serve"
+            );
+            return Err(ExitCode::from(3));
+        }
+        let worker = Arc::new(worker);
+        rt.block_on(async {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<C>(64);
+            let mut accepting = tokio::task::JoinSet::new();
+            for l in served {
+                accepting.spawn(accept_loop(l, tx.clone()));
             }
-            ok
-        })
-        .collect();
-    if served.is_empty() {
-        tracing::error!(
-            handler_takes = std::any::type_name::<C>(),
-            "no listener this handler can serve"
-        );
-        return ExitCode::from(3);
-    }
-    let worker = Arc::new(worker);
-    rt.block_on(async {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<C>(64);
-        let mut accepting = tokio::task::JoinSet::new();
-        for l in served {
-            accepting.spawn(accept_loop(l, tx.clone()));
-        }
-        drop(tx);
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        while !sup.should_stop() {
-            tokio::select! {
-                conn = rx.recv() => match conn {
-                    Some(conn) => spawn_job(&mut tasks, &sup, handler(Arc::clone(&worker), conn)),
-                    None => break,
-                },
-                _ = tick.tick() => {}
+            drop(tx);
+            let mut tasks = tokio::task::JoinSet::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            while !sup.should_stop() {
+                tokio::select! {
+                    conn = rx.recv() => match conn {
+                        Some(conn) => spawn_job(&mut tasks, sup, handler(Arc::clone(&worker), conn)),
+                        None => break,
+                    },
+                    _ = tick.tick() => {}
+                }
+                while tasks.try_join_next().is_some() {}
             }
-            while tasks.try_join_next().is_some() {}
-        }
-        // Stop accepting (the listeners close), then serve what was already accepted.
-        accepting.shutdown().await;
-        while let Ok(conn) = rx.try_recv() {
-            spawn_job(&mut tasks, &sup, handler(Arc::clone(&worker), conn));
-        }
-        while tasks.join_next().await.is_some() {}
-    });
-    sup.exit()
+            // Stop accepting (the listeners close), then serve what was already accepted.
+            accepting.shutdown().await;
+            while let Ok(conn) = rx.try_recv() {
+                spawn_job(&mut tasks, sup, handler(Arc::clone(&worker), conn));
+            }
+            while tasks.join_next().await.is_some() {}
+        });
+        Ok(())
+    })
 }
 
 #[cfg(test)]
