@@ -222,6 +222,26 @@ pub(crate) fn series(labels: &[(&str, &str)]) -> proto::Metric {
     m
 }
 
+/// A counter or gauge series `m` (by `kind`) with its merged `value`.
+pub(crate) fn with_value(mut m: proto::Metric, kind: Kind, value: f64) -> proto::Metric {
+    if kind == Kind::Counter {
+        let mut c = proto::Counter::default();
+        c.set_value(value);
+        m.set_counter(c);
+    } else {
+        let mut g = proto::Gauge::default();
+        g.set_value(value);
+        m.set_gauge(g);
+    }
+    m
+}
+
+/// Whether a counter's sample is kept: its `_total` (not `_created` and the like, which gpe
+/// does not keep in files).
+pub(crate) fn counted(kind: Kind, sample: &str) -> bool {
+    kind != Kind::Counter || sample.ends_with("_total")
+}
+
 /// The labels of a series, as a sort and lookup key.
 pub(crate) fn label_key(m: &proto::Metric) -> Vec<(String, String)> {
     m.get_label()

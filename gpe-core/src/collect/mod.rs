@@ -487,25 +487,15 @@ fn build_family(metric: &str, fam: FamAcc<'_>) -> MetricFamily {
     let mut mf = merge::family(metric, fam.help, fam.kind);
     let mut metrics = Vec::new();
     match fam.kind {
-        Kind::Counter => {
-            for (d, acc) in fam.scalars.into_values() {
-                if !d.sample.ends_with("_total") {
-                    continue; // `_created` and the like: not kept in files by gpe.
-                }
-                let mut m = series(&d.labels, None);
-                let mut c = proto::Counter::default();
-                c.set_value(acc.value);
-                m.set_counter(c);
-                metrics.push(m);
-            }
-        }
-        Kind::Gauge(_) => {
+        Kind::Counter | Kind::Gauge(_) => {
             for ((_, pid), (d, acc)) in fam.scalars {
-                let mut m = series(&d.labels, pid);
-                let mut g = proto::Gauge::default();
-                g.set_value(acc.value);
-                m.set_gauge(g);
-                metrics.push(m);
+                if merge::counted(fam.kind, &d.sample) {
+                    metrics.push(merge::with_value(
+                        series(&d.labels, pid),
+                        fam.kind,
+                        acc.value,
+                    ));
+                }
             }
         }
         Kind::Summary => {

@@ -150,11 +150,7 @@ fn untyped_text(mf: &MetricFamily, out: &mut String) {
     }
     let _ = writeln!(out, "# TYPE {} untyped", mf.name());
     for m in mf.get_metric() {
-        let labels: Vec<(&str, String)> = m
-            .get_label()
-            .iter()
-            .map(|l| (l.name(), l.value().to_owned()))
-            .collect();
+        let labels = labels_of(m);
         // The `prometheus` crate deprecates its untyped accessors, yet still produces them.
         #[allow(deprecated)]
         let mut value = m.get_untyped().get_value().to_string();
@@ -197,6 +193,14 @@ fn float(v: f64) -> String {
     } else {
         format!("{v}")
     }
+}
+
+/// The label pairs of a series, to be extended (`le`, `quantile`) and written.
+fn labels_of(m: &prometheus::proto::Metric) -> Vec<(&str, String)> {
+    m.get_label()
+        .iter()
+        .map(|l| (l.name(), l.value().to_owned()))
+        .collect()
 }
 
 /// The `_count` and `_sum` samples of a histogram or summary.
@@ -246,11 +250,7 @@ pub fn encode_openmetrics(families: &[MetricFamily]) -> Result<String, Expositio
         escape_help(mf.help(), &mut out);
         out.push('\n');
         for m in mf.get_metric() {
-            let labels: Vec<(&str, String)> = m
-                .get_label()
-                .iter()
-                .map(|l| (l.name(), l.value().to_owned()))
-                .collect();
+            let labels = labels_of(m);
             match mf.get_field_type() {
                 MetricType::COUNTER => sample(
                     &mut out,

@@ -413,25 +413,12 @@ impl Acc {
             let mut mf = merge::family(&metric, &fam.help, fam.kind);
             let mut metrics = Vec::new();
             match fam.kind {
-                Kind::Counter => {
+                Kind::Counter | Kind::Gauge(_) => {
                     for ((_, extra), (d, v)) in fam.scalars {
-                        if !d.sample.ends_with("_total") {
-                            continue;
+                        if merge::counted(fam.kind, &d.sample) {
+                            let m = metric_with(&d.labels, &extra, false);
+                            metrics.push(merge::with_value(m, fam.kind, v.value));
                         }
-                        let mut m = metric_with(&d.labels, &extra, false);
-                        let mut c = proto::Counter::default();
-                        c.set_value(v.value);
-                        m.set_counter(c);
-                        metrics.push(m);
-                    }
-                }
-                Kind::Gauge(_) => {
-                    for ((_, extra), (d, v)) in fam.scalars {
-                        let mut m = metric_with(&d.labels, &extra, false);
-                        let mut g = proto::Gauge::default();
-                        g.set_value(v.value);
-                        m.set_gauge(g);
-                        metrics.push(m);
                     }
                 }
                 Kind::Summary => {
