@@ -2,8 +2,6 @@
 
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -287,7 +285,7 @@ impl MultiProcessCollector {
                     continue;
                 }
             }
-            if let Err(e) = read_used(path, &mut buf) {
+            if let Err(e) = dbfile::read_used(path, &mut buf) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(file = %path.display(), error = %e, "skipping unreadable metrics file");
                 }
@@ -341,35 +339,6 @@ impl prometheus::core::Collector for MultiProcessCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         self.gather()
     }
-}
-
-/// Read the used part of a file into `buf` (Python's `read_all_values_from_file`).
-fn read_used(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    let mut f = File::open(path)?;
-    buf.clear();
-    let mut head = [0u8; 8];
-    let n = read_full(&mut f, &mut head)?;
-    buf.extend_from_slice(&head[..n]);
-    if n < 8 {
-        return Ok(());
-    }
-    let used = i32::from_le_bytes([head[0], head[1], head[2], head[3]]);
-    if used > 8 {
-        let want = used as usize - 8;
-        (&mut f).take(want as u64).read_to_end(buf)?;
-    }
-    Ok(())
-}
-
-fn read_full(f: &mut File, out: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < out.len() {
-        match f.read(&mut out[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 fn decode(

@@ -8,9 +8,9 @@ use deadpool_redis::redis::Value;
 use prometheus::proto::{self, MetricFamily};
 
 use super::keys::{self, Keys, ProcessId};
+use super::outage::Outage;
 use super::pool::Pool;
 use super::runner::Runner;
-use super::sync::Outage;
 use super::{lua, RedisConfig, RedisError};
 use crate::merge::{self, Buckets, Merged, Rule, Summary};
 use crate::store::dbfile::Kind;

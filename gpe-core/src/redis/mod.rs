@@ -68,6 +68,7 @@ mod config;
 mod exporter;
 mod keys;
 mod lua;
+mod outage;
 mod pool;
 mod runner;
 mod sync;

@@ -3,8 +3,11 @@
 use std::ops::{Deref, DerefMut};
 
 use deadpool_redis::redis::aio::MultiplexedConnection;
+use deadpool_redis::redis::{AsyncConnectionConfig, ConnectionAddr};
+use deadpool_redis::sentinel::{SentinelNodeConnectionInfo, SentinelServerType, TlsMode};
+use deadpool_redis::{Manager, Runtime};
 
-use super::RedisError;
+use super::{RedisConfig, RedisError};
 
 /// A pool of connections to the Redis that gpe writes to and reads from. Cheap to clone (an
 /// `Arc` inside).
@@ -78,5 +81,61 @@ impl DerefMut for Conn {
             Conn::Direct(c) => c,
             Conn::Sentinel(c) => c,
         }
+    }
+}
+
+impl RedisConfig {
+    /// A connection pool with this configuration's timeouts (through the sentinels, when
+    /// configured). Connections are made lazily, so this succeeds while Redis is down.
+    ///
+    /// # Errors
+    /// [`RedisError::Pool`] or [`RedisError::PoolConfig`] when the pool cannot be built (not for
+    /// an unreachable server).
+    pub(crate) fn pool(&self) -> Result<Pool, RedisError> {
+        let mut config = deadpool_redis::PoolConfig::new(self.pool_size);
+        config.timeouts = deadpool_redis::Timeouts {
+            wait: Some(self.connect_timeout),
+            create: Some(self.connect_timeout + self.response_timeout),
+            recycle: Some(self.response_timeout),
+        };
+        if let Some(s) = &self.sentinel {
+            let settings = self.info.redis_settings().clone();
+            let tls_mode = match self.info.addr() {
+                ConnectionAddr::TcpTls { insecure, .. } => Some(if *insecure {
+                    TlsMode::Insecure
+                } else {
+                    TlsMode::Secure
+                }),
+                _ => None,
+            };
+            let node = SentinelNodeConnectionInfo {
+                tls_mode,
+                redis_connection_info: Some(settings.into()),
+            };
+            let manager = deadpool_redis::sentinel::Manager::new(
+                s.nodes.clone(),
+                s.master.clone(),
+                Some(node),
+                SentinelServerType::Master,
+            )
+            .map_err(RedisError::PoolConfig)?;
+            return deadpool_redis::sentinel::Pool::builder(manager)
+                .config(config)
+                .runtime(Runtime::Tokio1)
+                .build()
+                .map(Pool::Sentinel)
+                .map_err(RedisError::Pool);
+        }
+        let conn_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.response_timeout));
+        let manager = Manager::new_with_config(self.info.clone(), conn_config)
+            .map_err(RedisError::PoolConfig)?;
+        deadpool_redis::Pool::builder(manager)
+            .config(config)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map(Pool::Direct)
+            .map_err(RedisError::Pool)
     }
 }

@@ -1,7 +1,6 @@
 //! The sync: local `.db` files to absolute values in Redis, on a timer, on demand and at exit.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -9,6 +8,7 @@ use deadpool_redis::redis;
 use tokio::sync::mpsc;
 
 use super::keys::{self, Keys, ProcessId};
+use super::outage::Outage;
 use super::pool::{Conn, Pool};
 use super::{lua, RedisConfig, RedisError};
 use crate::collect::Liveness;
@@ -98,62 +98,6 @@ struct Proc {
     dead: bool,
     /// When Redis last acknowledged a write of this process (its heartbeat).
     beat_at: Option<Instant>,
-}
-
-/// Logs once per outage, and computes the capped exponential backoff.
-#[derive(Debug)]
-pub(crate) struct Outage {
-    what: &'static str,
-    down_since: Option<Instant>,
-    backoff: Duration,
-    next_try: Option<Instant>,
-    min: Duration,
-    max: Duration,
-}
-
-impl Outage {
-    pub(crate) fn new(what: &'static str, min: Duration, max: Duration) -> Self {
-        Outage {
-            what,
-            down_since: None,
-            backoff: min,
-            next_try: None,
-            min,
-            max,
-        }
-    }
-
-    /// Whether an attempt is due now (always while up).
-    pub(crate) fn may_try(&self) -> bool {
-        self.next_try.is_none_or(|t| Instant::now() >= t)
-    }
-
-    pub(crate) fn failed(&mut self, server: &str, error: &RedisError) {
-        if self.down_since.is_none() {
-            self.down_since = Some(Instant::now());
-            self.backoff = self.min;
-            tracing::warn!(
-                %server, %error, what = self.what,
-                "Redis is unavailable; metrics stay in the local files and /metrics keeps serving them; retrying with backoff (logged once per outage)"
-            );
-        } else {
-            tracing::debug!(%server, %error, what = self.what, "Redis still unavailable");
-            self.backoff = (self.backoff * 2).min(self.max);
-        }
-        self.next_try = Some(Instant::now() + self.backoff);
-    }
-
-    /// Record a success; returns true when it ends an outage.
-    pub(crate) fn succeeded(&mut self, server: &str) -> bool {
-        self.next_try = None;
-        match self.down_since.take() {
-            Some(since) => {
-                tracing::info!(%server, what = self.what, down_for = ?since.elapsed(), "Redis is reachable again");
-                true
-            }
-            None => false,
-        }
-    }
 }
 
 /// Reads `.db` files and writes their values to Redis.
@@ -396,7 +340,7 @@ impl RedisSync {
                 continue; // an old process of a reused pid waiting to be folded
             }
             for (path, kind) in paths {
-                match read_used(&path, &mut buf) {
+                match dbfile::read_used(&path, &mut buf) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(e) => {
@@ -615,20 +559,6 @@ fn changes(p: &Proc) -> Vec<(String, String)> {
         }
     }
     out
-}
-
-/// Read the used part of a file (as the collector does).
-fn read_used(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    let mut f = std::fs::File::open(path)?;
-    buf.clear();
-    let mut head = [0u8; 8];
-    f.read_exact(&mut head)?;
-    buf.extend_from_slice(&head);
-    let used = i32::from_le_bytes([head[0], head[1], head[2], head[3]]);
-    if used > 8 {
-        (&mut f).take(used as u64 - 8).read_to_end(buf)?;
-    }
-    Ok(())
 }
 
 /// The start time of `pid` in clock ticks since boot.

@@ -4,6 +4,8 @@
 //! `sys::mmap`.
 
 use std::fmt;
+use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 
 use super::GaugeMode;
@@ -149,6 +151,35 @@ pub(crate) fn parse(data: &[u8]) -> Result<Vec<RawEntry<'_>>, Corrupt> {
         pos = end;
     }
     Ok(entries)
+}
+
+/// Read the used part of a file into `buf` (Python's `read_all_values_from_file`).
+pub(crate) fn read_used(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut f = File::open(path)?;
+    buf.clear();
+    let mut head = [0u8; 8];
+    let n = read_full(&mut f, &mut head)?;
+    buf.extend_from_slice(&head[..n]);
+    if n < 8 {
+        return Ok(());
+    }
+    let used = i32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    if used > 8 {
+        let want = used as usize - 8;
+        (&mut f).take(want as u64).read_to_end(buf)?;
+    }
+    Ok(())
+}
+
+fn read_full(f: &mut File, out: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < out.len() {
+        match f.read(&mut out[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 /// What kind of values a file holds.
