@@ -33,7 +33,7 @@
 //! let res = test::call_service(&app, test::TestRequest::get().uri("/users/7").to_request()).await;
 //! assert_eq!(test::read_body(res).await, "hi");
 //!
-//! let text = gpe_core::exposition::encode_text(
+//! let text = gpe_core::expose::encode_text(
 //!     &gpe_core::MultiProcessCollector::new(dir.path()).gather(),
 //! )?;
 //! assert!(text.contains(

@@ -172,7 +172,7 @@ fn scrape(c: &mut Criterion) {
     g.bench_function("gpe_gather_only", |b| b.iter(|| collector.gather().len()));
     g.bench_function("gpe_gather_encode_text", |b| {
         b.iter(|| {
-            gpe_core::exposition::encode_text(&collector.gather())
+            gpe_core::expose::encode_text(&collector.gather())
                 .unwrap()
                 .len()
         })

@@ -50,15 +50,17 @@ pub(crate) fn run() -> anyhow::Result<i32> {
     let exporter = gpe_core::redis::RedisExporter::new(redis)
         .context("Redis exporter")?
         .with_host_label(cli.host_label);
-    let config = gpe_core::config::Config::from_env().context("metrics configuration")?;
-    let mut server_config = gpe_core::server::ServerConfig::from_config(&config);
+    let config = gpe_core::expose::config::Config::from_env().context("metrics configuration")?;
+    let mut server_config = gpe_core::expose::server::ServerConfig::from_config(&config);
     if let Some(addr) = cli.metrics_bind {
         server_config = server_config.addr(addr);
     }
-    let server =
-        gpe_core::server::MetricsServer::bind(server_config, Arc::new(move || exporter.gather()))
-            .context("metrics server (set --metrics-bind or PROMETHEUS_METRICS_PORT)")?
-            .spawn_thread()?;
+    let server = gpe_core::expose::server::MetricsServer::bind(
+        server_config,
+        Arc::new(move || exporter.gather()),
+    )
+    .context("metrics server (set --metrics-bind or PROMETHEUS_METRICS_PORT)")?
+    .spawn_thread()?;
     let signals = crate::signals::Signals::install().context("installing signal handlers")?;
     tracing::info!(
         redis = %server_name,

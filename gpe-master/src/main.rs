@@ -41,7 +41,7 @@ fn run() -> anyhow::Result<i32> {
     let groups = users::groups(&cli, uid, gid)?;
     let worker_tmp_dir = startup::worker_tmp_dir(&cli)?;
     let program = startup::resolve_program(&cli.command[0])?;
-    let config = gpe_core::config::Config::from_env().context("metrics configuration")?;
+    let config = gpe_core::expose::config::Config::from_env().context("metrics configuration")?;
     let metrics_dir = config.multiproc_dir().to_path_buf();
     if cli.check_config {
         // As gunicorn's --check-config: the configuration and the worker are checked, the

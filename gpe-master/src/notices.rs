@@ -9,7 +9,7 @@
 //! | message | meaning |
 //! |---|---|
 //! | `READY=1` | the worker serves: it counts as up (see [`crate::arbiter`]) |
-//! | `X_GPE_RETIRE=max_requests` ([`gpe_core::notify::RETIRE`]) | the worker reached `--max-requests`: start its replacement, then `SIGTERM` it once the replacement is up. It serves on meanwhile |
+//! | `X_GPE_RETIRE=max_requests` ([`gpe_core::worker::notify::RETIRE`]) | the worker reached `--max-requests`: start its replacement, then `SIGTERM` it once the replacement is up. It serves on meanwhile |
 //!
 //! Other keys (`STATUS=`, `STOPPING=1`, …) are accepted and ignored.
 
@@ -129,9 +129,9 @@ mod tests {
     #[test]
     fn a_notice_comes_with_its_senders_pid() {
         let notices = Notices::bind().unwrap();
-        let to = gpe_core::notify::Notifier::new(notices.addr()).unwrap();
+        let to = gpe_core::worker::notify::Notifier::new(notices.addr()).unwrap();
         to.notify("READY=1").unwrap();
-        to.notify(gpe_core::notify::RETIRE).unwrap();
+        to.notify(gpe_core::worker::notify::RETIRE).unwrap();
         let me = std::process::id() as i32;
         assert_eq!(notices.take(), [(me, Notice::Ready), (me, Notice::Retire)]);
         assert!(notices.take().is_empty());

@@ -118,23 +118,23 @@ pub(crate) fn prepare_store(
 /// an old master passed (USR2) or a new one; and a copy of its listener, for a later USR2.
 pub(crate) fn metrics_server(
     cli: &crate::cli::Cli,
-    config: &gpe_core::config::Config,
-    source: gpe_core::server::Source,
+    config: &gpe_core::expose::config::Config,
+    source: gpe_core::expose::server::Source,
     inherited: Option<std::net::TcpListener>,
 ) -> anyhow::Result<(
-    Option<gpe_core::server::ServerHandle>,
+    Option<gpe_core::expose::server::ServerHandle>,
     Option<std::os::fd::OwnedFd>,
 )> {
     if cli.no_metrics {
         return Ok((None, None));
     }
-    let mut server_config = gpe_core::server::ServerConfig::from_config(config);
+    let mut server_config = gpe_core::expose::server::ServerConfig::from_config(config);
     if let Some(addr) = cli.metrics_bind {
         server_config = server_config.addr(addr);
     }
     let server = match inherited {
-        Some(l) => gpe_core::server::MetricsServer::from_listener(l, server_config, source),
-        None => gpe_core::server::MetricsServer::bind(server_config, source),
+        Some(l) => gpe_core::expose::server::MetricsServer::from_listener(l, server_config, source),
+        None => gpe_core::expose::server::MetricsServer::bind(server_config, source),
     }
     .context(
         "metrics server (set --metrics-bind or PROMETHEUS_METRICS_PORT, or pass --no-metrics)",

@@ -4,7 +4,7 @@
 //! - **Socket activation.** When `LISTEN_PID` is the master's own pid, the `LISTEN_FDS`
 //!   descriptors from 3 are its listeners (bound as `--bind fd://N`, so `listen()` is called on
 //!   them again) and `--bind` is ignored, as in gunicorn.
-//! - **Readiness** (`NOTIFY_SOCKET`, through [`gpe_core::notify`]): `READY=1` once the
+//! - **Readiness** (`NOTIFY_SOCKET`, through [`gpe_core::worker::notify`]): `READY=1` once the
 //!   configured workers are up (gunicorn sends it before spawning them), `RELOADING=1` on HUP and
 //!   `READY=1` again once the new workers are up, `STOPPING=1` when the master stops. On a USR2
 //!   upgrade the old master, when it is stopped, hands the unit over with `MAINPID=<new
@@ -12,7 +12,7 @@
 //!   `READY=1` itself. So a `Type=notify` unit follows the upgrade instead of stopping when the
 //!   old master exits.
 
-use gpe_core::notify::Notifier;
+use gpe_core::worker::notify::Notifier;
 
 /// Why `LISTEN_PID`/`LISTEN_FDS` cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

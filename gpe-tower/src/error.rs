@@ -56,12 +56,12 @@ pub enum BuildError {
 
     /// A `PROMETHEUS_*` variable of the standalone `/metrics` server has an invalid value.
     #[error(transparent)]
-    Config(#[from] gpe_core::config::ConfigError),
+    Config(#[from] gpe_core::expose::config::ConfigError),
 
     /// The standalone `/metrics` server could not start.
     #[cfg(feature = "axum")]
     #[error(transparent)]
-    MetricsServer(#[from] gpe_core::server::ServerError),
+    MetricsServer(#[from] gpe_core::expose::server::ServerError),
 
     /// A listener could not be registered with the runtime, or serving failed.
     #[error("serving: {0}")]

@@ -45,7 +45,7 @@
 //! http_body_util::BodyExt::collect(res.into_body()).await?;
 //!
 //! let families = gpe_core::MultiProcessCollector::new(dir.path()).gather();
-//! let text = gpe_core::exposition::encode_text(&families)?;
+//! let text = gpe_core::expose::encode_text(&families)?;
 //! assert!(text.contains(
 //!     r#"gunicorn_worker_requests_total{endpoint="/users/{id}",method="GET",status="200",worker_id="1"} 1"#
 //! ));

@@ -40,7 +40,7 @@
 //! let body = Chunked(vec![Bytes::from("abc"), Bytes::from("defg")]);
 //! let res = svc.oneshot(http::Request::post("/upload").body(body)?).await?;
 //! assert_eq!(res.into_body().collect().await?.to_bytes(), "7 bytes");
-//! # let text = gpe_core::exposition::encode_text(&gpe_core::MultiProcessCollector::new(dir.path()).gather())?;
+//! # let text = gpe_core::expose::encode_text(&gpe_core::MultiProcessCollector::new(dir.path()).gather())?;
 //! # assert!(text.contains("gunicorn_worker_request_size_bytes_sum{endpoint=\"<unmatched>\",method=\"POST\",status=\"200\",worker_id=\"0\"} 7"), "{text}");
 //! # Ok(())
 //! # }

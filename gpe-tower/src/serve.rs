@@ -18,7 +18,7 @@
 //!   `PROMETHEUS_BIND_ADDRESS`, `PROMETHEUS_METRICS_PORT`, TLS, basic auth); under gpe-master
 //!   the master serves them for every worker;
 //! - serves until a graceful stop has drained, a fast stop, or the graceful deadline
-//!   (see [`Worker::serve`] and [`gpe_core::shutdown`]).
+//!   (see [`Worker::serve`] and [`gpe_core::worker::shutdown`]).
 //!
 //! A whole service (`no_run`: it binds 127.0.0.1:8000, or serves gpe-master's listeners):
 //!
@@ -46,7 +46,7 @@
 //!
 //! ```
 //! use axum::{routing::get, Router};
-//! use gpe_core::shutdown::StopReason;
+//! use gpe_core::worker::shutdown::StopReason;
 //! use gpe_tower::serve::{LocalAddr, Worker};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -447,7 +447,7 @@ impl Worker {
     ///
     /// - on a graceful stop (TERM, max-requests, a changed parent) stop accepting at once (the
     ///   other workers take the accept queue) and answer with `Connection: close`; once no
-    ///   connection is open, or [`ACCEPT_SETTLE`](gpe_core::shutdown::ACCEPT_SETTLE) later, ask
+    ///   connection is open, or [`ACCEPT_SETTLE`](gpe_core::worker::shutdown::ACCEPT_SETTLE) later, ask
     ///   the open connections to finish; return when they have;
     /// - under gpe-master, max-requests first asks the master for a replacement and serves on
     ///   until the master's TERM, which comes once the replacement serves (it tells the master
@@ -567,7 +567,7 @@ where
     L::Addr: fmt::Debug,
 {
     // Stop accepting at once on a graceful stop, but ask the open connections to finish only a
-    // moment later (see `gpe_core::shutdown::ACCEPT_SETTLE`): one accepted just before the stop
+    // moment later (see `gpe_core::worker::shutdown::ACCEPT_SETTLE`): one accepted just before the stop
     // may not have had its first request read yet, and a keep-alive client's next request may
     // be on its way.
     shutdown.settle_when_idle();

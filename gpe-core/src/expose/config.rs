@@ -6,7 +6,7 @@
 //! server. Redis variables are parsed by `gpe_core::redis` (feature `redis`).
 //!
 //! ```
-//! use gpe_core::config::Config;
+//! use gpe_core::expose::config::Config;
 //! let config = Config::from_vars([
 //!     ("PROMETHEUS_METRICS_PORT".to_owned(), "9100".to_owned()),
 //!     ("PROMETHEUS_MULTIPROC_DIR".to_owned(), "/tmp/metrics".to_owned()),

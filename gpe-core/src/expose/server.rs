@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use gpe_core::server::{MetricsServer, ServerConfig};
+//! use gpe_core::expose::server::{MetricsServer, ServerConfig};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let registry = prometheus::Registry::new();

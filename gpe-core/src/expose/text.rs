@@ -2,7 +2,7 @@
 //! when `Accept-Encoding` allows it. A family name is never emitted twice.
 //!
 //! ```
-//! use gpe_core::exposition::{negotiate, Format};
+//! use gpe_core::expose::{negotiate, Format};
 //! assert_eq!(negotiate(None), Format::Text);
 //! assert_eq!(negotiate(Some("application/openmetrics-text; version=1.0.0")), Format::OpenMetrics);
 //! ```

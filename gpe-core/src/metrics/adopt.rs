@@ -19,7 +19,7 @@ use crate::store::{GaugeMode, Store};
 /// Copies a registry's values into the store.
 ///
 /// ```
-/// use gpe_core::adopt::Adopter;
+/// use gpe_core::metrics::adopt::Adopter;
 /// # fn main() -> Result<(), gpe_core::Error> {
 /// # let dir = tempfile::tempdir().unwrap();
 /// let store = gpe_core::Store::open(dir.path())?;

@@ -20,7 +20,7 @@ use super::{sync, RedisCollector, RedisConfig, RedisError};
 ///
 /// # fn main() -> Result<(), gpe_core::redis::RedisError> {
 /// let exporter = RedisExporter::new(RedisConfig::from_env()?)?.with_host_label(true);
-/// let text = gpe_core::exposition::encode_text(&exporter.gather());
+/// let text = gpe_core::expose::encode_text(&exporter.gather());
 /// # Ok(())
 /// # }
 /// ```

@@ -19,7 +19,7 @@
 //! re-exports these types).
 //!
 //! ```
-//! use gpe_core::worker_metrics::{RestartReason, WorkerMetrics, WorkerState};
+//! use gpe_core::worker::metrics::{RestartReason, WorkerMetrics, WorkerState};
 //!
 //! # fn main() -> Result<(), gpe_core::Error> {
 //! # let dir = tempfile::tempdir().unwrap();
@@ -31,7 +31,7 @@
 //! worker.record_restart(RestartReason::Quit);
 //! drop(sampler); // stops the thread
 //!
-//! let text = gpe_core::exposition::encode_text(
+//! let text = gpe_core::expose::encode_text(
 //!     &gpe_core::MultiProcessCollector::new(dir.path()).gather(),
 //! )?;
 //! assert!(text.contains(r#"gunicorn_worker_restart_total{reason="quit",worker_id="3"} 1"#));
@@ -155,9 +155,9 @@ impl WorkerMetrics {
     /// # let dir = tempfile::tempdir().unwrap();
     /// let store = gpe_core::Store::open(dir.path())?;
     /// let labels = [("service".to_owned(), "upper".to_owned())];
-    /// let worker = gpe_core::worker_metrics::WorkerMetrics::with_labels(&store, "app_worker_", &labels, "1")?;
+    /// let worker = gpe_core::worker::metrics::WorkerMetrics::with_labels(&store, "app_worker_", &labels, "1")?;
     /// worker.sample();
-    /// let text = gpe_core::exposition::encode_text(
+    /// let text = gpe_core::expose::encode_text(
     ///     &gpe_core::MultiProcessCollector::new(dir.path()).gather(),
     /// )?;
     /// assert!(text.contains(r#"app_worker_state{pid=""#));

@@ -10,8 +10,8 @@
 //! library) is understood as well.
 //!
 //! ```no_run
-//! # fn main() -> Result<(), gpe_core::notify::NotifyError> {
-//! use gpe_core::notify::Notifier;
+//! # fn main() -> Result<(), gpe_core::worker::notify::NotifyError> {
+//! use gpe_core::worker::notify::Notifier;
 //!
 //! if let Some(notifier) = Notifier::from_env()? {
 //!     notifier.notify("READY=1\nSTATUS=serving")?;

@@ -17,7 +17,7 @@
 //!
 //! ```no_run
 //! # async fn serve() -> Result<(), Box<dyn std::error::Error>> {
-//! use gpe_core::shutdown::Shutdown;
+//! use gpe_core::worker::shutdown::Shutdown;
 //! use gpe_core::worker::WorkerContext;
 //!
 //! let ctx = WorkerContext::from_env()?;

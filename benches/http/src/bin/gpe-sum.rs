@@ -7,7 +7,7 @@ fn main() -> anyhow::Result<()> {
         None => gpe_core::Store::from_env()?.dir().to_owned(),
     };
     let families = gpe_core::MultiProcessCollector::new(&dir).gather();
-    let text = gpe_core::exposition::encode_text(&families)?;
+    let text = gpe_core::expose::encode_text(&families)?;
     println!("{}", gpe_http_bench::sum_requests(&text));
     Ok(())
 }
