@@ -324,48 +324,47 @@ proptest! {
 
         let text = encode_text(&families).unwrap();
         prop_assert!(text.ends_with('\n'));
-        let lines = sample_lines(&text);
-        prop_assert_eq!(lines.len(), 1, "{:?}", text);
-        let (name, labels, value) = parse_sample_line(lines[0]).map_err(TestCaseError::fail)?;
-        prop_assert_eq!(name, "values_total");
-        prop_assert_eq!(&labels, &want_labels);
-        prop_assert_eq!(value, "3");
-        let help_line = text
-            .split('\n')
-            .find_map(|l| l.strip_prefix("# HELP values_total "))
-            .ok_or_else(|| TestCaseError::fail(format!("no HELP line in {text:?}")))?;
-        prop_assert_eq!(unescape_help(help_line, false).map_err(TestCaseError::fail)?, help.clone());
+        single_sample_round_trips(&text, false, "values_total", "values_total", &want_labels, &help)?;
 
         let om = encode_openmetrics(&families).unwrap();
         prop_assert!(om.ends_with("# EOF\n"));
-        let lines = sample_lines(&om);
-        prop_assert_eq!(lines.len(), 1, "{:?}", om);
-        let (name, labels, value) = parse_sample_line(lines[0]).map_err(TestCaseError::fail)?;
-        prop_assert_eq!(name, "values_total");
-        prop_assert_eq!(&labels, &want_labels);
-        prop_assert_eq!(value, "3");
-        let help_line = om
-            .split('\n')
-            .find_map(|l| l.strip_prefix("# HELP values "))
-            .ok_or_else(|| TestCaseError::fail(format!("no HELP line in {om:?}")))?;
-        prop_assert_eq!(unescape_help(help_line, true).map_err(TestCaseError::fail)?, help.clone());
+        single_sample_round_trips(&om, true, "values", "values_total", &want_labels, &help)?;
 
         // The same through the text encoder's own path for untyped families (an in-process
         // registry given to the collector can hold them).
         let text = encode_text(&[untyped_family("u", &help, &want_labels, 3.0)]).unwrap();
         prop_assert!(text.contains("\n# TYPE u untyped\n"), "{:?}", text);
-        let lines = sample_lines(&text);
-        prop_assert_eq!(lines.len(), 1, "{:?}", text);
-        let (name, labels, value) = parse_sample_line(lines[0]).map_err(TestCaseError::fail)?;
-        prop_assert_eq!(name, "u");
-        prop_assert_eq!(&labels, &want_labels);
-        prop_assert_eq!(value, "3");
-        let help_line = text
-            .split('\n')
-            .find_map(|l| l.strip_prefix("# HELP u "))
-            .ok_or_else(|| TestCaseError::fail(format!("no HELP line in {text:?}")))?;
-        prop_assert_eq!(unescape_help(help_line, false).map_err(TestCaseError::fail)?, help);
+        single_sample_round_trips(&text, false, "u", "u", &want_labels, &help)?;
     }
+}
+
+/// `out`, a text exposition (OpenMetrics when `openmetrics`), has exactly one sample line,
+/// `sample{labels} 3` with the label values unescaped back to `labels`, and the `# HELP` line of
+/// `family` unescapes back to `help`.
+fn single_sample_round_trips(
+    out: &str,
+    openmetrics: bool,
+    family: &str,
+    sample: &str,
+    labels: &[(String, String)],
+    help: &str,
+) -> Result<(), TestCaseError> {
+    let lines = sample_lines(out);
+    prop_assert_eq!(lines.len(), 1, "{:?}", out);
+    let (name, parsed, value) = parse_sample_line(lines[0]).map_err(TestCaseError::fail)?;
+    prop_assert_eq!(name, sample);
+    prop_assert_eq!(parsed.as_slice(), labels);
+    prop_assert_eq!(value, "3");
+    let help_prefix = format!("# HELP {family} ");
+    let help_line = out
+        .split('\n')
+        .find_map(|l| l.strip_prefix(help_prefix.as_str()))
+        .ok_or_else(|| TestCaseError::fail(format!("no HELP line in {out:?}")))?;
+    prop_assert_eq!(
+        unescape_help(help_line, openmetrics).map_err(TestCaseError::fail)?,
+        help
+    );
+    Ok(())
 }
 
 /// An untyped family of one sample, as a registry's custom collector might produce.

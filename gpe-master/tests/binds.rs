@@ -5,29 +5,16 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{free_port, http_get, running, Launch, Master, Options, PATIENCE};
+use common::{free_port, http_get, running, unix_get, Launch, Master, Options, PATIENCE};
 use nix::sys::signal::Signal;
 
 const T: Duration = Duration::from_secs(10);
-
-/// One HTTP/1.0 `GET /` over a unix socket; the whole response.
-fn unix_get(path: &Path) -> std::io::Result<String> {
-    let mut s = UnixStream::connect(path)?;
-    s.set_read_timeout(Some(T))?;
-    s.set_write_timeout(Some(T))?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
-}
 
 fn ok(answer: std::io::Result<String>) -> bool {
     answer.is_ok_and(|a| a.starts_with("HTTP/1.1 200") || a.starts_with("HTTP/1.0 200"))
@@ -69,7 +56,7 @@ fn gunicorn_spellings_are_bound_and_served() {
             ok(http_get(addr, "/", T)).then_some(())
         });
     }
-    assert!(ok(unix_get(&sock)), "GET / over unix://rel.sock");
+    assert!(ok(unix_get(&sock, T)), "GET / over unix://rel.sock");
     assert!(
         !Path::new("//rel.sock").exists(),
         "unix://rel.sock is a relative path"
@@ -78,8 +65,7 @@ fn gunicorn_spellings_are_bound_and_served() {
     for b in [&b1, &b2, &b3, "unix://rel.sock"] {
         assert!(log.contains(&format!("Listening at: {b} (")), "{b}\n{log}");
     }
-    m.signal(Signal::SIGTERM);
-    assert!(m.wait_exit(PATIENCE).success());
+    m.stop(Signal::SIGTERM, PATIENCE);
     assert!(!sock.exists(), "the socket file is removed at exit");
 }
 
@@ -108,14 +94,20 @@ fn ipv6_any_also_takes_ipv4_clients() {
     )));
 }
 
+/// A master told to bind a port another socket holds: the holder, the address, the master.
+fn master_on_a_busy_port() -> (TcpListener, String, Master) {
+    let holder = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = holder.local_addr().expect("addr");
+    let bind = addr.to_string();
+    let m = Master::spawn_with(Options::workers(1), Launch::binds(&[&bind], Some(addr)));
+    (holder, bind, m)
+}
+
 /// A port held by another socket: the master logs a retry each second, and serves as soon as
 /// the port is released (here: after its first failed attempt).
 #[test]
 fn a_busy_port_is_retried_until_it_is_free() {
-    let holder = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = holder.local_addr().expect("addr");
-    let bind = addr.to_string();
-    let mut m = Master::spawn_with(Options::workers(1), Launch::binds(&[&bind], Some(addr)));
+    let (holder, bind, mut m) = master_on_a_busy_port();
     m.wait_for("the first retry to be logged", |m| {
         m.log()
             .contains("retrying in 1s (attempt 1 of 5)")
@@ -131,10 +123,7 @@ fn a_busy_port_is_retried_until_it_is_free() {
 /// A port held throughout: 5 attempts, then exit 1 naming the address.
 #[test]
 fn a_port_busy_for_good_fails_after_five_attempts() {
-    let holder = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = holder.local_addr().expect("addr");
-    let bind = addr.to_string();
-    let mut m = Master::spawn_with(Options::workers(1), Launch::binds(&[&bind], Some(addr)));
+    let (holder, bind, mut m) = master_on_a_busy_port();
     let status = m.wait_exit(PATIENCE);
     assert_eq!(status.code(), Some(1), "{}", m.log());
     let log = m.log();
@@ -170,7 +159,7 @@ fn unix_sockets_follow_umask() {
             "{args:?}: mode {:o}",
             socket_mode(&sock)
         );
-        assert!(ok(unix_get(&sock)), "{args:?}: GET / over the socket");
+        assert!(ok(unix_get(&sock, T)), "{args:?}: GET / over the socket");
     }
 }
 
@@ -178,14 +167,7 @@ fn unix_sockets_follow_umask() {
 /// proxy in that group) may use it.
 #[test]
 fn unix_sockets_belong_to_user_and_group() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipping: the test does not run as root");
-        return;
-    }
-    let user = nix::unistd::User::from_name("nobody").ok().flatten();
-    let group = nix::unistd::Group::from_name("nogroup").ok().flatten();
-    let (Some(user), Some(group)) = (user, group) else {
-        eprintln!("skipping: no user `nobody` or group `nogroup` here");
+    let Some((user, group)) = common::nobody_and_nogroup("unix sockets of --user/--group") else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -207,7 +189,7 @@ fn unix_sockets_belong_to_user_and_group() {
         (meta.uid(), meta.gid()),
         (user.uid.as_raw(), group.gid.as_raw())
     );
-    assert!(ok(unix_get(&m.dir.path().join("s.sock"))));
+    assert!(ok(unix_get(&m.dir.path().join("s.sock"), T)));
 }
 
 /// `fd://N` of a socket that is bound but not listening: the master calls listen() on it (as
@@ -260,6 +242,6 @@ fn rollback_keeps_the_old_masters_unix_socket() {
         .then_some(())
     });
     assert_eq!(socket_mode(&sock), 0o777, "the socket file is still there");
-    assert!(ok(unix_get(&sock)), "the old master still serves it");
+    assert!(ok(unix_get(&sock, T)), "the old master still serves it");
     assert!(!two.exists(), "the new master removed its pidfile");
 }

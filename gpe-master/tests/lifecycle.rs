@@ -32,34 +32,16 @@ fn three_workers_then_graceful_term() {
     }
 
     let slow = m.in_flight("/sleep?ms=1500");
-    let sent = Instant::now();
-    m.signal(Signal::SIGTERM);
-    let status = m.wait_exit(Duration::from_secs(10) + PATIENCE);
+    let took = m.stop(Signal::SIGTERM, Duration::from_secs(10) + PATIENCE);
     assert!(
-        status.success(),
-        "TERM: exit 0 expected, got {status}\n{}",
-        m.log()
-    );
-    assert!(
-        sent.elapsed() < Duration::from_secs(10),
-        "TERM took {:?}, more than --graceful-timeout 10",
-        sent.elapsed()
+        took < Duration::from_secs(10),
+        "TERM took {took:?}, more than --graceful-timeout 10"
     );
     let answer = slow.join().expect("client thread");
     let answer = answer.expect("the in-flight request is answered during a graceful stop");
     assert!(answer.contains("slept 1500 ms"), "got {answer:?}");
     assert!(!m.pidfile.exists(), "the pidfile is removed at exit");
-    common::eventually(
-        Duration::from_secs(5),
-        "every worker to be gone",
-        || pids.iter().all(|p| !running(*p)).then_some(()),
-        || {
-            format!(
-                "still running: {:?}",
-                pids.iter().filter(|p| running(**p)).collect::<Vec<_>>()
-            )
-        },
-    );
+    common::wait_gone(&pids, Duration::from_secs(5), "every worker to be gone");
     assert!(m.log().contains("Shutting down: Master"), "{}", m.log());
 }
 
@@ -113,24 +95,32 @@ fn killed_worker_is_replaced() {
     assert!(m.log().contains("Perhaps out of memory?"), "{}", m.log());
 }
 
+/// A master of 2 workers that exit with `code` as they boot, once it has exited with `code` too,
+/// without respawning (`error` names the failure in messages): the master, its log and how many
+/// workers it spawned.
+fn halted_by_workers_exiting(code: i32, error: &str) -> (Master, String, usize) {
+    let mut m = Master::spawn(Options::workers(2).env("EXAMPLE_BOOT_EXIT", &code.to_string()));
+    let status = m.wait_exit(PATIENCE);
+    let log = m.log();
+    assert_eq!(status.code(), Some(code), "exit code of the master\n{log}");
+    let spawned = log.matches("Booting worker with pid").count();
+    assert!(
+        (1..=2).contains(&spawned),
+        "no respawn after {error}: {spawned} workers spawned for --workers 2\n{log}"
+    );
+    (m, log, spawned)
+}
+
 /// A worker exiting with 3 (gunicorn's WORKER_BOOT_ERROR): the master stops with 3, says why, and
 /// does not respawn.
 #[test]
 fn boot_error_halts_the_master() {
-    let mut m = Master::spawn(Options::workers(2).env("EXAMPLE_BOOT_EXIT", "3"));
-    let status = m.wait_exit(PATIENCE);
-    let log = m.log();
-    assert_eq!(status.code(), Some(3), "exit code of the master\n{log}");
+    let (m, log, spawned) = halted_by_workers_exiting(3, "a boot error");
     assert!(
         log.contains("Worker failed to boot"),
         "the log says a worker failed to boot\n{log}"
     );
-    let spawned = log.matches("Booting worker with pid").count();
     let failed = log.matches("boot error requested").count();
-    assert!(
-        (1..=2).contains(&spawned),
-        "no respawn after a boot error: {spawned} workers spawned for --workers 2\n{log}"
-    );
     // The first failure halts the master; a sibling may be stopped before it even reached main.
     assert!(
         (1..=spawned).contains(&failed),
@@ -143,16 +133,8 @@ fn boot_error_halts_the_master() {
 /// says the app failed to load, no respawn.
 #[test]
 fn app_load_error_halts_the_master() {
-    let mut m = Master::spawn(Options::workers(2).env("EXAMPLE_BOOT_EXIT", "4"));
-    let status = m.wait_exit(PATIENCE);
-    let log = m.log();
-    assert_eq!(status.code(), Some(4), "exit code of the master\n{log}");
+    let (m, log, _) = halted_by_workers_exiting(4, "an app load error");
     assert!(log.contains("App failed to load"), "{log}");
-    let spawned = log.matches("Booting worker with pid").count();
-    assert!(
-        (1..=2).contains(&spawned),
-        "no respawn after an app load error: {spawned} workers spawned for --workers 2\n{log}"
-    );
     assert!(!m.pidfile.exists(), "the pidfile is removed at exit");
 }
 
@@ -177,18 +159,10 @@ fn workers_die_with_a_sigkilled_master() {
     }
     m.signal(Signal::SIGKILL);
     m.wait_exit(PATIENCE);
-    let killed = Instant::now();
-    common::eventually(
+    common::wait_gone(
+        &pids,
         Duration::from_secs(2),
-        "the orphaned workers to die",
-        || pids.iter().all(|p| !running(*p)).then_some(()),
-        || {
-            format!(
-                "still running {:?} after the master's SIGKILL: {:?}",
-                killed.elapsed(),
-                pids.iter().filter(|p| running(**p)).collect::<Vec<_>>()
-            )
-        },
+        "the orphaned workers to die after the master's SIGKILL",
     );
 }
 

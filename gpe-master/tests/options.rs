@@ -7,15 +7,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{http_get, pid_in, running, Master, Options, PATIENCE};
+use common::{http_get, pid_in, running, unix_get, Master, Options, PATIENCE};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -54,17 +52,6 @@ fn fd_target(pid: i32, fd: i32) -> Option<PathBuf> {
 fn heartbeat_mode(pid: i32) -> Option<u32> {
     let meta = std::fs::metadata(format!("/proc/{pid}/fd/4")).ok()?;
     Some(meta.permissions().mode() & 0o777)
-}
-
-/// One HTTP/1.0 `GET /` over a unix socket; the whole response.
-fn unix_get(path: &Path, timeout: Duration) -> std::io::Result<String> {
-    let mut s = UnixStream::connect(path)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
 }
 
 /// The pid in `answer` (a `GET /` sent over `what`), which must be a 200 from one of `workers`.
@@ -158,9 +145,7 @@ fn tcp4_tcp6_and_unix_binds_are_all_served() {
         (over_unix.len() == 2).then_some(())
     });
 
-    m.signal(Signal::SIGTERM);
-    let status = m.wait_exit(PATIENCE);
-    assert!(status.success(), "TERM: exit 0 expected, got {status}");
+    m.stop(Signal::SIGTERM, PATIENCE);
     assert!(
         !sock.exists(),
         "the unix socket {} is removed at exit",
@@ -550,14 +535,7 @@ fn umask_and_worker_tmp_dir_reach_the_worker() {
 /// heartbeat file is theirs, as gunicorn chowns it), while the master stays root.
 #[test]
 fn user_and_group_apply_to_workers() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipping --user/--group: the test does not run as root");
-        return;
-    }
-    let user = nix::unistd::User::from_name("nobody").ok().flatten();
-    let group = nix::unistd::Group::from_name("nogroup").ok().flatten();
-    let (Some(user), Some(group)) = (user, group) else {
-        eprintln!("skipping --user/--group: no user `nobody` or group `nogroup` here");
+    let Some((user, group)) = common::nobody_and_nogroup("--user/--group") else {
         return;
     };
     let (uid, gid) = (user.uid.to_string(), group.gid.to_string());
@@ -702,32 +680,58 @@ fn signal_counters_and_worker_gauge_are_exact() {
     assert_eq!(common::sample(&text, "gunicorn_master_workers"), Some(3.0));
 }
 
+/// A master of one worker, a shell script exiting `code` at once, once the master has spawned it
+/// three times (`what` names that wait); with the script's dir and when the master started.
+fn master_of_a_worker_exiting(code: u8, what: &str) -> (tempfile::TempDir, Master, Instant) {
+    let bin = tempfile::tempdir().expect("tempdir");
+    let script = bin.path().join(format!("exit-{code}"));
+    std::fs::write(&script, format!("#!/bin/sh\nexit {code}\n")).expect("writing the script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut m = Master::start(Options::workers(1).worker_binary(&script));
+    let started = Instant::now();
+    m.wait_for(what, |m| {
+        (m.sample("gunicorn_master_worker_spawns_total")? >= 3.0).then_some(())
+    });
+    (bin, m, started)
+}
+
+/// The master keeps running until `end`: an observation window (a measurement, not
+/// synchronisation).
+fn keeps_running_until(m: &mut Master, end: Instant) {
+    while Instant::now() < end {
+        assert!(m.try_exit().is_none(), "the master exited:\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `n` spawns of a worker that exits at once: as many exits with `reason`, or one fewer (the last
+/// one may still be running).
+fn assert_an_exit_per_spawn(m: &Master, reason: &str, n: f64) {
+    let exits = m
+        .sample(&format!(
+            "gunicorn_master_worker_exits_total{{reason=\"{reason}\"}}"
+        ))
+        .unwrap_or(0.0);
+    assert!(
+        exits >= n - 1.0 && exits <= n,
+        "{exits} exits ({reason}) for {n} spawns"
+    );
+}
+
 /// A worker that exits 1 at once, forever: the master keeps retrying but backs off (100 ms
 /// doubling, so at most 5 spawns in the first 3 s and never a storm), counts each as a crash,
 /// keeps running, and still stops with exit 0 on TERM.
 #[test]
 fn crash_loop_is_backed_off() {
-    let bin = tempfile::tempdir().expect("tempdir");
-    let script = bin.path().join("crash");
-    std::fs::write(&script, "#!/bin/sh\nexit 1\n").expect("writing the script");
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-
-    let spawns = "gunicorn_master_worker_spawns_total";
-    let mut m = Master::start(Options::workers(1).worker_binary(&script));
-    let started = Instant::now();
     // It does retry: a second and third spawn come (and quickly: the first retry is 100 ms
     // after the crash, the second 200 ms after the next).
-    m.wait_for("the master to retry the crashing worker", |m| {
-        (m.sample(spawns)? >= 3.0).then_some(())
-    });
+    let (_bin, mut m, started) =
+        master_of_a_worker_exiting(1, "the master to retry the crashing worker");
     let third = started.elapsed();
-    // The observation window (a measurement, not synchronisation).
-    let window = Duration::from_secs(3);
-    while started.elapsed() < window {
-        assert!(m.try_exit().is_none(), "the master exited:\n{}", m.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let n = m.sample(spawns).expect("spawn counter");
+    keeps_running_until(&mut m, started + Duration::from_secs(3));
+    let n = m
+        .sample("gunicorn_master_worker_spawns_total")
+        .expect("spawn counter");
     let elapsed = started.elapsed();
     let booted = m.log().matches("Booting worker with pid").count();
     // 100 + 200 + 400 + 800 ms of backoff: spawns at ~0, 0.1, 0.3, 0.7, 1.5 s (then 3.1 s).
@@ -746,45 +750,23 @@ fn crash_loop_is_backed_off() {
         booted as f64 >= n,
         "{booted} 'Booting worker' lines for {n} spawns"
     );
-    let crashes = m
-        .sample("gunicorn_master_worker_exits_total{reason=\"crash\"}")
-        .unwrap_or(0.0);
-    assert!(
-        crashes >= n - 1.0 && crashes <= n,
-        "{crashes} crashes for {n} spawns"
-    );
+    assert_an_exit_per_spawn(&m, "crash", n);
     assert!(!m.log().contains("Worker failed to boot"), "{}", m.log());
 
-    m.signal(Signal::SIGTERM);
-    let status = m.wait_exit(PATIENCE);
-    assert!(
-        status.success(),
-        "TERM during a crash loop: exit 0 expected, got {status}\n{}",
-        m.log()
-    );
+    // TERM during the crash loop.
+    m.stop(Signal::SIGTERM, PATIENCE);
 }
 
 /// A worker that exits 0 at once, forever (not a crash: exit reason `max_requests`): it is
 /// backed off like a crash loop, because it died within a second of its spawn.
 #[test]
 fn quick_clean_exits_are_backed_off() {
-    let bin = tempfile::tempdir().expect("tempdir");
-    let script = bin.path().join("quit-at-once");
-    std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("writing the script");
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-
-    let spawns = "gunicorn_master_worker_spawns_total";
-    let mut m = Master::start(Options::workers(1).worker_binary(&script));
-    let started = Instant::now();
-    m.wait_for("the master to retry the exiting worker", |m| {
-        (m.sample(spawns)? >= 3.0).then_some(())
-    });
-    // The observation window (a measurement, not synchronisation).
-    while started.elapsed() < Duration::from_secs(3) {
-        assert!(m.try_exit().is_none(), "the master exited:\n{}", m.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let n = m.sample(spawns).expect("spawn counter");
+    let (_bin, mut m, started) =
+        master_of_a_worker_exiting(0, "the master to retry the exiting worker");
+    keeps_running_until(&mut m, started + Duration::from_secs(3));
+    let n = m
+        .sample("gunicorn_master_worker_spawns_total")
+        .expect("spawn counter");
     // Spawns at ~0, 0.1, 0.3, 0.7, 1.5 s (then 3.1 s); unthrottled it would be hundreds.
     assert!(
         (3.0..=6.0).contains(&n),
@@ -792,20 +774,13 @@ fn quick_clean_exits_are_backed_off() {
         started.elapsed(),
         m.log()
     );
-    let exits = m
-        .sample("gunicorn_master_worker_exits_total{reason=\"max_requests\"}")
-        .unwrap_or(0.0);
-    assert!(
-        exits >= n - 1.0 && exits <= n,
-        "{exits} exits for {n} spawns"
-    );
+    assert_an_exit_per_spawn(&m, "max_requests", n);
     assert!(
         m.log().contains("after its start: next spawn in"),
         "{}",
         m.log()
     );
-    m.signal(Signal::SIGTERM);
-    assert!(m.wait_exit(PATIENCE).success(), "{}", m.log());
+    m.stop(Signal::SIGTERM, PATIENCE);
 }
 
 /// A worker that crashes now and then, each time after more than a second of life, is replaced

@@ -7,21 +7,13 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 
-use common::{children, eventually, free_port, running, Launch, Master, Options, Reaper, PATIENCE};
+use common::{
+    children, dot2, eventually, free_port, read_pid, stop_new_master, Launch, Master, Options,
+    Reaper, PATIENCE,
+};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-
-fn read_pid(path: &Path) -> Option<i32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-fn dot2(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".2");
-    s.into()
-}
 
 /// A pid that is not running (a child that has exited and been reaped).
 fn dead_pid() -> i32 {
@@ -87,8 +79,7 @@ fn a_stale_pidfile_is_replaced_with_mode_0644() {
         .filter(|n| n.to_string_lossy().starts_with(".gpe-pid"))
         .collect();
     assert!(leftovers.is_empty(), "no temp file left: {leftovers:?}");
-    m.signal(Signal::SIGTERM);
-    assert!(m.wait_exit(PATIENCE).success());
+    m.stop(Signal::SIGTERM, PATIENCE);
     assert!(!m.pidfile.exists(), "removed at exit");
 }
 
@@ -99,8 +90,7 @@ fn a_pidfile_that_is_not_ours_is_kept_at_exit() {
     let mut m = Master::start(Options::workers(1));
     let other = format!("{}\n", std::process::id());
     std::fs::write(&m.pidfile, &other).unwrap();
-    m.signal(Signal::SIGTERM);
-    assert!(m.wait_exit(PATIENCE).success());
+    m.stop(Signal::SIGTERM, PATIENCE);
     assert_eq!(std::fs::read_to_string(&m.pidfile).ok(), Some(other));
 }
 
@@ -111,8 +101,7 @@ fn usr2_keeps_the_pidfile_and_promotes_dot2() {
     let mut old = Master::start(Options::workers(1));
     let old_pid = old.pid();
     let pidfile = old.pidfile.clone();
-    old.signal(Signal::SIGUSR2);
-    let new = old.wait_for("<pidfile>.2", |_| read_pid(&dot2(&pidfile)));
+    let new = old.usr2();
     let _reaper = Reaper(new);
     assert_ne!(new, old_pid);
     assert_eq!(read_pid(&pidfile), Some(old_pid), "the old master keeps it");
@@ -124,8 +113,7 @@ fn usr2_keeps_the_pidfile_and_promotes_dot2() {
     old.wait_for("the new master's worker", |_| {
         (children(new).len() == 1).then_some(())
     });
-    old.signal(Signal::SIGTERM);
-    assert!(old.wait_exit(PATIENCE).success());
+    old.stop(Signal::SIGTERM, PATIENCE);
     eventually(
         PATIENCE,
         "the new master promoted to <pidfile>",
@@ -134,13 +122,7 @@ fn usr2_keeps_the_pidfile_and_promotes_dot2() {
     );
     let mode = std::fs::metadata(&pidfile).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o644);
-    kill(Pid::from_raw(new), Signal::SIGTERM).unwrap();
-    eventually(
-        PATIENCE,
-        "the new master to stop",
-        || (!running(new)).then_some(()),
-        || old.log(),
-    );
+    stop_new_master(new, || old.log());
     assert!(!pidfile.exists(), "the promoted master removes <pidfile>");
 }
 
@@ -150,8 +132,7 @@ fn usr2_keeps_the_pidfile_and_promotes_dot2() {
 fn old_master_keeps_the_pidfile_when_the_new_one_dies() {
     let mut old = Master::start(Options::workers(1));
     let pidfile = old.pidfile.clone();
-    old.signal(Signal::SIGUSR2);
-    let new = old.wait_for("<pidfile>.2", |_| read_pid(&dot2(&pidfile)));
+    let new = old.usr2();
     let _reaper = Reaper(new);
     std::fs::remove_file(&pidfile).unwrap();
     kill(Pid::from_raw(new), Signal::SIGKILL).unwrap();
@@ -193,9 +174,7 @@ fn usr2_follows_a_switched_release_symlink() {
     let next = root.join("next");
     std::os::unix::fs::symlink("releases/b", &next).unwrap();
     std::fs::rename(&next, &current).unwrap();
-    old.signal(Signal::SIGUSR2);
-    let pidfile = old.pidfile.clone();
-    let new = old.wait_for("<pidfile>.2", |_| read_pid(&dot2(&pidfile)));
+    let new = old.usr2();
     let _reaper = Reaper(new);
     assert_eq!(
         exe(new),

@@ -110,6 +110,17 @@ fn pending(pid: i32, sig: Signal) -> bool {
     mask & (1 << (sig as i32 - 1)) != 0
 }
 
+/// Send `n` TTINs to the master, each once the previous one was delivered (the kernel merges a
+/// signal sent while the same one is still pending).
+fn ttins_one_by_one(m: &mut Master, n: usize) {
+    for _ in 0..n {
+        m.signal(Signal::SIGTTIN);
+        m.wait_for("the TTIN to be delivered", |m| {
+            (!pending(m.pid(), Signal::SIGTTIN)).then_some(())
+        });
+    }
+}
+
 /// Two TTIN delivered before the master's loop gets to them are each acted on (gunicorn queues
 /// them), not merged into one. (The kernel itself merges a signal sent while the same one is
 /// still pending, so the test waits for the first to be delivered before sending the second.)
@@ -117,12 +128,7 @@ fn pending(pid: i32, sig: Signal) -> bool {
 fn ttin_twice_in_a_row_adds_two_workers() {
     let mut m = Master::start(Options::workers(1));
     m.wait_workers(1);
-    for _ in 0..2 {
-        m.signal(Signal::SIGTTIN);
-        m.wait_for("the signal to be delivered", |m| {
-            (!pending(m.pid(), Signal::SIGTTIN)).then_some(())
-        });
-    }
+    ttins_one_by_one(&mut m, 2);
     m.wait_sample("gunicorn_master_signals_total{signal=\"ttin\"}", 2.0);
     m.wait_workers(3);
 }
@@ -214,29 +220,20 @@ fn int_and_quit_stop_fast() {
         let mut m = Master::start(Options::workers(2).arg("--graceful-timeout").arg("20"));
         let pids = m.wait_workers(2);
         let slow = m.in_flight("/sleep?ms=30000");
-        let sent = Instant::now();
-        m.signal(sig);
-        let status = m.wait_exit(PATIENCE);
+        let took = m.stop(sig, PATIENCE);
         assert!(
-            status.success(),
-            "{sig}: exit 0 expected, got {status}\n{}",
-            m.log()
-        );
-        assert!(
-            sent.elapsed() < Duration::from_secs(8),
-            "{sig}: a fast stop took {:?}",
-            sent.elapsed()
+            took < Duration::from_secs(8),
+            "{sig}: a fast stop took {took:?}"
         );
         let answer = slow.join().expect("client thread");
         assert!(
             !answer.as_deref().unwrap_or("").contains("slept"),
             "{sig}: the in-flight request was not waited for: {answer:?}"
         );
-        common::eventually(
+        common::wait_gone(
+            &pids,
             Duration::from_secs(5),
-            "the workers to be gone",
-            || pids.iter().all(|p| !running(*p)).then_some(()),
-            || format!("{sig}: still running"),
+            &format!("{sig}: the workers to be gone"),
         );
         assert!(!m.pidfile.exists(), "{sig}: the pidfile is removed");
     }
@@ -254,14 +251,10 @@ fn int_or_quit_during_a_graceful_stop_turns_it_quick() {
         m.wait_for("the graceful stop to begin", |m| {
             m.log().contains("Handling signal: term").then_some(())
         });
-        let sent = Instant::now();
-        m.signal(sig);
-        let status = m.wait_exit(PATIENCE);
-        assert!(status.success(), "{sig}: {status}\n{}", m.log());
+        let took = m.stop(sig, PATIENCE);
         assert!(
-            sent.elapsed() < Duration::from_secs(8),
-            "{sig} after TERM took {:?}\n{}",
-            sent.elapsed(),
+            took < Duration::from_secs(8),
+            "{sig} after TERM took {took:?}\n{}",
             m.log()
         );
         assert!(m.log().contains("quick shutdown"), "{}", m.log());
@@ -281,13 +274,7 @@ fn int_or_quit_during_a_graceful_stop_turns_it_quick() {
 fn ten_ttins_in_a_row_add_ten_workers() {
     let mut m = Master::start(Options::workers(1));
     m.wait_workers(1);
-    for _ in 0..10 {
-        m.signal(Signal::SIGTTIN);
-        let pid = m.pid();
-        m.wait_for("the TTIN to be delivered", |_| {
-            (!pending(pid, Signal::SIGTTIN)).then_some(())
-        });
-    }
+    ttins_one_by_one(&mut m, 10);
     m.wait_workers(11);
     m.wait_sample(r#"gunicorn_master_signals_total{signal="ttin"}"#, 10.0);
 }

@@ -114,11 +114,10 @@ fn stop_with_ignoring_workers(sig: Signal, name: &str, ignore: &str) {
         took >= GRACE,
         "{sig}: the master exited after {took:?}, before --graceful-timeout 3"
     );
-    common::eventually(
+    common::wait_gone(
+        &pids,
         Duration::from_secs(2),
-        "the killed workers to be gone",
-        || pids.iter().all(|p| !running(*p)).then_some(()),
-        || format!("{sig}: still running: {pids:?}"),
+        &format!("{sig}: the killed workers to be gone"),
     );
     assert!(!m.pidfile.exists(), "{sig}: the pidfile is removed");
     let log = m.log();

@@ -34,6 +34,13 @@ impl Systemd {
         self.path.to_str().expect("utf-8 temp path")
     }
 
+    /// The next message, which must have the line `line` (`what` names the wait).
+    fn next_with(&self, what: &str, line: &str) -> String {
+        let message = self.next(what);
+        assert!(has(&message, line), "{what}: {message:?}");
+        message
+    }
+
     /// The next message, within `PATIENCE` (panics with `what` otherwise).
     fn next(&self, what: &str) -> String {
         self.socket
@@ -66,8 +73,7 @@ fn has(message: &str, line: &str) -> bool {
 fn ready_reloading_ready_stopping_in_order() {
     let systemd = Systemd::new();
     let mut m = Master::spawn(Options::workers(2).env("NOTIFY_SOCKET", systemd.addr()));
-    let ready = systemd.next("READY=1 at start");
-    assert!(has(&ready, "READY=1"), "{ready:?}");
+    let ready = systemd.next_with("READY=1 at start", "READY=1");
     assert!(has(&ready, &format!("MAINPID={}", m.pid())), "{ready:?}");
     // Up means serving: both workers answer by now.
     assert_eq!(children(m.pid()).len(), 2, "{}", m.log());
@@ -75,14 +81,12 @@ fn ready_reloading_ready_stopping_in_order() {
 
     let before: Vec<i32> = m.workers();
     m.signal(Signal::SIGHUP);
-    let reloading = systemd.next("RELOADING=1 on HUP");
-    assert!(has(&reloading, "RELOADING=1"), "{reloading:?}");
+    let reloading = systemd.next_with("RELOADING=1 on HUP", "RELOADING=1");
     assert!(
         reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")),
         "{reloading:?}"
     );
-    let ready = systemd.next("READY=1 after the reload");
-    assert!(has(&ready, "READY=1"), "{ready:?}");
+    systemd.next_with("READY=1 after the reload", "READY=1");
     let now = m.workers();
     assert!(
         now.iter().filter(|p| !before.contains(p)).count() >= 2,
@@ -90,8 +94,7 @@ fn ready_reloading_ready_stopping_in_order() {
     );
 
     m.signal(Signal::SIGTERM);
-    let stopping = systemd.next("STOPPING=1 on TERM");
-    assert!(has(&stopping, "STOPPING=1"), "{stopping:?}");
+    systemd.next_with("STOPPING=1 on TERM", "STOPPING=1");
     assert!(m.wait_exit(PATIENCE).success(), "{}", m.log());
     assert_eq!(systemd.nothing_within(Duration::from_millis(200)), None);
 }
@@ -145,8 +148,7 @@ fn socket_activation_serves_on_the_inherited_socket() {
 fn usr2_hands_the_unit_over_with_mainpid() {
     let systemd = Systemd::new();
     let mut old = Master::start(Options::workers(1).env("NOTIFY_SOCKET", systemd.addr()));
-    let ready = systemd.next("READY=1 at start");
-    assert!(has(&ready, "READY=1"), "{ready:?}");
+    systemd.next_with("READY=1 at start", "READY=1");
     let new = old.upgrade();
     let _reaper = Reaper(new);
     assert_eq!(
@@ -155,12 +157,13 @@ fn usr2_hands_the_unit_over_with_mainpid() {
         "an unpromoted master is silent"
     );
     old.signal(Signal::SIGTERM);
-    let handover = systemd.next("MAINPID= from the old master");
-    assert!(has(&handover, &format!("MAINPID={new}")), "{handover:?}");
+    let handover = systemd.next_with("MAINPID= from the old master", &format!("MAINPID={new}"));
     assert!(!has(&handover, "STOPPING=1"), "{handover:?}");
     assert!(old.wait_exit(PATIENCE).success(), "{}", old.log());
-    let promoted = systemd.next("MAINPID= from the promoted master");
-    assert!(has(&promoted, &format!("MAINPID={new}")), "{promoted:?}");
+    systemd.next_with(
+        "MAINPID= from the promoted master",
+        &format!("MAINPID={new}"),
+    );
     let ready = systemd.next("READY=1 from the promoted master");
     assert!(has(&ready, "READY=1"), "{ready:?}\n{}", old.log());
 }

@@ -3,24 +3,16 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{children, eventually, http_get, running, Master, Options, Reaper, PATIENCE};
+use common::{
+    children, eventually, http_get, read_pid, running, stop_new_master, Master, Options, Reaper,
+    PATIENCE,
+};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-
-fn read_pid(path: &Path) -> Option<i32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-fn with_suffix(path: &Path, suffix: &str) -> std::path::PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    s.into()
-}
 
 /// Requests in a loop from another thread (bounded in count and time) until stopped.
 struct Load {
@@ -59,6 +51,18 @@ impl Load {
         }
     }
 
+    /// Wait until more than 20 requests beyond those answered so far succeed (`what` names the
+    /// wait).
+    fn wait_for_20_more(&self, what: &str) {
+        let before = self.ok.load(Ordering::SeqCst);
+        eventually(
+            PATIENCE,
+            what,
+            || (self.ok.load(Ordering::SeqCst) > before + 20).then_some(()),
+            String::new,
+        );
+    }
+
     /// Stop; (successes, failures).
     fn finish(mut self) -> (usize, Vec<String>) {
         self.stop.store(true, Ordering::SeqCst);
@@ -76,18 +80,10 @@ fn usr2_upgrade_under_load_loses_no_request() {
     let old_pid = old.pid();
     old.wait_workers(2);
     let load = Load::start(old.addr);
-    eventually(
-        PATIENCE,
-        "requests flowing",
-        || (load.ok.load(Ordering::SeqCst) > 20).then_some(()),
-        String::new,
-    );
+    load.wait_for_20_more("requests flowing");
 
-    old.signal(Signal::SIGUSR2);
     let pidfile = old.pidfile.clone();
-    let new_pid = old.wait_for("the new master's <pidfile>.2", |_| {
-        read_pid(&with_suffix(&pidfile, ".2"))
-    });
+    let new_pid = old.usr2();
     let _reaper = Reaper(new_pid);
     assert_ne!(new_pid, old_pid);
     assert_eq!(
@@ -98,19 +94,12 @@ fn usr2_upgrade_under_load_loses_no_request() {
     old.wait_for("the new master's 2 workers", |_| {
         (children(new_pid).len() == 2).then_some(())
     });
-    let before = load.ok.load(Ordering::SeqCst);
-    eventually(
-        PATIENCE,
-        "requests while both masters serve",
-        || (load.ok.load(Ordering::SeqCst) > before + 20).then_some(()),
-        String::new,
-    );
+    load.wait_for_20_more("requests while both masters serve");
 
     // A second USR2 while the first upgrade is in progress is ignored by both.
     let _ = kill(Pid::from_raw(new_pid), Signal::SIGUSR2);
-    old.signal(Signal::SIGTERM);
-    let status = old.wait_exit(PATIENCE);
-    assert!(status.success(), "old master: {status}\n{}", old.log());
+    // The old master stops.
+    old.stop(Signal::SIGTERM, PATIENCE);
 
     // The new master notices and takes the pidfile name.
     eventually(
@@ -119,13 +108,7 @@ fn usr2_upgrade_under_load_loses_no_request() {
         || (read_pid(&pidfile) == Some(new_pid)).then_some(()),
         || old.log(),
     );
-    let after = load.ok.load(Ordering::SeqCst);
-    eventually(
-        PATIENCE,
-        "requests served by the new master alone",
-        || (load.ok.load(Ordering::SeqCst) > after + 20).then_some(()),
-        String::new,
-    );
+    load.wait_for_20_more("requests served by the new master alone");
     let (ok, failed) = load.finish();
     assert!(
         failed.is_empty(),
@@ -146,13 +129,7 @@ fn usr2_upgrade_under_load_loses_no_request() {
     let text = http_get(old.metrics_addr, "/metrics", Duration::from_secs(10)).unwrap();
     assert!(text.contains("gunicorn_master_workers 2"), "{text}");
 
-    let _ = kill(Pid::from_raw(new_pid), Signal::SIGTERM);
-    eventually(
-        PATIENCE,
-        "the new master to stop",
-        || (!running(new_pid)).then_some(()),
-        || old.log(),
-    );
+    stop_new_master(new_pid, || old.log());
     assert!(!pidfile.exists(), "the promoted master removes its pidfile");
 }
 

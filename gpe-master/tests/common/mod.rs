@@ -102,6 +102,17 @@ pub(crate) fn eventually<T>(
     }
 }
 
+/// One HTTP/1.0 `GET /` over a unix socket; the whole response.
+pub(crate) fn unix_get(path: &Path, timeout: Duration) -> std::io::Result<String> {
+    let mut s = std::os::unix::net::UnixStream::connect(path)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
 /// One HTTP/1.0 GET; the whole response (status line, headers, body).
 pub(crate) fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
@@ -156,6 +167,60 @@ pub(crate) fn sample(exposition: &str, series: &str) -> Option<f64> {
         let rest = l.strip_prefix(series)?;
         rest.strip_prefix(' ')?.trim().parse().ok()
     })
+}
+
+/// The user `nobody` and group `nogroup`, for a test of `--user`/`--group`, which needs root; `None`
+/// (after printing why the test `what` is skipped) when not root or when either does not exist.
+pub(crate) fn nobody_and_nogroup(what: &str) -> Option<(nix::unistd::User, nix::unistd::Group)> {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipping {what}: the test does not run as root");
+        return None;
+    }
+    let user = nix::unistd::User::from_name("nobody").ok().flatten();
+    let group = nix::unistd::Group::from_name("nogroup").ok().flatten();
+    let both = user.zip(group);
+    if both.is_none() {
+        eprintln!("skipping {what}: no user `nobody` or group `nogroup` here");
+    }
+    both
+}
+
+/// Wait (at most `within`) until none of `pids` is running; on timeout, fail naming `what` and the
+/// ones still running.
+pub(crate) fn wait_gone(pids: &[i32], within: Duration, what: &str) {
+    eventually(
+        within,
+        what,
+        || pids.iter().all(|p| !running(*p)).then_some(()),
+        || {
+            let still: Vec<_> = pids.iter().filter(|p| running(**p)).collect();
+            format!("{what}: still running: {still:?}")
+        },
+    );
+}
+
+/// The pid a pidfile holds, if it holds one.
+pub(crate) fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// `<pidfile>.2`, where a new master (USR2) keeps its pid until it is promoted.
+pub(crate) fn dot2(pidfile: &Path) -> PathBuf {
+    let mut s = pidfile.as_os_str().to_owned();
+    s.push(".2");
+    s.into()
+}
+
+/// SIGTERM `pid`, a master no [`Master`] owns (the new one of a USR2), and wait until it is gone;
+/// on timeout, fail with `log()`.
+pub(crate) fn stop_new_master(pid: i32, log: impl FnOnce() -> String) {
+    kill(Pid::from_raw(pid), Signal::SIGTERM).expect("signalling the new master");
+    eventually(
+        PATIENCE,
+        "the new master to stop",
+        || (!running(pid)).then_some(()),
+        log,
+    );
 }
 
 /// Whether `pid` is a running (not zombie) process.
@@ -364,21 +429,18 @@ impl Master {
 
     /// USR2, then wait until the new master wrote `<pidfile>.2` and has a worker: its pid.
     pub(crate) fn upgrade(&mut self) -> i32 {
-        let mut two = self.pidfile.as_os_str().to_owned();
-        two.push(".2");
-        let two = PathBuf::from(two);
-        self.signal(Signal::SIGUSR2);
-        let new = self.wait_for("the new master's <pidfile>.2", |_| {
-            std::fs::read_to_string(&two)
-                .ok()?
-                .trim()
-                .parse::<i32>()
-                .ok()
-        });
+        let new = self.usr2();
         self.wait_for("the new master's worker", |_| {
             (!children(new).is_empty()).then_some(())
         });
         new
+    }
+
+    /// USR2, then wait until the new master wrote `<pidfile>.2`: its pid.
+    pub(crate) fn usr2(&mut self) -> i32 {
+        self.signal(Signal::SIGUSR2);
+        let two = dot2(&self.pidfile);
+        self.wait_for("the new master's <pidfile>.2", |_| read_pid(&two))
     }
 
     pub(crate) fn pid(&self) -> i32 {
@@ -387,6 +449,20 @@ impl Master {
 
     pub(crate) fn signal(&self, sig: Signal) {
         kill(Pid::from_raw(self.pid()), sig).expect("signalling the master");
+    }
+
+    /// Send `sig` and expect the master to exit 0 within `within` (else fail with its log); the
+    /// time from the signal to the exit.
+    pub(crate) fn stop(&mut self, sig: Signal, within: Duration) -> Duration {
+        let sent = Instant::now();
+        self.signal(sig);
+        let status = self.wait_exit(within);
+        assert!(
+            status.success(),
+            "{sig}: exit 0 expected, got {status}\n{}",
+            self.log()
+        );
+        sent.elapsed()
     }
 
     /// Everything the master and its workers wrote so far.
