@@ -51,7 +51,7 @@ fn sync_and_collector_through_a_sentinel() {
         ("REDIS_SENTINEL_MASTER", "mymaster"),
         ("REDIS_KEY_PREFIX", "gpe:sentinel"),
         ("REDIS_SYNC_INTERVAL", "3600"),
-        ("GPE_HOST_ID", "host-s"),
+        (gpe_core::worker::env::HOST_ID, "host-s"),
     ])
     .unwrap();
     assert_eq!(

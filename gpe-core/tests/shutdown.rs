@@ -17,8 +17,8 @@ async fn resolves(f: impl std::future::Future<Output = ()>, within: Duration) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signals_and_max_requests_drive_the_stop() {
     // Set before any thread reads the environment (this binary has this one test).
-    std::env::set_var("GPE_MAX_REQUESTS", "3");
-    std::env::set_var("GPE_GRACEFUL_TIMEOUT", "1");
+    std::env::set_var(gpe_core::worker::env::MAX_REQUESTS, "3");
+    std::env::set_var(gpe_core::worker::env::GRACEFUL_TIMEOUT, "1");
     let ctx = WorkerContext::from_env().expect("worker environment");
 
     // max-requests: the third request asks for a graceful stop; USR1 does nothing.

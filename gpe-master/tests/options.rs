@@ -13,19 +13,12 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{http_get, pid_in, running, unix_get, Master, Options, PATIENCE};
+use common::{environ, http_get, pid_in, running, unix_get, Master, Options, PATIENCE};
+use gpe_core::worker::env;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 /// The value of `key` in the environment of `pid` (`/proc/PID/environ`).
-fn environ(pid: i32, key: &str) -> Option<String> {
-    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    let prefix = format!("{key}=");
-    env.split(|b| *b == 0)
-        .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-}
-
 /// The fields of the line `key:` of `/proc/PID/status` (e.g. `Uid` -> real, effective, saved, fs).
 fn status_field(pid: i32, key: &str) -> Option<Vec<String>> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -115,7 +108,7 @@ fn tcp4_tcp6_and_unix_binds_are_all_served() {
             "pid {pid}"
         );
         assert_eq!(
-            environ(pid, "GPE_HEARTBEAT_FD"),
+            environ(pid, env::HEARTBEAT_FD),
             Some((3 + n).to_string()),
             "the heartbeat fd follows the listeners (pid {pid})"
         );
@@ -427,7 +420,7 @@ fn max_requests_replaces_workers_gracefully() {
     );
     for pid in m.wait_workers(2) {
         assert_eq!(
-            environ(pid, "GPE_MAX_REQUESTS").as_deref(),
+            environ(pid, env::MAX_REQUESTS).as_deref(),
             Some("5"),
             "pid {pid}"
         );
@@ -496,7 +489,7 @@ fn umask_and_worker_tmp_dir_reach_the_worker() {
             .arg(tmp.path().to_str().expect("utf-8 tempdir")),
     );
     let pid = m.wait_workers(1)[0];
-    assert_eq!(environ(pid, "GPE_HEARTBEAT_FD").as_deref(), Some("4"));
+    assert_eq!(environ(pid, env::HEARTBEAT_FD).as_deref(), Some("4"));
     let heartbeat = fd_target(pid, 4).expect("fd 4 of the worker");
     assert!(
         heartbeat.starts_with(tmp.path()),

@@ -18,7 +18,7 @@ fn start(bin: &str, dir: &std::path::Path) -> (Proc, u16, u16) {
             .env("PROMETHEUS_METRICS_PORT", metrics_port.to_string())
             .env_remove("LISTEN_FDS")
             .env_remove("LISTEN_PID")
-            .env_remove("GPE_WORKER_ID"),
+            .env_remove(gpe_core::worker::env::WORKER_ID),
     );
     eventually("the app", Duration::from_secs(20), || {
         get(port, "/health").ok()
@@ -157,7 +157,7 @@ pub(crate) fn serves_on_a_unix_socket(bin: &str) {
             .env("PROMETHEUS_BIND_ADDRESS", "127.0.0.1")
             .env("PROMETHEUS_METRICS_PORT", free_port().to_string())
             .env_remove("LISTEN_FDS")
-            .env_remove("GPE_WORKER_ID"),
+            .env_remove(gpe_core::worker::env::WORKER_ID),
     );
     let reply = eventually("the unix socket", Duration::from_secs(20), || {
         let mut s = std::os::unix::net::UnixStream::connect(&sock).ok()?;

@@ -273,10 +273,16 @@ pub(crate) fn threads(pid: i32) -> usize {
 
 /// `GPE_WORKER_ID` of a running worker (its age), read from `/proc/PID/environ`.
 pub(crate) fn worker_id(pid: i32) -> Option<u64> {
+    environ(pid, gpe_core::worker::env::WORKER_ID)?.parse().ok()
+}
+
+/// The variable `key` in the environment `pid` started with (`/proc/PID/environ`).
+pub(crate) fn environ(pid: i32, key: &str) -> Option<String> {
     let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{key}=");
     env.split(|b| *b == 0)
-        .find_map(|kv| kv.strip_prefix(b"GPE_WORKER_ID="))
-        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+        .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// How to start a master.
