@@ -52,6 +52,17 @@ impl Proc {
         assert!(ok, "kill -{sig} failed");
     }
 
+    /// Send `sig` and expect an exit 0 within `within`; the time from the signal to the exit.
+    pub fn stop(&mut self, sig: &str, within: Duration) -> Duration {
+        let sent = Instant::now();
+        self.signal(sig);
+        let status = self
+            .wait_exit(within)
+            .unwrap_or_else(|| panic!("no exit within {within:?} of {sig}"));
+        assert!(status.success(), "{sig}: {status}");
+        sent.elapsed()
+    }
+
     /// Wait for the exit, at most `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let end = Instant::now() + timeout;

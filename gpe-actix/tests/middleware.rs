@@ -12,7 +12,7 @@ use gpe_actix::{ActixMetrics, RequestInfo, RequestMetrics};
 #[path = "../../gpe-core/tests/shared/request_metrics.rs"]
 mod request_metrics;
 
-use request_metrics::{fixture, series_count};
+use request_metrics::{fixture, series_count, slow_body_fixture};
 
 #[derive(Debug)]
 struct Broken;
@@ -223,21 +223,11 @@ async fn errors_and_panics(route_first: bool, panic_endpoint: &str) {
 
 #[actix_web::test]
 async fn duration_ends_with_the_body_and_early_drops_count() {
-    let f = fixture(
-        RequestMetrics::builder()
-            .duration_buckets(vec![0.25, 10.0])
-            .unwrap(),
-    );
+    let f = slow_body_fixture();
     let app = app!(ActixMetrics::new(f.metrics.clone()));
     let res = test::call_service(&app, test::TestRequest::get().uri("/stream").to_request()).await;
     // Before routing, the in-flight gauge knows the method only.
-    assert_eq!(
-        f.sum(
-            "gunicorn_worker_requests_in_flight",
-            &[("endpoint", ""), ("method", "GET")]
-        ),
-        1.0
-    );
+    assert_eq!(f.in_flight(&[("endpoint", ""), ("method", "GET")]), 1.0);
     assert_eq!(&test::read_body(res).await[..], b"firstsecond");
     f.assert_slow_body_recorded("/stream");
 
@@ -257,14 +247,11 @@ async fn in_flight_by_endpoint_labels_the_gauge_with_the_pattern() {
     let app = app!(ActixMetrics::new(f.metrics.clone()).in_flight_by_endpoint());
     let res = test::call_service(&app, test::TestRequest::get().uri("/stream").to_request()).await;
     assert_eq!(
-        f.sum(
-            "gunicorn_worker_requests_in_flight",
-            &[("endpoint", "/stream"), ("method", "GET")]
-        ),
+        f.in_flight(&[("endpoint", "/stream"), ("method", "GET")]),
         1.0
     );
     assert_eq!(&test::read_body(res).await[..], b"firstsecond");
-    assert_eq!(f.sum("gunicorn_worker_requests_in_flight", &[]), 0.0);
+    assert_eq!(f.in_flight(&[]), 0.0);
     for i in 0..10 {
         let req = test::TestRequest::get()
             .uri(&format!("/users/{i}"))

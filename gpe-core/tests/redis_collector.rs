@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use gpe_core::redis::{RedisCollector, RedisConfig, RedisExporter, SyncHandle};
-use gpe_core::{Counter, Gauge, GaugeMode, LivePids, Liveness, Store};
+use gpe_core::{Counter, LivePids, Liveness, Store};
 use redis_support::*;
 
 /// The test settings with an hour between syncs: only `flush_now` writes.
@@ -32,19 +32,6 @@ fn synced(
     );
     sync.flush_now().unwrap();
     sync
-}
-
-/// Files of a fake process `pid` in `dir`: `hits_total` = `hits`, an `all` and a `max` gauge.
-fn fake_process(dir: &std::path::Path, pid: u32, hits: f64, gauge: f64) -> Store {
-    let store = Store::open_as(dir, pid).unwrap();
-    Counter::new("hits", "Hits.", &store).unwrap().inc_by(hits);
-    Gauge::new("mem", "All.", GaugeMode::All, &store)
-        .unwrap()
-        .set(gauge);
-    Gauge::new("peak", "Max.", GaugeMode::Max, &store)
-        .unwrap()
-        .set(gauge);
-    store
 }
 
 #[test]

@@ -19,7 +19,7 @@ use tower::ServiceExt;
 #[path = "../../gpe-core/tests/shared/request_metrics.rs"]
 mod request_metrics;
 
-use request_metrics::{fixture, series_count, sum};
+use request_metrics::{fixture, series_count, slow_body_fixture, sum};
 
 fn app(metrics: RequestMetrics) -> Router {
     Router::new()
@@ -227,11 +227,7 @@ async fn service_errors_are_counted() {
 
 #[tokio::test]
 async fn duration_ends_with_the_body_and_early_drops_count() {
-    let f = fixture(
-        RequestMetrics::builder()
-            .duration_buckets(vec![0.25, 10.0])
-            .unwrap(),
-    );
+    let f = slow_body_fixture();
     let app = app(f.metrics.clone());
 
     // Read to the end: the duration covers the 300 ms between the chunks.
@@ -243,7 +239,7 @@ async fn duration_ends_with_the_body_and_early_drops_count() {
         .unwrap();
     let head_after = started.elapsed();
     assert!(head_after < Duration::from_millis(250), "{head_after:?}");
-    assert_eq!(f.sum("gunicorn_worker_requests_in_flight", &[]), 1.0);
+    assert_eq!(f.in_flight(&[]), 1.0);
     let body = res.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"firstsecond");
     f.assert_slow_body_recorded("/slow-body");
@@ -257,7 +253,7 @@ async fn duration_ends_with_the_body_and_early_drops_count() {
     let mut body = res.into_body();
     let first = body.frame().await.unwrap().unwrap();
     assert_eq!(first.into_data().unwrap(), Bytes::from_static(b"first"));
-    assert_eq!(f.sum("gunicorn_worker_requests_in_flight", &[]), 1.0);
+    assert_eq!(f.in_flight(&[]), 1.0);
     drop(body);
     f.assert_body_drop_recorded("/slow-body");
     assert_eq!(

@@ -151,20 +151,19 @@ async fn serves_counts_and_drains_on_a_graceful_stop() {
     let r = request(&mut conn, "/health").await.unwrap();
     assert_eq!(r.body, "ok\n");
     // Request sizes: from Content-Length, and counted for a chunked upload (3 + 4 bytes).
-    let r = send(
-        &mut conn,
-        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.body, "5\n");
-    let r = send(
-        &mut conn,
-        "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.body, "7\n");
+    for (upload, size) in [
+        (
+            "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+            "5\n",
+        ),
+        (
+            "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n",
+            "7\n",
+        ),
+    ] {
+        let r = send(&mut conn, upload).await.unwrap();
+        assert_eq!(r.body, size, "{upload:?}");
+    }
     let r = request(&mut conn, "/nowhere").await.unwrap();
     assert!(r.status.starts_with("HTTP/1.1 404"), "{}", r.status);
 

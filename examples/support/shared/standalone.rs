@@ -90,11 +90,7 @@ pub(crate) fn serves_and_counts_exactly(bin: &str) {
     );
     assert!(text.contains("gunicorn_worker_memory_bytes{"), "{text}");
 
-    p.signal("TERM");
-    let status = p
-        .wait_exit(Duration::from_secs(15))
-        .expect("exit after TERM");
-    assert!(status.success(), "{status:?}");
+    p.stop("TERM", Duration::from_secs(15));
 }
 
 /// `in_flight_endpoint` is the in-flight gauge's `endpoint` label of the slow request (empty for
@@ -169,11 +165,7 @@ pub(crate) fn serves_on_a_unix_socket(bin: &str) {
     });
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.ends_with("user 9\n"), "{reply}");
-    p.signal("TERM");
-    assert!(p
-        .wait_exit(Duration::from_secs(15))
-        .expect("exit")
-        .success());
+    p.stop("TERM", Duration::from_secs(15));
 }
 
 /// These tests as `#[test]` functions of the including test binary, for the example binary

@@ -9,24 +9,18 @@ use std::time::Duration;
 mod common;
 
 use common::{
-    counter, eventually, put_job, reply_pid, request, settles_to, spool_master, worker_tests,
-    Master, Start,
+    by_error_type, counter, eventually, put_job, reply_pid, request, settles_to, spool_master,
+    worker_tests, Master, Start,
 };
 
 /// (requests, panics, `LineError` failures) counted in the master's store.
 fn totals(master: &Master) -> (f64, f64, f64) {
     let f = master.families();
-    let failed = |t: &str| {
-        counter(
-            &f,
-            "gunicorn_worker_failed_requests_total",
-            &[("error_type", t)],
-        )
-    };
+    let failed = "gunicorn_worker_failed_requests_total";
     (
         counter(&f, "gunicorn_worker_requests_total", &[]),
-        failed("panic"),
-        failed("LineError"),
+        by_error_type(&f, failed, "panic"),
+        by_error_type(&f, failed, "LineError"),
     )
 }
 

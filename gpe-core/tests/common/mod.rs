@@ -190,7 +190,6 @@ pub fn require_python() {
 /// `openmetrics`); one `type|name{labels} value` line per sample, sorted. Panics with the parser's
 /// error when it rejects the text.
 pub fn python_parse(format: &str, body: &str) -> String {
-    use std::io::Write;
     let script = r#"
 import sys
 fmt = sys.argv[1]
@@ -206,20 +205,11 @@ for fam in text_string_to_metric_families(text):
         out.append("%s|%s{%s} %r" % (fam.type, s.name, labels, float(s.value)))
 print("\n".join(sorted(out)))
 "#;
-    let mut child = Command::new("python3")
-        .args(["-c", script, format])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 (installed by .ci/deps)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_input(
+        Command::new("python3").args(["-c", script, format]),
+        body,
+        "python3 (installed by .ci/deps)",
+    );
     assert!(
         out.status.success(),
         "prometheus_client could not parse the {format} exposition:\n{}\n---\n{body}",
@@ -231,21 +221,11 @@ print("\n".join(sorted(out)))
 /// `promtool check metrics` (Debian's `prometheus` package, the reference linter of the text
 /// format) must accept `text` and report nothing.
 pub fn promtool_check(text: &str) {
-    use std::io::Write;
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (installed by .ci/deps)");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
+    let out = run_with_input(
+        Command::new("promtool").args(["check", "metrics"]),
+        text,
+        "promtool (installed by .ci/deps)",
+    );
     let report = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -255,4 +235,23 @@ pub fn promtool_check(text: &str) {
         out.status.success() && report.trim().is_empty(),
         "promtool: {report}\n---\n{text}"
     );
+}
+
+/// Run `cmd` with `input` on its stdin, to its end; its output (`missing`: the panic message when
+/// it cannot be started).
+fn run_with_input(cmd: &mut Command, input: &str, missing: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect(missing);
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }

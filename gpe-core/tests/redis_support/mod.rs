@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use gpe_core::redis::{RedisConfig, RedisSync, SyncHandle, SyncSource};
-use gpe_core::Liveness;
+use gpe_core::{Counter, Gauge, GaugeMode, Liveness, Store};
 
 // By path, not `super::common`: gpe-master's tests include this file too.
 #[path = "../common/log_sink.rs"]
@@ -204,6 +204,20 @@ pub fn test_config(
         .unwrap()
         .with_timeouts(Duration::from_millis(500), Duration::from_millis(500))
         .unwrap()
+}
+
+/// Files of a fake process `pid` in `dir`: `hits_total` = `hits`, and `gauge` in the gauges `mem`
+/// (mode `all`) and `peak` (mode `max`); its store, to keep while the files are used.
+pub fn fake_process(dir: &Path, pid: u32, hits: f64, gauge: f64) -> Store {
+    let store = Store::open_as(dir, pid).unwrap();
+    Counter::new("hits", "Hits.", &store).unwrap().inc_by(hits);
+    Gauge::new("mem", "All.", GaugeMode::All, &store)
+        .unwrap()
+        .set(gauge);
+    Gauge::new("peak", "Max.", GaugeMode::Max, &store)
+        .unwrap()
+        .set(gauge);
+    store
 }
 
 /// A running sync of the files in `dir` (processes alive per `liveness`) with `config`.

@@ -14,6 +14,16 @@ pub struct Fixture {
     pub metrics: RequestMetrics,
 }
 
+/// A fixture with the duration buckets `[0.25, 10]` that [`Fixture::assert_slow_body_recorded`]
+/// reads.
+pub fn slow_body_fixture() -> Fixture {
+    fixture(
+        RequestMetrics::builder()
+            .duration_buckets(vec![0.25, 10.0])
+            .unwrap(),
+    )
+}
+
 /// `builder` built as worker "1" over a fresh store.
 pub fn fixture(builder: RequestMetricsBuilder) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
@@ -37,6 +47,11 @@ impl Fixture {
     /// Sum of `gunicorn_worker_requests_total` over the series with every `k="v"` of `labels`.
     pub fn requests(&self, labels: &[(&str, &str)]) -> f64 {
         self.sum("gunicorn_worker_requests_total", labels)
+    }
+
+    /// Sum of `gunicorn_worker_requests_in_flight` over the series with every `k="v"` of `labels`.
+    pub fn in_flight(&self, labels: &[(&str, &str)]) -> f64 {
+        self.sum("gunicorn_worker_requests_in_flight", labels)
     }
 
     /// Sum of `gunicorn_worker_failed_requests_total` with this `error_type`.
@@ -64,7 +79,7 @@ impl Fixture {
             self.requests(&[("endpoint", "<unmatched>"), ("status", "404")]),
             50.0
         );
-        assert_eq!(self.sum("gunicorn_worker_requests_in_flight", &[]), 0.0);
+        assert_eq!(self.in_flight(&[]), 0.0);
         // "hello" is 5 bytes, "user" 4, "made" 4; 404s have an empty body.
         assert_eq!(
             self.sum("gunicorn_worker_response_size_bytes_sum", &[]),
@@ -76,7 +91,7 @@ impl Fixture {
     /// its end, with duration buckets `[0.25, 10]`: nothing in flight, the duration (body
     /// included) in the 10 s bucket and not in the 0.25 s one, its 11 bytes counted.
     pub fn assert_slow_body_recorded(&self, endpoint: &str) {
-        assert_eq!(self.sum("gunicorn_worker_requests_in_flight", &[]), 0.0);
+        assert_eq!(self.in_flight(&[]), 0.0);
         let le = |b: &str| {
             self.sum(
                 "gunicorn_worker_request_duration_seconds_bucket",
@@ -97,7 +112,7 @@ impl Fixture {
     /// After a response body of `endpoint` was dropped before its end: nothing in flight, one
     /// client disconnect counted for `endpoint`.
     pub fn assert_body_drop_recorded(&self, endpoint: &str) {
-        assert_eq!(self.sum("gunicorn_worker_requests_in_flight", &[]), 0.0);
+        assert_eq!(self.in_flight(&[]), 0.0);
         assert_eq!(
             self.sum(
                 "gunicorn_worker_client_disconnects_total",

@@ -131,6 +131,12 @@ pub(crate) fn counter(families: &[MetricFamily], name: &str, with: &[(&str, &str
         .sum()
 }
 
+/// The counter family `name` (`..._failed_requests_total`, `..._error_handling_total`) for one
+/// `error_type`, summed over the workers.
+pub(crate) fn by_error_type(families: &[MetricFamily], name: &str, error_type: &str) -> f64 {
+    counter(families, name, &[("error_type", error_type)])
+}
+
 /// `gunicorn_worker_restart_total{reason="<reason>"}`, summed over the workers.
 pub(crate) fn restarts(families: &[MetricFamily], reason: &str) -> f64 {
     counter(
