@@ -69,19 +69,7 @@ fn child() {
                 .set(1.0);
         }
         "gauges" => {
-            let v: f64 = parts[1].parse().unwrap();
-            for mode in GaugeMode::ALL_MODES {
-                let g = GaugeVec::new(
-                    Opts::new(format!("g_{mode}"), "Gauge."),
-                    &["k"],
-                    mode,
-                    store,
-                )
-                .unwrap()
-                .with_label_values(&["v"])
-                .unwrap();
-                g.set(v);
-            }
+            set_a_gauge_of_every_mode(store, parts[1].parse().unwrap());
             if parts[2] == "wait" {
                 child_ready();
                 child_wait_stdin();

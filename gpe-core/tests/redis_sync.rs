@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use gpe_core::redis::{RedisCollector, RedisConfig};
 use gpe_core::MultiProcessCollector;
-use gpe_core::{Counter, CounterVec, GaugeMode, GaugeVec, HistogramVec, LivePids, Liveness};
+use gpe_core::{Counter, CounterVec, GaugeMode, HistogramVec, LivePids, Liveness};
 use prometheus::{HistogramOpts, Opts};
 use redis_support::*;
 
@@ -41,13 +41,7 @@ fn child() {
                     .inc();
                 h.observe((i % 13) as f64 * 0.9);
             }
-            for mode in GaugeMode::ALL_MODES {
-                GaugeVec::new(Opts::new(format!("g_{mode}"), "G."), &["k"], mode, store)
-                    .unwrap()
-                    .with_label_values(&["v"])
-                    .unwrap()
-                    .set(me);
-            }
+            set_a_gauge_of_every_mode(store, me);
             child_ready();
             child_wait_stdin();
         }

@@ -51,6 +51,22 @@ pub fn run_child(body: impl FnOnce(&[&str], &Store)) {
     body(&parts, &store);
 }
 
+/// One gauge `g_<mode>{k="v"}` per gauge mode in `store`, each set to `value`.
+pub fn set_a_gauge_of_every_mode(store: &Store, value: f64) {
+    for mode in gpe_core::GaugeMode::ALL_MODES {
+        gpe_core::GaugeVec::new(
+            prometheus::Opts::new(format!("g_{mode}"), "Gauge."),
+            &["k"],
+            mode,
+            store,
+        )
+        .unwrap()
+        .with_label_values(&["v"])
+        .unwrap()
+        .set(value);
+    }
+}
+
 /// In a child: tell the parent, waiting in [`wait_ready`], that it is ready.
 pub fn child_ready() {
     use std::io::Write;
