@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use gpe_core::exposition::{encode_openmetrics, encode_text};
+use gpe_core::expose::{encode_openmetrics, encode_text};
 use gpe_core::prometheus::proto::MetricFamily;
 use gpe_core::prometheus::{HistogramOpts, Opts};
 use gpe_core::{

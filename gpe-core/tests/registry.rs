@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use gpe_core::adopt::Adopter;
+use gpe_core::metrics::adopt::Adopter;
 use gpe_core::{
     CounterVec, GaugeMode, GaugeVec, Histogram, HistogramVec, MultiProcessCollector, Store,
 };
@@ -130,7 +130,7 @@ fn registry_and_files_merge_into_one_family_and_one_series_each() {
     assert_eq!(bucket(10.0), Some(3.0));
     assert_eq!(value(&s, "queue_depth", &[("k", "v")]), Some(9.0));
 
-    let text = gpe_core::exposition::encode_text(&families).unwrap();
+    let text = gpe_core::expose::encode_text(&families).unwrap();
     assert_nothing_twice(&text);
     let parsed = python_parse("text", &text);
     assert!(

@@ -39,21 +39,21 @@ fn worker_side() {
     assert_send_sync::<WorkerContext>();
     assert_send_sync::<Heartbeat>();
     assert_send_sync::<Listener>();
-    assert_send_sync::<gpe_core::config::Config>();
+    assert_send_sync::<gpe_core::expose::config::Config>();
 }
 
 #[test]
 fn errors() {
     assert_error::<gpe_core::Error>();
-    assert_error::<gpe_core::exposition::ExpositionError>();
-    assert_error::<gpe_core::config::ConfigError>();
+    assert_error::<gpe_core::expose::ExpositionError>();
+    assert_error::<gpe_core::expose::config::ConfigError>();
     assert_error::<gpe_core::worker::WorkerError>();
 }
 
 #[cfg(feature = "server")]
 #[test]
 fn server() {
-    use gpe_core::server::*;
+    use gpe_core::expose::server::*;
     assert_send_sync::<ServerConfig>();
     assert_send_sync::<ServerHandle>();
     assert_send_sync::<MetricsServer>();

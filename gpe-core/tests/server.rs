@@ -11,8 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gpe_core::config::{BasicAuth, TlsFiles};
-use gpe_core::server::{MetricsServer, ServerConfig, ServerHandle};
+use gpe_core::expose::config::{BasicAuth, TlsFiles};
+use gpe_core::expose::server::{MetricsServer, ServerConfig, ServerHandle};
 use gpe_core::{CounterVec, GaugeMode, GaugeVec, HistogramVec, MultiProcessCollector, Store};
 use prometheus::{HistogramOpts, Opts};
 

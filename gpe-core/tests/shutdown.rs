@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use gpe_core::shutdown::{Shutdown, StopReason, ACCEPT_SETTLE};
+use gpe_core::worker::shutdown::{Shutdown, StopReason, ACCEPT_SETTLE};
 use gpe_core::worker::WorkerContext;
 use nix::sys::signal::{raise, Signal};
 

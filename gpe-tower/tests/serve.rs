@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use axum::Router;
-use gpe_core::server::ServerConfig;
-use gpe_core::shutdown::StopReason;
+use gpe_core::expose::server::ServerConfig;
+use gpe_core::worker::shutdown::StopReason;
 use gpe_tower::serve::{LocalAddr, Worker};
 use gpe_tower::{BuildError, RequestMetrics};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -42,7 +42,7 @@ fn app() -> Router {
 }
 
 fn text(dir: &std::path::Path) -> String {
-    gpe_core::exposition::encode_text(&gpe_core::MultiProcessCollector::new(dir).gather()).unwrap()
+    gpe_core::expose::encode_text(&gpe_core::MultiProcessCollector::new(dir).gather()).unwrap()
 }
 
 /// One response read off a keep-alive connection: status line, lower-cased headers, body.
@@ -227,7 +227,7 @@ async fn serves_counts_and_drains_on_a_graceful_stop() {
         .unwrap()
         .unwrap();
     // Not before the settle time: connections were only asked to finish then.
-    assert!(stopped_at.elapsed() >= gpe_core::shutdown::ACCEPT_SETTLE);
+    assert!(stopped_at.elapsed() >= gpe_core::worker::shutdown::ACCEPT_SETTLE);
 
     let t = text(dir.path());
     assert!(
@@ -281,7 +281,7 @@ async fn a_fast_stop_ends_serve_at_once() {
         .expect("serve returns at once on a fast stop")
         .unwrap()
         .unwrap();
-    assert!(stopped_at.elapsed() < gpe_core::shutdown::ACCEPT_SETTLE);
+    assert!(stopped_at.elapsed() < gpe_core::worker::shutdown::ACCEPT_SETTLE);
     forever.abort();
 
     let t = text(dir.path());

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use gpe_tower::{RestartReason, WorkerMetrics, WorkerState};
 
 fn text(dir: &std::path::Path) -> String {
-    gpe_core::exposition::encode_text(&gpe_core::MultiProcessCollector::new(dir).gather()).unwrap()
+    gpe_core::expose::encode_text(&gpe_core::MultiProcessCollector::new(dir).gather()).unwrap()
 }
 
 fn value(text: &str, prefix: &str) -> Option<f64> {

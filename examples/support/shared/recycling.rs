@@ -92,7 +92,7 @@ pub(crate) fn recycling_under_load_keeps_accepting(bin: &str) {
 
     let took = master.stop("TERM", Duration::from_secs(10));
     assert!(
-        took < Duration::from_secs(1), // gpe_core::shutdown::ACCEPT_SETTLE
+        took < Duration::from_secs(1), // gpe_core::worker::shutdown::ACCEPT_SETTLE
         "idle workers stop at once on TERM, not after ACCEPT_SETTLE: {took:?}"
     );
 }

@@ -106,7 +106,7 @@ pub(crate) fn term_drains_in_flight_requests_and_quit_does_not(
         "the slow request in flight",
         Duration::from_secs(10),
         || {
-            let text = gpe_core::exposition::encode_text(
+            let text = gpe_core::expose::encode_text(
                 &gpe_core::MultiProcessCollector::new(dir.path()).gather(),
             )
             .ok()?;

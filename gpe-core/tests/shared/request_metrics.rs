@@ -36,7 +36,7 @@ impl Fixture {
     /// The text exposition of the store, as a scrape sees it.
     pub fn text(&self) -> String {
         let families = gpe_core::MultiProcessCollector::new(self.dir.path()).gather();
-        gpe_core::exposition::encode_text(&families).unwrap()
+        gpe_core::expose::encode_text(&families).unwrap()
     }
 
     /// Sum of the samples of `name` whose labels include every `k="v"` of `labels`.
