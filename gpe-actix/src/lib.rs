@@ -47,15 +47,20 @@
 mod body;
 mod middleware;
 mod payload;
+pub mod serve;
 
 pub use body::MetricsBody;
-/// The name of [`RequestMetricsError`] in the first release.
-#[doc(hidden)]
-pub use gpe_core::http::RequestMetricsError as BuildError;
 /// The framework-neutral request metrics engine and its hooks, from gpe-core (see
 /// [`gpe_core::http`]).
 pub use gpe_core::http::{
     hooks, DefaultEndpoint, EndpointLabel, RequestInfo, RequestMetrics, RequestMetricsBuilder,
     RequestMetricsError,
 };
+/// Errors starting or running a worker ([`serve`]), and building its request metrics:
+/// gpe-core's [`HostError`](gpe_core::worker::host::HostError), shared with gpe-tower.
+pub use gpe_core::worker::host::HostError as BuildError;
 pub use middleware::{ActixMetrics, MetricsFuture, MetricsMiddleware};
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

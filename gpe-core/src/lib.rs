@@ -108,3 +108,7 @@ pub mod __private {
     #[cfg(feature = "runtime")]
     pub use crate::runtime;
 }
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

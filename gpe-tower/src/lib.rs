@@ -82,3 +82,7 @@ pub use service::{Metrics, RouteTemplate};
 pub use worker::{
     RestartReason, SamplerHandle, StopReason, StopRecord, WorkerMetrics, WorkerState,
 };
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

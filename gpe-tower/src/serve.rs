@@ -75,25 +75,22 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use axum::Router;
-use gpe_core::expose::server::{MetricsServer, ServerConfig};
-use gpe_core::worker::lifecycle::StopRecord;
+use gpe_core::expose::server::ServerConfig;
+use gpe_core::worker::host::{Host, HostBuilder};
 use gpe_core::worker::shutdown::{Shutdown, Tracked};
 use gpe_core::worker::{Listener, WorkerContext};
 use gpe_core::Store;
 
-use crate::{
-    BuildError, MetricsLayer, RequestMetrics, RequestMetricsBuilder, SamplerHandle, WorkerMetrics,
-};
+use crate::{BuildError, MetricsLayer, RequestMetrics, RequestMetricsBuilder, WorkerMetrics};
 
 /// How often [`WorkerMetrics`] are sampled unless [`WorkerBuilder::sample_interval`] says.
-pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+pub use gpe_core::worker::host::DEFAULT_SAMPLE_INTERVAL;
 
 /// The standalone bind address (`HOST:PORT` or `unix:PATH`), shared with every worker kind.
 pub use gpe_core::worker::{BindAddr, InvalidBindAddr, DEFAULT_BIND};
@@ -118,41 +115,12 @@ impl fmt::Display for LocalAddr {
     }
 }
 
-#[derive(Debug)]
-enum RequestMetricsChoice {
-    Build(RequestMetricsBuilder),
-    Built(RequestMetrics),
-    Off,
-}
-
-#[derive(Debug)]
-enum MetricsServerChoice {
-    FromEnv,
-    Config(ServerConfig),
-    Off,
-}
-
-/// How to start a [`Worker`]; see the [module docs](self).
-#[derive(Debug)]
+/// How to start a [`Worker`]; see the [module docs](self). The framework-neutral part is
+/// gpe-core's [`HostBuilder`]; this adds the axum serving.
+#[derive(Debug, Default)]
 #[must_use = "a WorkerBuilder does nothing until .build()"]
 pub struct WorkerBuilder {
-    bind: Option<BindAddr>,
-    store: Option<Store>,
-    request_metrics: RequestMetricsChoice,
-    sample_interval: Duration,
-    metrics_server: MetricsServerChoice,
-}
-
-impl Default for WorkerBuilder {
-    fn default() -> Self {
-        WorkerBuilder {
-            bind: None,
-            store: None,
-            request_metrics: RequestMetricsChoice::Build(RequestMetrics::builder()),
-            sample_interval: DEFAULT_SAMPLE_INTERVAL,
-            metrics_server: MetricsServerChoice::FromEnv,
-        }
-    }
+    host: HostBuilder,
 }
 
 impl WorkerBuilder {
@@ -161,42 +129,48 @@ impl WorkerBuilder {
     ///
     /// # Errors
     /// [`BuildError::InvalidBind`] when `addr` is neither spelling.
-    pub fn bind(mut self, addr: &str) -> Result<Self, BuildError> {
-        self.bind = Some(addr.parse()?);
-        Ok(self)
+    pub fn bind(self, addr: &str) -> Result<Self, BuildError> {
+        Ok(WorkerBuilder {
+            host: self.host.bind(addr)?,
+        })
     }
 
     /// As [`bind`](Self::bind), with an address already parsed (from a command line, say).
-    pub fn bind_addr(mut self, addr: BindAddr) -> Self {
-        self.bind = Some(addr);
-        self
+    pub fn bind_addr(self, addr: BindAddr) -> Self {
+        WorkerBuilder {
+            host: self.host.bind_addr(addr),
+        }
     }
 
     /// Write metrics into this store instead of [`Store::from_env`]'s
     /// (`PROMETHEUS_MULTIPROC_DIR`). The standalone `/metrics` server reads its directory.
-    pub fn store(mut self, store: Store) -> Self {
-        self.store = Some(store);
-        self
+    pub fn store(self, store: Store) -> Self {
+        WorkerBuilder {
+            host: self.host.store(store),
+        }
     }
 
     /// Record requests with metrics built from `builder` (the default is
     /// [`RequestMetrics::builder()`]); its `worker_id` defaults to the worker's.
-    pub fn request_metrics(mut self, builder: RequestMetricsBuilder) -> Self {
-        self.request_metrics = RequestMetricsChoice::Build(builder);
-        self
+    pub fn request_metrics(self, builder: RequestMetricsBuilder) -> Self {
+        WorkerBuilder {
+            host: self.host.request_metrics(builder),
+        }
     }
 
     /// Record requests with metrics already built (their store should be this worker's).
-    pub fn with_request_metrics(mut self, metrics: RequestMetrics) -> Self {
-        self.request_metrics = RequestMetricsChoice::Built(metrics);
-        self
+    pub fn with_request_metrics(self, metrics: RequestMetrics) -> Self {
+        WorkerBuilder {
+            host: self.host.with_request_metrics(metrics),
+        }
     }
 
     /// Add no [`MetricsLayer`] (to measure its cost, or to add one with another label hook
     /// to the router yourself). Worker metrics are still recorded.
-    pub fn no_request_metrics(mut self) -> Self {
-        self.request_metrics = RequestMetricsChoice::Off;
-        self
+    pub fn no_request_metrics(self) -> Self {
+        WorkerBuilder {
+            host: self.host.no_request_metrics(),
+        }
     }
 
     /// How often to sample the worker's memory, CPU and uptime (default
@@ -204,107 +178,53 @@ impl WorkerBuilder {
     ///
     /// # Errors
     /// [`BuildError::ZeroInterval`] for a zero interval.
-    pub fn sample_interval(mut self, interval: Duration) -> Result<Self, BuildError> {
-        if interval.is_zero() {
-            return Err(BuildError::ZeroInterval);
-        }
-        self.sample_interval = interval;
-        Ok(self)
+    pub fn sample_interval(self, interval: Duration) -> Result<Self, BuildError> {
+        Ok(WorkerBuilder {
+            host: self.host.sample_interval(interval)?,
+        })
     }
 
     /// Standalone, serve `/metrics` with this configuration instead of
     /// [`ServerConfig::from_env`]'s.
-    pub fn metrics_server(mut self, config: ServerConfig) -> Self {
-        self.metrics_server = MetricsServerChoice::Config(config);
-        self
+    pub fn metrics_server(self, config: ServerConfig) -> Self {
+        WorkerBuilder {
+            host: self.host.metrics_server(config),
+        }
     }
 
     /// Serve no `/metrics` standalone (another process scrapes the store's directory).
-    pub fn no_metrics_server(mut self) -> Self {
-        self.metrics_server = MetricsServerChoice::Off;
-        self
+    pub fn no_metrics_server(self) -> Self {
+        WorkerBuilder {
+            host: self.host.no_metrics_server(),
+        }
     }
 
     /// Read the environment, open the store, take or bind the listeners, build the metrics,
-    /// start the sampler, install the signal handlers and, standalone, bind `/metrics`. Must be
-    /// called inside a tokio runtime with its I/O and time drivers enabled
+    /// start the sampler, install the signal handlers and, standalone, bind `/metrics`
+    /// ([`HostBuilder::build`]); then register the listeners with the current tokio runtime.
+    /// Must be called inside a tokio runtime with its I/O and time drivers enabled
     /// (`Builder::enable_all`, `#[tokio::main]`).
     ///
     /// # Errors
-    /// - [`BuildError::NoRuntime`] outside a tokio runtime;
-    /// - [`BuildError::Worker`] when a `LISTEN_*` / `GPE_*` variable or an inherited fd cannot
-    ///   be used, [`BuildError::NoListener`] when the master passed none;
-    /// - [`BuildError::Bind`] when the standalone address cannot be bound;
-    /// - [`BuildError::Store`] when the store cannot be opened or rejects a family, and the
-    ///   errors of [`RequestMetricsBuilder::build`];
-    /// - [`BuildError::Signals`] when a signal handler cannot be installed;
-    /// - [`BuildError::Config`] / [`BuildError::MetricsServer`] when the standalone `/metrics`
-    ///   server's configuration is invalid or its address cannot be bound.
+    /// As [`HostBuilder::build`], and [`BuildError::Io`] when a listener cannot be registered.
     ///
     /// # Panics
     /// Inside a tokio runtime built without the I/O or time driver (tokio's own panic).
     pub fn build(self) -> Result<Worker, BuildError> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(BuildError::NoRuntime);
-        }
-        let ctx = Arc::new(WorkerContext::from_env()?);
-        let store = match self.store {
-            Some(s) => s,
-            None => Store::from_env()?,
-        };
-        let worker_id = ctx.worker_id().to_string();
-        let listeners = take_listeners(&ctx, self.bind)?;
-
-        let request_metrics = match self.request_metrics {
-            RequestMetricsChoice::Build(b) => {
-                Some(b.worker_id_or(worker_id.clone()).build(&store)?)
-            }
-            RequestMetricsChoice::Built(m) => Some(m),
-            RequestMetricsChoice::Off => None,
-        };
-        let worker_metrics = WorkerMetrics::new(&store, worker_id.clone())?;
-        let sampler = worker_metrics.spawn_sampler(self.sample_interval)?;
-
-        let shutdown = Shutdown::install(&ctx).map_err(BuildError::Signals)?;
-        // Record why the worker stops in its metrics at the moment it does: once for the
-        // graceful stop and once more if it turns fast.
-        let stops = Arc::new(StopRecord::new(worker_metrics.clone()));
-        shutdown.record_stops(&stops);
-
-        // Standalone only: gpe-master serves /metrics for all its workers.
-        let metrics_server = if ctx.is_managed() {
-            None
-        } else {
-            let config = match self.metrics_server {
-                MetricsServerChoice::FromEnv => Some(ServerConfig::from_env()?),
-                MetricsServerChoice::Config(c) => Some(c),
-                MetricsServerChoice::Off => None,
-            };
-            match config {
-                Some(config) => {
-                    let collector = gpe_core::MultiProcessCollector::new(store.dir());
-                    let server = MetricsServer::bind(config, Arc::new(move || collector.gather()))?;
-                    if let Ok(addr) = server.local_addr() {
-                        tracing::info!(%addr, "metrics on http://{addr}/metrics");
-                    }
-                    Some(server)
+        let mut host = self.host.build()?;
+        let listeners = host
+            .take_listeners()
+            .into_iter()
+            .map(|l| {
+                match l {
+                    Listener::Tcp(l) => tokio::net::TcpListener::from_std(l).map(Bound::Tcp),
+                    Listener::Unix(l) => tokio::net::UnixListener::from_std(l).map(Bound::Unix),
+                    _ => return Err(BuildError::UnsupportedListener),
                 }
-                None => None,
-            }
-        };
-
-        Ok(Worker {
-            ctx,
-            store,
-            worker_id,
-            listeners,
-            request_metrics,
-            worker_metrics,
-            sampler,
-            shutdown,
-            stops,
-            metrics_server,
-        })
+                .map_err(BuildError::Io)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Worker { host, listeners })
     }
 
     /// [`build`](Self::build), then [`Worker::serve`].
@@ -314,42 +234,6 @@ impl WorkerBuilder {
     pub async fn serve(self, app: Router) -> Result<(), BuildError> {
         self.build()?.serve(app).await
     }
-}
-
-/// Under gpe-master its listeners (all of them), else one bound to `bind`, `GPE_BIND` or
-/// [`DEFAULT_BIND`]; non-blocking and registered with the runtime.
-fn take_listeners(ctx: &WorkerContext, bind: Option<BindAddr>) -> Result<Vec<Bound>, BuildError> {
-    let listeners = if ctx.is_managed() {
-        let inherited = ctx.listeners()?;
-        if inherited.is_empty() {
-            return Err(BuildError::NoListener);
-        }
-        inherited
-    } else {
-        let addr = match bind {
-            Some(a) => a,
-            None => match std::env::var(gpe_core::worker::env::BIND) {
-                Ok(v) if !v.is_empty() => v.parse()?,
-                _ => DEFAULT_BIND.parse()?,
-            },
-        };
-        vec![addr.bind().map_err(|source| BuildError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?]
-    };
-    listeners
-        .into_iter()
-        .map(|l| {
-            l.set_nonblocking(true).map_err(BuildError::Io)?;
-            match l {
-                Listener::Tcp(l) => tokio::net::TcpListener::from_std(l).map(Bound::Tcp),
-                Listener::Unix(l) => tokio::net::UnixListener::from_std(l).map(Bound::Unix),
-                _ => return Err(BuildError::UnsupportedListener),
-            }
-            .map_err(BuildError::Io)
-        })
-        .collect()
 }
 
 #[derive(Debug)]
@@ -374,16 +258,8 @@ impl Bound {
 /// [module docs](self).
 #[derive(Debug)]
 pub struct Worker {
-    ctx: Arc<WorkerContext>,
-    store: Store,
-    worker_id: String,
+    host: Host,
     listeners: Vec<Bound>,
-    request_metrics: Option<RequestMetrics>,
-    worker_metrics: WorkerMetrics,
-    sampler: SamplerHandle,
-    shutdown: Shutdown,
-    stops: Arc<StopRecord>,
-    metrics_server: Option<MetricsServer>,
 }
 
 impl Worker {
@@ -394,37 +270,37 @@ impl Worker {
 
     /// The worker side of gpe-master's contract (empty standalone).
     pub fn context(&self) -> &WorkerContext {
-        &self.ctx
+        self.host.context()
     }
 
     /// Whether gpe-master started this process.
     pub fn is_managed(&self) -> bool {
-        self.ctx.is_managed()
+        self.host.is_managed()
     }
 
     /// The store the metrics are written to.
     pub fn store(&self) -> &Store {
-        &self.store
+        self.host.store()
     }
 
     /// The `worker_id` label value (`GPE_WORKER_ID`, `0` standalone).
     pub fn worker_id(&self) -> &str {
-        &self.worker_id
+        self.host.worker_id()
     }
 
     /// The request metrics the [`MetricsLayer`] records into, if any.
     pub fn request_metrics(&self) -> Option<&RequestMetrics> {
-        self.request_metrics.as_ref()
+        self.host.request_metrics()
     }
 
     /// The worker metrics (sampled; state and restarts recorded on stop).
     pub fn worker_metrics(&self) -> &WorkerMetrics {
-        &self.worker_metrics
+        self.host.worker_metrics()
     }
 
     /// The stop state: [`Shutdown::stop`] stops the worker as TERM or QUIT would.
     pub fn shutdown(&self) -> &Shutdown {
-        &self.shutdown
+        self.host.shutdown()
     }
 
     /// Where the worker accepts connections.
@@ -437,9 +313,7 @@ impl Worker {
 
     /// Standalone, the address of this process's `/metrics` server.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_server
-            .as_ref()
-            .and_then(|s| s.local_addr().ok())
+        self.host.metrics_addr()
     }
 
     /// Serve `app` on every listener until a graceful stop has drained, a fast stop, or the
@@ -462,30 +336,14 @@ impl Worker {
     /// [`BuildError::Io`] when serving a listener fails.
     pub async fn serve(self, app: Router) -> Result<(), BuildError> {
         let Worker {
-            ctx,
-            worker_id,
+            mut host,
             listeners,
-            request_metrics,
-            sampler,
-            shutdown,
-            stops,
-            metrics_server,
-            ..
         } = self;
-        // A task of this runtime, not a thread: a runtime whose threads are all stuck stops
-        // heartbeating, and the master's --timeout replaces the worker.
-        let heartbeat = ctx.heartbeat_task().map(tokio::spawn);
-        let app = stack(app, request_metrics, &shutdown);
+        let running = host.start();
+        let shutdown = host.shutdown().clone();
+        let app = stack(app, host.request_metrics().cloned(), &shutdown);
 
-        let metrics_task = metrics_server.map(|server| {
-            tokio::spawn(async move {
-                if let Err(e) = server.serve(std::future::pending()).await {
-                    tracing::error!(error = %e, "metrics server failed");
-                }
-            })
-        });
-
-        let pid = std::process::id();
+        let (worker_id, pid) = (host.worker_id().to_owned(), std::process::id());
         let mut tasks = tokio::task::JoinSet::new();
         for listener in listeners {
             if let Some(addr) = listener.local_addr() {
@@ -496,9 +354,7 @@ impl Worker {
                 Bound::Unix(l) => tasks.spawn(serve_listener(l, app.clone(), shutdown.clone())),
             };
         }
-        if let Some(master) = ctx.master_link() {
-            master.ready();
-        }
+        host.ready();
         let drained = async {
             while let Some(joined) = tasks.join_next().await {
                 joined
@@ -516,11 +372,7 @@ impl Worker {
             }
         };
         tasks.abort_all();
-        for t in [metrics_task, heartbeat].into_iter().flatten() {
-            t.abort();
-        }
-        shutdown.record_now(&stops);
-        drop(sampler);
+        host.finish(running);
         result
     }
 }

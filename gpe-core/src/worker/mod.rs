@@ -31,6 +31,9 @@ use notify::{Notifier, NotifyError};
 
 mod bind;
 pub mod env;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod host;
 pub mod lifecycle;
 pub mod metrics;
 pub mod notify;
