@@ -92,6 +92,10 @@ use crate::{BuildError, MetricsLayer, RequestMetrics, RequestMetricsBuilder, Wor
 /// How often [`WorkerMetrics`] are sampled unless [`WorkerBuilder::sample_interval`] says.
 pub use gpe_core::worker::host::DEFAULT_SAMPLE_INTERVAL;
 
+/// The request body of what [`Worker::serve_service`] serves (axum's body type, which it is
+/// served with).
+pub use axum::body::Body;
+
 /// The standalone bind address (`HOST:PORT` or `unix:PATH`), shared with every worker kind.
 pub use gpe_core::worker::{BindAddr, InvalidBindAddr, DEFAULT_BIND};
 
@@ -374,6 +378,29 @@ impl Worker {
         tasks.abort_all();
         host.finish(running);
         result
+    }
+
+    /// Serve any tower service as the whole application (a hyper `service_fn` behind
+    /// `tower::service_fn`, tonic's `Routes::into_axum_router`, a `ServiceBuilder` stack): every
+    /// request reaches it, with the same layers, listeners and stops as [`serve`](Self::serve).
+    /// Without a router there is no `MatchedPath`: put a [`RouteTemplate`](crate::RouteTemplate)
+    /// in the request extensions before the metrics layer reads it (build the worker with
+    /// [`no_request_metrics`](WorkerBuilder::no_request_metrics) and add the
+    /// [`MetricsLayer`] to your stack after your routing), or requests are `<unmatched>`.
+    ///
+    /// # Errors
+    /// As [`serve`](Self::serve).
+    pub async fn serve_service<S>(self, service: S) -> Result<(), BuildError>
+    where
+        S: tower_service::Service<Request, Error = std::convert::Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.serve(Router::new().fallback_service(service)).await
     }
 }
 

@@ -1,5 +1,7 @@
 //! An actix-web service instrumented with gpe-actix, runnable standalone or as a gpe-master
-//! worker.
+//! worker. Everything around the routes (listeners, the metrics middleware, max-requests,
+//! signals, worker metrics, the standalone /metrics server) is `gpe_actix::serve`: this file is
+//! what a user writes.
 //!
 //! Run with:
 //!
@@ -18,19 +20,21 @@
 //! requests (at most `GPE_GRACEFUL_TIMEOUT` s), QUIT and INT exit at once, as gunicorn workers do.
 //! Each process runs `EXAMPLE_ACTIX_THREADS` actix worker threads (default 2).
 
-use std::process::ExitCode;
 use std::time::Duration;
 
-use actix_web::dev::Service as _;
-use actix_web::{web, App, HttpResponse, HttpServer};
-use gpe_actix::ActixMetrics;
-use gpe_core::worker::Listener;
+use actix_web::{web, App, HttpResponse};
+use clap::Parser;
+use gpe_actix::serve::Worker;
+use gpe_actix::{BuildError, RequestMetrics};
+use gpe_core::worker::BindAddr;
 
-use example_support as run;
-
-/// How long a connection accepted by actix-web's accept thread may take to reach a worker
-/// thread (and its `on_connect`) after the accept thread was paused.
-const ACCEPT_HANDOFF: Duration = Duration::from_millis(100);
+/// An example actix-web service: run it under gpe-master, or standalone with --bind.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Where to listen standalone (ignored under gpe-master, whose listeners are served).
+    #[arg(short, long, value_name = "HOST:PORT|unix:PATH")]
+    bind: Option<BindAddr>,
+}
 
 #[derive(Debug, serde::Deserialize)]
 struct Slow {
@@ -69,98 +73,24 @@ fn routes(cfg: &mut web::ServiceConfig) {
     .route("/health", web::get().to(|| async { "ok\n" }));
 }
 
-fn main() -> ExitCode {
-    run::main("example-actix", run::Boot::from_env_and_args, |boot| {
-        actix_web::rt::System::new().block_on(serve(boot))
-    })
-}
-
-async fn serve(boot: run::Boot) -> anyhow::Result<()> {
-    let (metrics, worker, _sampler) = boot.metrics()?;
-    let listener = boot.listener()?;
-    let control = run::Control::start(&boot, &worker)?;
-    let _metrics_server = boot.standalone_metrics_server().await?;
+#[actix_web::main]
+async fn main() -> Result<(), BuildError> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
     let threads = std::env::var("EXAMPLE_ACTIX_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
-
-    let counter = control.clone();
-    let server = HttpServer::new(move || {
-        let counter = counter.clone();
-        App::new()
-            .wrap(ActixMetrics::new(metrics.clone()))
-            .wrap_fn(move |req, srv| {
-                counter.count_request();
-                let stopping = counter.clone();
-                let res = srv.call(req);
-                async move {
-                    let mut res = res.await?;
-                    // Once stopping, every answer closes its connection: keep-alive clients
-                    // reconnect (to another worker) instead of losing a request to the close of
-                    // an idle connection.
-                    if stopping.is_stopping() {
-                        res.response_mut()
-                            .head_mut()
-                            .set_connection_type(actix_web::http::ConnectionType::Close);
-                    }
-                    Ok(res)
-                }
-            })
-            .configure(routes)
-    })
-    .on_connect({
-        // Each connection's extensions live as long as it does: the guard counts it as open.
-        let tracker = control.clone();
-        move |_, ext| {
-            ext.insert(tracker.track_connection());
-        }
-    })
-    .workers(threads)
-    .disable_signals()
-    .shutdown_timeout(control.graceful_timeout().as_secs());
-    let server = match listener {
-        Listener::Tcp(l) => {
-            tracing::info!(worker_id = %boot.worker_id, "example-actix listening on http://{}/", l.local_addr()?);
-            server.listen(l)?
-        }
-        Listener::Unix(l) => {
-            tracing::info!(worker_id = %boot.worker_id, "example-actix listening on {:?}", l.local_addr()?);
-            server.listen_uds(l)?
-        }
-        _ => anyhow::bail!("unsupported listener kind"),
+    let mut worker = Worker::builder()
+        .request_metrics(RequestMetrics::builder().exclude_path("/health"))
+        .threads(threads);
+    if let Some(bind) = args.bind {
+        worker = worker.bind_addr(bind);
     }
-    .run();
-
-    control.settle_when_idle();
-    boot.tell_master_ready();
-    let handle = server.handle();
-    let stopper = control.clone();
-    actix_web::rt::spawn(async move {
-        stopper.graceful().await;
-        // Stop accepting at once, and stop the connections only a moment later: one accepted
-        // just before the stop may not have had its request read yet, and actix closes idle
-        // connections on a graceful stop (see `example_support::ACCEPT_SETTLE`).
-        handle.pause().await;
-        // actix-web accepts on a thread of its own and hands each connection to a worker
-        // thread, where `on_connect` counts it: give the hand-off time to finish before the
-        // count of open connections is trusted.
-        let settled = async {
-            tokio::time::sleep(ACCEPT_HANDOFF).await;
-            stopper.graceful_settled().await;
-        };
-        tokio::select! {
-            () = stopper.fast() => return handle.stop(false).await,
-            () = settled => {}
-        }
-        tokio::select! {
-            () = stopper.fast() => handle.stop(false).await,
-            () = handle.stop(true) => {}
-        }
-    });
-    tokio::select! {
-        r = server => r?,
-        () = control.fast() => {}
-    }
-    Ok(())
+    worker.build()?.serve(|| App::new().configure(routes)).await
 }

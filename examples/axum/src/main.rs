@@ -24,17 +24,24 @@
 //! Signals: TERM stops accepting and finishes in-flight requests (at most `GPE_GRACEFUL_TIMEOUT`
 //! seconds, default 30); QUIT and INT exit at once.
 
-use std::process::ExitCode;
 use std::time::Duration;
 
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
+use clap::Parser;
+use gpe_core::worker::BindAddr;
 use gpe_tower::serve::Worker;
 use gpe_tower::{BuildError, RequestMetrics};
 
-use example_support as run;
+/// An example axum service: run it under gpe-master, or standalone with --bind.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Where to listen standalone (ignored under gpe-master, whose listeners are served).
+    #[arg(short, long, value_name = "HOST:PORT|unix:PATH")]
+    bind: Option<BindAddr>,
+}
 
 #[derive(Debug, serde::Deserialize)]
 struct Slow {
@@ -73,28 +80,20 @@ async fn panics() -> &'static str {
     "unreachable"
 }
 
-fn main() -> ExitCode {
-    run::main(
-        "example-axum",
-        || {
-            let Some(args) = run::Args::parse()? else {
-                return Ok(None);
-            };
-            let runtime = run::tokio_runtime()?;
-            // Built inside the runtime: the worker installs its signal handlers there.
-            let worker = {
-                let _entered = runtime.enter();
-                worker(&args)?
-            };
-            Ok(Some((runtime, worker)))
-        },
-        |(runtime, worker)| Ok(runtime.block_on(worker.serve(app()))?),
-    )
+#[tokio::main]
+async fn main() -> Result<(), BuildError> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    worker(&Args::parse())?.serve(app()).await
 }
 
 /// The worker: gpe-master's listeners, or standalone `--bind` (default `GPE_BIND`, else
 /// 127.0.0.1:8000).
-fn worker(args: &run::Args) -> Result<Worker, BuildError> {
+fn worker(args: &Args) -> Result<Worker, BuildError> {
     let mut builder = Worker::builder();
     if let Some(bind) = &args.bind {
         builder = builder.bind_addr(bind.clone());

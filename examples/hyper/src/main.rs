@@ -1,5 +1,5 @@
 //! A plain hyper 1 service (no framework) instrumented with gpe-tower, runnable standalone or as
-//! a gpe-master worker.
+//! a gpe-master worker: any tower service is served by `gpe_tower::serve`'s `serve_service`.
 //!
 //! Run with:
 //!
@@ -20,21 +20,24 @@
 //! recorded). TERM drains in-flight requests, QUIT and INT exit at once.
 
 use std::convert::Infallible;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
-use gpe_core::worker::Listener;
-use gpe_tower::{MetricsLayer, RouteTemplate};
+use clap::Parser;
+use gpe_core::worker::BindAddr;
+use gpe_tower::serve::{Body, Worker};
+use gpe_tower::{BuildError, MetricsLayer, RequestMetrics, RouteTemplate};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tower::ServiceBuilder;
 
-use example_support as run;
+/// An example hyper service: run it under gpe-master, or standalone with --bind.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Where to listen standalone (ignored under gpe-master, whose listeners are served).
+    #[arg(short, long, value_name = "HOST:PORT|unix:PATH")]
+    bind: Option<BindAddr>,
+}
 
 /// The route template of `path`.
 fn route(path: &str) -> Option<&'static str> {
@@ -60,7 +63,7 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     res
 }
 
-async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle<B>(req: Request<B>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path();
     Ok(match req.extensions().get::<RouteTemplate>().map(|r| r.0) {
         Some("/") => text(StatusCode::OK, "hello from example-hyper\n".to_owned()),
@@ -89,49 +92,28 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
     })
 }
 
-fn main() -> ExitCode {
-    run::main(
-        "example-hyper",
-        || {
-            let Some(boot) = run::Boot::from_env_and_args()? else {
-                return Ok(None);
-            };
-            Ok(Some((boot, run::tokio_runtime()?)))
-        },
-        |(boot, runtime)| runtime.block_on(serve(boot)),
-    )
-}
-
-async fn serve(boot: run::Boot) -> anyhow::Result<()> {
-    let (metrics, worker, _sampler) = boot.metrics()?;
-    let listener = boot.listener()?;
-    listener.set_nonblocking(true)?;
-    let listener = match listener {
-        Listener::Tcp(l) => Accepting::Tcp(tokio::net::TcpListener::from_std(l)?),
-        Listener::Unix(l) => Accepting::Unix(tokio::net::UnixListener::from_std(l)?),
-        _ => anyhow::bail!("unsupported listener kind"),
-    };
-    let control = run::Control::start(&boot, &worker)?;
-    let _metrics_server = boot.standalone_metrics_server().await?;
-    tracing::info!(worker_id = %boot.worker_id, "example-hyper listening on {}", listener.describe());
-
-    // Routing first (it sets the template), then the metrics layer, then the handler.
-    let counter = control.clone();
-    let stopping = control.clone();
+#[tokio::main]
+async fn main() -> Result<(), BuildError> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    // The metrics layer goes inside the routing (which sets the template), so the worker adds
+    // none of its own.
+    let mut worker = Worker::builder().no_request_metrics();
+    if let Some(bind) = args.bind {
+        worker = worker.bind_addr(bind);
+    }
+    let worker = worker.build()?;
+    let metrics = RequestMetrics::builder()
+        .worker_id(worker.worker_id())
+        .exclude_path("/health")
+        .build(worker.store())?;
     let service = ServiceBuilder::new()
-        // Once stopping, every answer closes its connection: keep-alive clients reconnect (to
-        // another worker) instead of losing a request to the close of an idle connection.
-        .map_response(move |mut res: Response<_>| {
-            if stopping.is_stopping() {
-                res.headers_mut().insert(
-                    http::header::CONNECTION,
-                    http::HeaderValue::from_static("close"),
-                );
-            }
-            res
-        })
-        .map_request(move |mut req: Request<Incoming>| {
-            counter.count_request();
+        .map_request(|mut req: Request<Body>| {
             if let Some(r) = route(req.uri().path()) {
                 req.extensions_mut().insert(RouteTemplate(r));
             }
@@ -139,80 +121,7 @@ async fn serve(boot: run::Boot) -> anyhow::Result<()> {
         })
         .layer(MetricsLayer::new(metrics))
         .service_fn(handle);
-
-    let graceful = GracefulShutdown::new();
-    let stop = control.graceful();
-    tokio::pin!(stop);
-    control.settle_when_idle();
-    boot.tell_master_ready();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // Another worker may have taken it, or the fd limit was hit: go on.
-                        tracing::debug!(error = %e, "accept failed");
-                        continue;
-                    }
-                };
-                let svc = service.clone();
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(control.track(stream)), TowerToHyperService::new(svc));
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection error");
-                    }
-                });
-            }
-            () = &mut stop => break,
-        }
-    }
-    drop(listener);
-    // Connections accepted just before the stop get a moment to start their first request
-    // before the idle ones are closed, unless none is open (see
-    // `example_support::ACCEPT_SETTLE`).
-    tokio::select! {
-        () = control.graceful_settled() => {}
-        () = control.fast() => return Ok(()),
-    }
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = control.fast() => {}
-        () = control.graceful_deadline() => {
-            tracing::warn!("graceful timeout: exiting with requests in flight");
-        }
-    }
-    Ok(())
-}
-
-/// A connection of either listener kind.
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
-
-/// The listener, TCP or Unix.
-enum Accepting {
-    Tcp(tokio::net::TcpListener),
-    Unix(tokio::net::UnixListener),
-}
-
-impl Accepting {
-    async fn accept(&self) -> std::io::Result<Box<dyn Io>> {
-        Ok(match self {
-            Accepting::Tcp(l) => Box::new(l.accept().await?.0),
-            Accepting::Unix(l) => Box::new(l.accept().await?.0),
-        })
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Accepting::Tcp(l) => l
-                .local_addr()
-                .map_or_else(|e| e.to_string(), |a| format!("http://{a}/")),
-            Accepting::Unix(l) => format!("{:?}", l.local_addr()),
-        }
-    }
+    worker.serve_service(service).await
 }
 
 #[cfg(test)]
