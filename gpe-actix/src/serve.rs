@@ -49,9 +49,8 @@ use actix_web::{App, HttpServer};
 use gpe_core::expose::server::ServerConfig;
 use gpe_core::http::{RequestMetrics, RequestMetricsBuilder};
 use gpe_core::worker::host::{Host, HostBuilder, HostError};
-use gpe_core::worker::metrics::WorkerMetrics;
 use gpe_core::worker::shutdown::Shutdown;
-use gpe_core::worker::{BindAddr, Listener, WorkerContext};
+use gpe_core::worker::{BindAddr, Listener};
 use gpe_core::Store;
 
 use crate::ActixMetrics;
@@ -85,29 +84,10 @@ impl Worker {
         }
     }
 
-    /// The worker side of gpe-master's contract (empty standalone).
-    pub fn context(&self) -> &WorkerContext {
-        self.host.context()
-    }
-
-    /// The store the metrics are written to.
-    pub fn store(&self) -> &Store {
-        self.host.store()
-    }
-
-    /// The `worker_id` label value (`GPE_WORKER_ID`, `0` standalone).
-    pub fn worker_id(&self) -> &str {
-        self.host.worker_id()
-    }
-
-    /// The request metrics the middleware records into, if any.
-    pub fn request_metrics(&self) -> Option<&RequestMetrics> {
-        self.host.request_metrics()
-    }
-
-    /// The worker metrics (sampled; state and restarts recorded on stop).
-    pub fn worker_metrics(&self) -> &WorkerMetrics {
-        self.host.worker_metrics()
+    /// The framework-neutral host: the worker's context, store, metrics and
+    /// [`Shutdown`] (whose `stop` stops the worker as TERM or QUIT would).
+    pub fn host(&self) -> &Host {
+        &self.host
     }
 
     /// The stop state: [`Shutdown::stop`] stops the worker as TERM or QUIT would.
@@ -125,11 +105,6 @@ impl Worker {
                 _ => None,
             })
             .collect()
-    }
-
-    /// Standalone, the address of this process's `/metrics` server.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.host.metrics_addr()
     }
 
     /// Serve the application `app` builds (one per actix-web worker thread, as

@@ -108,6 +108,16 @@ impl Merged {
     }
 }
 
+/// The number of the group a series belongs to (the series of one sample, or the buckets and
+/// sum of one histogram), given the first time its key is seen: merging then hashes a `u32`.
+pub(crate) fn group_number<K: std::hash::Hash + Eq>(
+    groups: &mut std::collections::HashMap<K, u32>,
+    key: K,
+) -> u32 {
+    let next = u32::try_from(groups.len()).unwrap_or(u32::MAX);
+    *groups.entry(key).or_insert(next)
+}
+
 /// Whether values written as `b` can merge into a family first seen as `a`: the same type, and
 /// for gauges the same rule (a gauge written as `max` by one process and `livemax` by another
 /// merges; one written as `max` and `sum` does not).

@@ -298,8 +298,7 @@ fn decode(raw: &str, groups: &mut HashMap<(String, Labels), u32>) -> Option<Arc<
     } else {
         (k.sample.clone(), labels.clone())
     };
-    let next = u32::try_from(groups.len()).unwrap_or(u32::MAX);
-    let group = *groups.entry(group_key).or_insert(next);
+    let group = merge::group_number(groups, group_key);
     Some(Arc::new(Decoded {
         metric: k.metric,
         sample: k.sample,
