@@ -26,6 +26,7 @@ use actix_web::{web, App, HttpResponse};
 use clap::Parser;
 use gpe_actix::serve::Worker;
 use gpe_actix::{BuildError, RequestMetrics};
+use gpe_core::worker::host::Exit;
 use gpe_core::worker::BindAddr;
 
 /// An example actix-web service: run it under gpe-master, or standalone with --bind.
@@ -73,8 +74,14 @@ fn routes(cfg: &mut web::ServiceConfig) {
     .route("/health", web::get().to(|| async { "ok\n" }));
 }
 
+/// Exit 0 after a stop, 3 when the worker cannot start (gpe-master then stops rather than
+/// respawning it), 1 when serving fails.
 #[actix_web::main]
-async fn main() -> Result<(), BuildError> {
+async fn main() -> Exit {
+    serve().await.into()
+}
+
+async fn serve() -> Result<(), BuildError> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

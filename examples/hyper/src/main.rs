@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Parser;
+use gpe_core::worker::host::Exit;
 use gpe_core::worker::BindAddr;
 use gpe_tower::serve::{Body, Worker};
 use gpe_tower::{BuildError, MetricsLayer, RequestMetrics, RouteTemplate};
@@ -92,8 +93,14 @@ async fn handle<B>(req: Request<B>) -> Result<Response<Full<Bytes>>, Infallible>
     })
 }
 
+/// Exit 0 after a stop, 3 when the worker cannot start (gpe-master then stops rather than
+/// respawning it), 1 when serving fails.
 #[tokio::main]
-async fn main() -> Result<(), BuildError> {
+async fn main() -> Exit {
+    serve().await.into()
+}
+
+async fn serve() -> Result<(), BuildError> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

@@ -168,6 +168,26 @@ pub(crate) fn serves_on_a_unix_socket(bin: &str) {
     p.stop("TERM", Duration::from_secs(15));
 }
 
+/// A worker that cannot start exits 3, gunicorn's boot error, on which gpe-master stops instead
+/// of respawning it, and says which setting to fix.
+pub(crate) fn a_bad_setting_is_a_boot_error(bin: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin)
+        .args(["--bind", "127.0.0.1:0"])
+        .env("PROMETHEUS_MULTIPROC_DIR", dir.path())
+        .env("PROMETHEUS_METRICS_PORT", "99999")
+        .env_remove("LISTEN_FDS")
+        .env_remove(gpe_core::worker::env::WORKER_ID)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(r#"PROMETHEUS_METRICS_PORT="99999" is invalid"#),
+        "{stderr}"
+    );
+}
+
 /// These tests as `#[test]` functions of the including test binary, for the example binary
 /// `$bin` whose slow request's in-flight `endpoint` label is `$in_flight_endpoint` (see
 /// [`term_drains_in_flight_requests_and_quit_does_not`]); the binary includes this file as its
@@ -190,6 +210,11 @@ macro_rules! tests {
         #[test]
         fn serves_on_a_unix_socket() {
             $crate::shared::serves_on_a_unix_socket($bin);
+        }
+
+        #[test]
+        fn a_bad_setting_is_a_boot_error() {
+            $crate::shared::a_bad_setting_is_a_boot_error($bin);
         }
     };
 }

@@ -115,6 +115,62 @@ pub enum HostError {
     Io(#[source] std::io::Error),
 }
 
+impl HostError {
+    /// The exit status a worker ends with for this error: 3, gunicorn's worker boot error, on
+    /// which gpe-master stops instead of respawning a worker that cannot start, for every error
+    /// at start; 1 for a failure while serving ([`HostError::Io`]).
+    ///
+    /// ```
+    /// use gpe_core::worker::host::HostError;
+    /// assert_eq!(HostError::NoListener.exit_code(), 3);
+    /// assert_eq!(HostError::Io(std::io::Error::other("reset")).exit_code(), 1);
+    /// ```
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            HostError::Io(_) => 1,
+            _ => 3,
+        }
+    }
+}
+
+/// What a worker's `main` returns to end with the exit status gpe-master expects: 0 after a
+/// stop, [`HostError::exit_code`] (logged) after an error.
+///
+/// ```no_run
+/// use gpe_core::worker::host::{Exit, HostError};
+///
+/// async fn serve() -> Result<(), HostError> {
+///     // ... build a worker (gpe_tower::serve, gpe_actix::serve) and serve ...
+/// #   Ok(())
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Exit {
+///     serve().await.into()
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Exit(Result<(), HostError>);
+
+impl From<Result<(), HostError>> for Exit {
+    fn from(result: Result<(), HostError>) -> Exit {
+        Exit(result)
+    }
+}
+
+impl std::process::Termination for Exit {
+    fn report(self) -> std::process::ExitCode {
+        match self.0 {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "worker stopped on an error");
+                eprintln!("Error: {e}");
+                std::process::ExitCode::from(e.exit_code())
+            }
+        }
+    }
+}
+
 impl From<InvalidBindAddr> for HostError {
     fn from(e: InvalidBindAddr) -> Self {
         HostError::InvalidBind(e.0)
