@@ -358,3 +358,57 @@ fn serving_a_unix_socket() {
             .unwrap();
     });
 }
+
+/// A client that hangs up while its request is in the handler is counted apart: status `499`
+/// (nginx's "client closed request") and `client_disconnects_total`, never as a 200 or a 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_mid_request_is_counted_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = Worker::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .store(gpe_core::Store::open(dir.path()).unwrap())
+        .no_metrics_server()
+        .build()
+        .unwrap();
+    let addr = tcp_addr(&worker);
+    let shutdown = worker.shutdown().clone();
+    let serving = tokio::spawn(worker.serve(app()));
+
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /forever HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    in_flight(dir.path(), "/forever").await;
+    drop(conn); // the client goes away mid-request
+
+    let aborted = r#"gunicorn_worker_requests_total{endpoint="/forever",method="GET",status="499",worker_id="0"} 1"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text(dir.path()).contains(aborted) {
+        assert!(
+            Instant::now() < deadline,
+            "the hang-up was never recorded: {}",
+            text(dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let t = text(dir.path());
+    assert!(
+        t.contains(r#"gunicorn_worker_client_disconnects_total{endpoint="/forever",method="GET",worker_id="0"} 1"#),
+        "{t}"
+    );
+    assert!(!t.contains("gunicorn_worker_failed_requests_total{"), "{t}");
+    let statuses: std::collections::BTreeSet<&str> = t
+        .split(r#"endpoint="/forever",method="GET",status=""#)
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert_eq!(statuses, ["499"].into(), "{t}");
+    assert!(
+        t.contains(r#"gunicorn_worker_requests_in_flight{endpoint="/forever",method="GET",worker_id="0"} 0"#),
+        "{t}"
+    );
+
+    shutdown.stop(StopReason::Quit);
+    serving.await.unwrap().unwrap();
+}
