@@ -113,6 +113,17 @@ async fn connect(addr: SocketAddr) -> BufReader<TcpStream> {
     BufReader::new(TcpStream::connect(addr).await.unwrap())
 }
 
+/// A standalone worker on 127.0.0.1:0 writing into `dir`, without its own `/metrics` server.
+fn standalone(dir: &std::path::Path) -> Worker {
+    Worker::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .store(gpe_core::Store::open(dir).unwrap())
+        .no_metrics_server()
+        .build()
+        .unwrap()
+}
+
 fn tcp_addr(worker: &Worker) -> SocketAddr {
     match worker.local_addrs().as_slice() {
         [LocalAddr::Tcp(a)] => *a,
@@ -257,13 +268,7 @@ async fn serves_counts_and_drains_on_a_graceful_stop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fast_stop_ends_serve_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let worker = Worker::builder()
-        .bind("127.0.0.1:0")
-        .unwrap()
-        .store(gpe_core::Store::open(dir.path()).unwrap())
-        .no_metrics_server()
-        .build()
-        .unwrap();
+    let worker = standalone(dir.path());
     assert_eq!(worker.metrics_addr(), None);
     let addr = tcp_addr(&worker);
     let shutdown = worker.shutdown().clone();
@@ -364,13 +369,7 @@ fn serving_a_unix_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_hangs_up_mid_request_is_counted_apart() {
     let dir = tempfile::tempdir().unwrap();
-    let worker = Worker::builder()
-        .bind("127.0.0.1:0")
-        .unwrap()
-        .store(gpe_core::Store::open(dir.path()).unwrap())
-        .no_metrics_server()
-        .build()
-        .unwrap();
+    let worker = standalone(dir.path());
     let addr = tcp_addr(&worker);
     let shutdown = worker.shutdown().clone();
     let serving = tokio::spawn(worker.serve(app()));
