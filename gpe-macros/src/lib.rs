@@ -84,3 +84,9 @@ pub fn instrument_worker(attr: TokenStream, item: TokenStream) -> TokenStream {
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }
+
+// A proc-macro crate may export only its macros, so this struct is not `pub` (rustdoc collects
+// the doctests of private items too).
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+struct ReadmeDoctests;
