@@ -59,7 +59,7 @@ pub use gpe_core::http::{
 /// Errors starting or running a worker ([`serve`]), and building its request metrics:
 /// gpe-core's [`HostError`](gpe_core::worker::host::HostError), shared with gpe-tower.
 pub use gpe_core::worker::host::HostError as BuildError;
-pub use middleware::{ActixMetrics, MetricsFuture, MetricsMiddleware};
+pub use middleware::{ActixMetrics, MetricsFuture, MetricsMiddleware, RequestLabels};
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

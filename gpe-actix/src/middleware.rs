@@ -5,6 +5,7 @@ use std::future::{ready, Future, Ready};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{ready as ready_poll, Context, Poll};
 
 use actix_web::body::MessageBody;
@@ -38,6 +39,19 @@ pub struct ActixMetrics<E = DefaultEndpoint> {
     metrics: RequestMetrics,
     endpoint: E,
     route_first: bool,
+    labels: Option<RequestLabels>,
+}
+
+/// The hook of [`ActixMetrics::request_labels`]: the values of the labels added with
+/// [`RequestMetricsBuilder::label`](gpe_core::http::RequestMetricsBuilder::label), from the
+/// request.
+#[derive(Clone)]
+pub struct RequestLabels(Arc<dyn Fn(&ServiceRequest) -> Vec<String> + Send + Sync>);
+
+impl std::fmt::Debug for RequestLabels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestLabels(..)")
+    }
 }
 
 impl ActixMetrics {
@@ -47,6 +61,7 @@ impl ActixMetrics {
             metrics,
             endpoint: DefaultEndpoint,
             route_first: false,
+            labels: None,
         }
     }
 
@@ -67,7 +82,37 @@ impl<E> ActixMetrics<E> {
             metrics: self.metrics,
             endpoint,
             route_first: self.route_first,
+            labels: self.labels,
         }
+    }
+
+    /// Compute the values of the labels added with
+    /// [`RequestMetricsBuilder::label`](gpe_core::http::RequestMetricsBuilder::label) from each
+    /// request (its headers, say). The series cap bounds them (past it, the overflow series);
+    /// the cost is the hook's own work and allocations, and one hash of the values per request.
+    ///
+    /// ```
+    /// use actix_web::{web, App};
+    /// use gpe_actix::{ActixMetrics, RequestMetrics};
+    /// # fn main() -> Result<(), gpe_actix::RequestMetricsError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = gpe_core::Store::open(dir.path())?;
+    /// let metrics = RequestMetrics::builder().label("tenant")?.build(&store)?;
+    /// let mw = ActixMetrics::new(metrics).request_labels(|req| {
+    ///     let tenant = req.headers().get("x-tenant").and_then(|v| v.to_str().ok());
+    ///     vec![tenant.unwrap_or("none").to_owned()]
+    /// });
+    /// let _app = App::new().wrap(mw).route("/", web::get().to(|| async { "hi" }));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn request_labels<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&ServiceRequest) -> Vec<String> + Send + Sync + 'static,
+    {
+        self.labels = Some(RequestLabels(Arc::new(hook)));
+        self
     }
 
     /// Resolve the endpoint before the app routes the request (`HttpRequest::match_pattern()` on
@@ -91,6 +136,7 @@ struct Config<E> {
     metrics: RequestMetrics,
     endpoint: E,
     route_first: bool,
+    labels: Option<RequestLabels>,
 }
 
 impl<E: EndpointLabel> Config<E> {
@@ -125,6 +171,7 @@ where
                 metrics: self.metrics.clone(),
                 endpoint: self.endpoint.clone(),
                 route_first: self.route_first,
+                labels: self.labels.clone(),
             }),
         }))
     }
@@ -155,14 +202,16 @@ where
             None
         } else {
             let method = req.method().as_str();
+            let values = c.labels.as_ref().map(|hook| (hook.0)(&req));
+            let values: Vec<&str> = values.iter().flatten().map(String::as_str).collect();
             let mut t = if c.route_first {
                 // Routes the request once more, before the app does.
                 let pattern = req.match_pattern();
                 let endpoint = c.endpoint(method, req.path(), pattern.as_deref());
-                c.metrics
-                    .start(method, endpoint.as_deref().unwrap_or(UNMATCHED))
+                let endpoint = endpoint.as_deref().unwrap_or(UNMATCHED);
+                c.metrics.start_labelled(method, endpoint, &values)
             } else {
-                c.metrics.start_unrouted(method)
+                c.metrics.start_unrouted_labelled(method, &values)
             };
             // No payload (a bodyless request, `Content-Length: 0`): size 0, no header lookup.
             if !matches!(req.parts().1, Payload::None) {

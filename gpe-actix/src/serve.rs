@@ -9,7 +9,7 @@
 //! - under gpe-master, serves every inherited listener (TCP and Unix-domain); standalone, binds
 //!   [`WorkerBuilder::bind`] (`HOST:PORT` or `unix:PATH`; default `GPE_BIND`, else
 //!   `127.0.0.1:8000`);
-//! - wraps the application in [`ActixMetrics`](crate::ActixMetrics) (unless
+//! - wraps the application in [`ActixMetrics`] (unless
 //!   [`no_request_metrics`](WorkerBuilder::no_request_metrics)), a request counter for
 //!   `GPE_MAX_REQUESTS`, and `Connection: close` on every response once the worker is stopping;
 //! - samples the worker resource metrics, heartbeats, and records the worker's state and restart
@@ -36,7 +36,7 @@
 //! ```
 //!
 //! The request metrics record the resource pattern (`/users/{id}`) as `endpoint`, as
-//! [`ActixMetrics`](crate::ActixMetrics) does; pass your own with
+//! [`ActixMetrics`] does; pass your own with
 //! [`WorkerBuilder::request_metrics`] (a builder: prefix, buckets, excluded paths).
 
 use std::net::SocketAddr;
@@ -293,7 +293,7 @@ impl WorkerBuilder {
         }
     }
 
-    /// Wrap no [`ActixMetrics`](crate::ActixMetrics) (to measure its cost, or to wrap your own
+    /// Wrap no [`ActixMetrics`] (to measure its cost, or to wrap your own
     /// with another label hook). Worker metrics are still recorded.
     pub fn no_request_metrics(self) -> Self {
         WorkerBuilder {

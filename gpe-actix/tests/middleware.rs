@@ -317,3 +317,45 @@ async fn request_size_counts_bodies_without_content_length() {
         0.0
     );
 }
+
+/// Labels computed from the request (a tenant header) are recorded under the resource pattern
+/// and bounded by the cap.
+#[actix_web::test]
+async fn request_labels_from_headers_are_bounded() {
+    let f = fixture(
+        RequestMetrics::builder()
+            .label("tenant")
+            .unwrap()
+            .max_series(2)
+            .unwrap(),
+    );
+    let mw = ActixMetrics::new(f.metrics.clone()).request_labels(|req| {
+        let tenant = req.headers().get("x-tenant").and_then(|v| v.to_str().ok());
+        vec![tenant.unwrap_or("none").to_owned()]
+    });
+    let app = test::init_service(
+        App::new()
+            .wrap(mw)
+            .route("/users/{id}", web::get().to(|| async { "hi" })),
+    )
+    .await;
+    for tenant in ["acme", "initech", "acme", "umbrella", "hooli"] {
+        let req = test::TestRequest::get()
+            .uri("/users/7")
+            .insert_header(("x-tenant", tenant))
+            .to_request();
+        let res = test::call_service(&app, req).await;
+        assert_eq!(test::read_body(res).await, "hi");
+    }
+    assert_eq!(
+        f.requests(&[("tenant", "acme"), ("endpoint", "/users/{id}")]),
+        2.0
+    );
+    assert_eq!(f.requests(&[("tenant", "initech")]), 1.0);
+    assert_eq!(f.requests(&[("tenant", "umbrella")]), 0.0);
+    assert_eq!(
+        f.requests(&[("tenant", "<overflow>"), ("endpoint", "<overflow>")]),
+        2.0
+    );
+    assert_eq!(f.requests(&[]), 5.0);
+}

@@ -1,8 +1,23 @@
 //! The tower [`Layer`].
 
+use std::sync::Arc;
+
 use tower_layer::Layer;
 
-use crate::{BuildError, DefaultEndpoint, Metrics, RequestMetrics};
+use crate::{BuildError, DefaultEndpoint, Metrics, RequestInfo, RequestMetrics};
+
+/// The hook of [`MetricsLayer::request_labels`]: the values of the labels added with
+/// [`RequestMetricsBuilder::label`](crate::RequestMetricsBuilder::label), from the request.
+#[derive(Clone)]
+pub struct RequestLabels(
+    pub(crate) Arc<dyn Fn(&RequestInfo<'_>, &http::HeaderMap) -> Vec<String> + Send + Sync>,
+);
+
+impl std::fmt::Debug for RequestLabels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestLabels(..)")
+    }
+}
 
 /// Wraps services in [`Metrics`], recording every request into [`RequestMetrics`].
 ///
@@ -24,6 +39,7 @@ use crate::{BuildError, DefaultEndpoint, Metrics, RequestMetrics};
 pub struct MetricsLayer<E = DefaultEndpoint> {
     metrics: RequestMetrics,
     endpoint: E,
+    labels: Option<RequestLabels>,
 }
 
 impl MetricsLayer {
@@ -32,6 +48,7 @@ impl MetricsLayer {
         MetricsLayer {
             metrics,
             endpoint: DefaultEndpoint,
+            labels: None,
         }
     }
 
@@ -51,7 +68,38 @@ impl<E> MetricsLayer<E> {
         MetricsLayer {
             metrics: self.metrics,
             endpoint,
+            labels: self.labels,
         }
+    }
+
+    /// Compute the values of the labels added with
+    /// [`RequestMetricsBuilder::label`](crate::RequestMetricsBuilder::label) from each request:
+    /// its method, path and route, and its headers. The series cap bounds them (past it, the
+    /// overflow series); the cost is the hook's own work and allocations, and one hash of the
+    /// values per request.
+    ///
+    /// ```
+    /// use axum::{routing::get, Router};
+    /// # fn main() -> Result<(), gpe_tower::BuildError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = gpe_core::Store::open(dir.path())?;
+    /// let metrics = gpe_tower::RequestMetrics::builder().label("tenant")?.build(&store)?;
+    /// let layer = gpe_tower::MetricsLayer::new(metrics).request_labels(|_req, headers| {
+    ///     let tenant = headers.get("x-tenant").and_then(|v| v.to_str().ok());
+    ///     vec![tenant.unwrap_or("none").to_owned()]
+    /// });
+    /// let app: Router = Router::new().route("/", get(|| async { "hi" })).layer(layer);
+    /// # let _ = app;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn request_labels<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&RequestInfo<'_>, &http::HeaderMap) -> Vec<String> + Send + Sync + 'static,
+    {
+        self.labels = Some(RequestLabels(Arc::new(hook)));
+        self
     }
 
     /// The families recorded into.
@@ -65,5 +113,6 @@ impl<S, E: Clone> Layer<S> for MetricsLayer<E> {
 
     fn layer(&self, inner: S) -> Self::Service {
         Metrics::new(inner, self.metrics.clone(), self.endpoint.clone())
+            .with_request_labels(self.labels.clone())
     }
 }

@@ -76,7 +76,7 @@ pub use gpe_core::http::{
     DEFAULT_MAX_SERIES, DEFAULT_PREFIX, DEFAULT_SIZE_BUCKETS, OVERFLOW, STATUS_CLIENT_CLOSED,
     STATUS_NO_RESPONSE, UNMATCHED, UNROUTED,
 };
-pub use layer::MetricsLayer;
+pub use layer::{MetricsLayer, RequestLabels};
 pub use request_body::{count_request_body, CountedBody, RequestBodyBytes};
 pub use service::{Metrics, RouteTemplate};
 pub use worker::{

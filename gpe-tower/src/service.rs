@@ -8,6 +8,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
+use crate::layer::RequestLabels;
 use crate::request_body::{known_size, RequestBodyBytes};
 use crate::{EndpointLabel, MetricsBody, RequestInfo, RequestMetrics, UNMATCHED};
 
@@ -21,6 +22,7 @@ pub struct Metrics<S, E> {
     inner: S,
     metrics: RequestMetrics,
     endpoint: E,
+    labels: Option<RequestLabels>,
 }
 
 impl<S, E> Metrics<S, E> {
@@ -30,7 +32,16 @@ impl<S, E> Metrics<S, E> {
             inner,
             metrics,
             endpoint,
+            labels: None,
         }
+    }
+
+    /// Compute the values of the families' own labels with `labels` (see
+    /// [`MetricsLayer::request_labels`](crate::MetricsLayer::request_labels)).
+    #[must_use]
+    pub fn with_request_labels(mut self, labels: Option<RequestLabels>) -> Self {
+        self.labels = labels;
+        self
     }
 
     /// The wrapped service.
@@ -86,9 +97,15 @@ where
         } else {
             let info = RequestInfo::new(req.method().as_str(), req.uri().path(), route(&req));
             let endpoint = self.endpoint.endpoint(&info);
-            let mut t = self
-                .metrics
-                .start(info.method, endpoint.as_deref().unwrap_or(UNMATCHED));
+            let endpoint = endpoint.as_deref().unwrap_or(UNMATCHED);
+            let mut t = match &self.labels {
+                None => self.metrics.start(info.method, endpoint),
+                Some(hook) => {
+                    let values = (hook.0)(&info, req.headers());
+                    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+                    self.metrics.start_labelled(info.method, endpoint, &values)
+                }
+            };
             match known_size(&req) {
                 Some(n) => t.set_request_size(n),
                 // Counted as read, if `count_request_body` ran in front of this layer.

@@ -155,7 +155,7 @@ const KEY_CACHE_LIMIT: usize = 1 << 20;
 /// `prometheus::Registry`) into one set of metric families.
 ///
 /// Counters and histograms are summed across processes; gauges are combined by their
-/// [`GaugeMode`]. Files of processes that died are folded into archive files ("compaction") so that
+/// [`GaugeMode`](crate::GaugeMode). Files of processes that died are folded into archive files ("compaction") so that
 /// the number of files stays bounded by the living processes while counters never go down.
 ///
 /// ```

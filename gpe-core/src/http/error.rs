@@ -17,6 +17,10 @@ pub enum RequestMetricsError {
         buckets: Vec<f64>,
     },
 
+    /// A label name that cannot be added ([`RequestMetricsBuilder::label`](super::RequestMetricsBuilder::label)).
+    #[error("invalid label name {0:?}: use letters, digits and `_` (not starting with a digit or `__`), not one the request families already have (worker_id, method, endpoint, status, error_type), and each name once")]
+    InvalidLabel(String),
+
     /// A series cap of 0.
     #[error("the per-family series cap must be at least 1")]
     ZeroSeriesCap,

@@ -51,6 +51,7 @@ pub struct RequestMetricsBuilder {
     max_series: usize,
     worker_id: Option<String>,
     exclude: Vec<PathMatch>,
+    labels: Vec<String>,
 }
 
 impl Default for RequestMetricsBuilder {
@@ -62,6 +63,7 @@ impl Default for RequestMetricsBuilder {
             max_series: DEFAULT_MAX_SERIES,
             worker_id: None,
             exclude: Vec::new(),
+            labels: Vec::new(),
         }
     }
 }
@@ -162,6 +164,67 @@ impl RequestMetricsBuilder {
         self
     }
 
+    /// Add a label of your own to every request family, whose value an adapter computes from
+    /// each request (a tenant, an API version: see gpe-tower's `MetricsLayer::request_labels`
+    /// and gpe-actix's `ActixMetrics::request_labels`), in the order the labels are added.
+    ///
+    /// The series cap ([`max_series`](Self::max_series)) counts every combination, these values
+    /// included: past it, new combinations go to the overflow series, where `endpoint` and each
+    /// of these labels is `<overflow>`. Keep the set of values small and fixed. The cost: one
+    /// hash of the endpoint and the values per request (instead of the endpoint alone), and
+    /// the allocations of the adapter's hook.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = gpe_core::Store::open(dir.path())?;
+    /// let metrics = gpe_core::http::RequestMetrics::builder()
+    ///     .worker_id("1")
+    ///     .label("tenant")?
+    ///     .build(&store)?;
+    /// let mut t = metrics.start_labelled("GET", "/users/{id}", &["acme"]);
+    /// t.set_status(200);
+    /// t.complete();
+    /// drop(t);
+    /// let text = gpe_core::expose::encode_text(&gpe_core::MultiProcessCollector::new(dir.path()).gather())?;
+    /// assert!(text.contains(
+    ///     r#"gunicorn_worker_requests_total{endpoint="/users/{id}",method="GET",status="200",tenant="acme",worker_id="1"} 1"#
+    /// ));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`RequestMetricsError::InvalidLabel`] for a name that is not a label name, starts with
+    /// `__`, is given twice, or is one the families already have (`worker_id`, `method`,
+    /// `endpoint`, `status`, `error_type`, `le`, `pid`).
+    pub fn label(mut self, name: impl Into<String>) -> Result<Self, RequestMetricsError> {
+        let name = name.into();
+        let valid = name
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c.is_ascii_alphabetic() || c == '_' || (i > 0 && c.is_ascii_digit()));
+        const TAKEN: [&str; 7] = [
+            "worker_id",
+            "method",
+            "endpoint",
+            "status",
+            "error_type",
+            "le",
+            "pid",
+        ];
+        if !valid
+            || name.is_empty()
+            || name.starts_with("__")
+            || TAKEN.contains(&name.as_str())
+            || self.labels.contains(&name)
+        {
+            return Err(RequestMetricsError::InvalidLabel(name));
+        }
+        self.labels.push(name);
+        Ok(self)
+    }
+
     /// Register the families in `store`.
     ///
     /// # Errors
@@ -169,8 +232,13 @@ impl RequestMetricsBuilder {
     /// shape) or cannot write its files.
     pub fn build(self, store: &Store) -> Result<RequestMetrics, RequestMetricsError> {
         let p = &self.prefix;
-        let labels = ["worker_id", "method", "endpoint", "status"];
-        let failure_labels = ["worker_id", "method", "endpoint", "status", "error_type"];
+        let own: Vec<&str> = self.labels.iter().map(String::as_str).collect();
+        let with_own = |base: &[&'static str]| -> Vec<&str> {
+            base.iter().copied().chain(own.iter().copied()).collect()
+        };
+        let labels = with_own(&["worker_id", "method", "endpoint", "status"]);
+        let failure_labels = with_own(&["worker_id", "method", "endpoint", "status", "error_type"]);
+        let endpoint_labels = with_own(&["worker_id", "method", "endpoint"]);
         let counter = |name: &str, help: &str, labels: &[&str]| {
             CounterVec::new(Opts::new(format!("{p}{name}"), help), labels, store)
         };
@@ -203,7 +271,7 @@ impl RequestMetricsBuilder {
             )?,
             in_flight: GaugeVec::new(
                 Opts::new(format!("{p}requests_in_flight"), "HTTP requests in flight."),
-                &["worker_id", "method", "endpoint"],
+                &endpoint_labels,
                 GaugeMode::LiveSum,
                 store,
             )?,
@@ -220,14 +288,21 @@ impl RequestMetricsBuilder {
             disconnects: counter(
                 "client_disconnects_total",
                 "Requests whose client went away before the response body was complete.",
-                &["worker_id", "method", "endpoint"],
+                &endpoint_labels,
             )?,
             worker_id,
             series: SeriesBudget::new(self.max_series),
             endpoints: RwLock::new(HashMap::default()),
-            overflow: Arc::new(EndpointSeries::new(OVERFLOW)),
+            overflow: Arc::new(EndpointSeries::with_values(
+                OVERFLOW,
+                own.iter().map(|_| OVERFLOW.into()).collect(),
+            )),
             unmatched: OnceLock::new(),
-            unrouted: EndpointSeries::new(UNROUTED),
+            unrouted: EndpointSeries::with_values(
+                UNROUTED,
+                own.iter().map(|_| UNROUTED.into()).collect(),
+            ),
+            labels: own.len(),
             exclude: self.exclude,
             clock: Clock::new(),
         };
@@ -298,6 +373,8 @@ pub(super) struct Inner {
     /// that starting such a request clones nothing.
     pub(super) unrouted: EndpointSeries,
     pub(super) exclude: Vec<PathMatch>,
+    /// How many labels of the user's own ([`RequestMetricsBuilder::label`]) follow the base ones.
+    pub(super) labels: usize,
     /// Times requests (see [`crate::clock`]).
     pub(super) clock: Clock,
 }
@@ -306,6 +383,8 @@ pub(super) struct Inner {
 #[derive(Debug)]
 pub(super) struct EndpointSeries {
     pub(super) endpoint: Box<str>,
+    /// The values of the user's own labels (empty without any).
+    pub(super) values: Box<[Box<str>]>,
     pub(super) in_flight: [OnceLock<Option<Gauge>>; 10],
     /// The handles of status 200 per method: the common case, read without a lock.
     ok: [OnceLock<Arc<Done>>; 10],
@@ -315,12 +394,27 @@ pub(super) struct EndpointSeries {
 
 impl EndpointSeries {
     pub(super) fn new(endpoint: &str) -> Self {
+        EndpointSeries::with_values(endpoint, Box::default())
+    }
+
+    pub(super) fn with_values(endpoint: &str, values: Box<[Box<str>]>) -> Self {
         EndpointSeries {
             endpoint: endpoint.into(),
+            values,
             in_flight: Default::default(),
             ok: Default::default(),
             done: RwLock::new(Vec::new()),
         }
+    }
+}
+
+impl EndpointSeries {
+    /// `base` label values followed by the values of the user's own labels.
+    fn label_values<'a>(&'a self, base: &[&'a str]) -> Vec<&'a str> {
+        base.iter()
+            .copied()
+            .chain(self.values.iter().map(|v| &**v))
+            .collect()
     }
 }
 
@@ -383,6 +477,30 @@ impl RequestMetrics {
         self.start_in(method_index(method), Some(series))
     }
 
+    /// As [`start`](Self::start), with the values of the labels added by
+    /// [`RequestMetricsBuilder::label`], in their order (missing ones are empty, extra ones
+    /// ignored).
+    pub fn start_labelled(&self, method: &str, endpoint: &str, values: &[&str]) -> RequestTracker {
+        let series = self.labelled_series(endpoint, values);
+        self.start_in(method_index(method), Some(series))
+    }
+
+    /// As [`start_unrouted`](Self::start_unrouted), with the values of the labels added by
+    /// [`RequestMetricsBuilder::label`]: they are applied when the endpoint is set (the
+    /// in-flight gauge of an unrouted request has them empty).
+    pub fn start_unrouted_labelled(&self, method: &str, values: &[&str]) -> RequestTracker {
+        let mut t = self.start_in(method_index(method), None);
+        if self.inner.labels > 0 {
+            t.labels = Some(values.iter().map(|v| (*v).into()).collect());
+        }
+        t
+    }
+
+    /// How many labels of its own the families have ([`RequestMetricsBuilder::label`]).
+    pub fn own_labels(&self) -> usize {
+        self.inner.labels
+    }
+
     /// Start tracking a request whose endpoint is not known yet: an actix-web middleware runs
     /// before the app routes the request, and resolving the route template there would route it
     /// twice. The in-flight gauge goes up under `endpoint=""` ([`UNROUTED`]); call
@@ -415,6 +533,7 @@ impl RequestMetrics {
         }
         RequestTracker {
             metrics: self.clone(),
+            labels: None,
             series,
             in_flight: InFlight::Series,
             method,
@@ -431,11 +550,15 @@ impl RequestMetrics {
     fn in_flight_gauge<'s>(&self, series: &'s EndpointSeries, method: u8) -> Option<&'s Gauge> {
         series.in_flight[usize::from(method)]
             .get_or_init(|| {
-                self.log_err(self.inner.in_flight.with_label_values(&[
-                    &self.inner.worker_id,
-                    METHODS[usize::from(method)],
-                    &series.endpoint,
-                ]))
+                self.log_err(
+                    self.inner
+                        .in_flight
+                        .with_label_values(&series.label_values(&[
+                            &self.inner.worker_id,
+                            METHODS[usize::from(method)],
+                            &series.endpoint,
+                        ])),
+                )
             })
             .as_ref()
     }
@@ -445,8 +568,46 @@ impl RequestMetrics {
             .ok()
     }
 
+    /// The series of `endpoint` with the values of the user's own labels.
+    pub(super) fn labelled_series(&self, endpoint: &str, values: &[&str]) -> Arc<EndpointSeries> {
+        let i = &self.inner;
+        if i.labels == 0 {
+            return self.endpoint_series(endpoint);
+        }
+        let values: Box<[Box<str>]> = (0..i.labels)
+            .map(|n| values.get(n).copied().unwrap_or("").into())
+            .collect();
+        // One key for the endpoint and the values; the separator cannot be in a route template.
+        let mut key = String::from(endpoint);
+        for v in &values {
+            key.push('\u{1f}');
+            key.push_str(v);
+        }
+        if let Some(s) = i
+            .endpoints
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key.as_str())
+        {
+            return s.clone();
+        }
+        let mut map = i.endpoints.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = map.get(key.as_str()) {
+            return s.clone();
+        }
+        if map.len() >= i.series.max() || i.series.is_exhausted() {
+            return i.overflow.clone();
+        }
+        let s = Arc::new(EndpointSeries::with_values(endpoint, values));
+        map.insert(key.into(), s.clone());
+        s
+    }
+
     pub(super) fn endpoint_series(&self, endpoint: &str) -> Arc<EndpointSeries> {
         let i = &self.inner;
+        if i.labels > 0 {
+            return self.labelled_series(endpoint, &[]);
+        }
         if endpoint == UNMATCHED {
             return i
                 .unmatched
@@ -504,12 +665,12 @@ impl RequestMetrics {
         }
         let i = &self.inner;
         let status_s = status_label(status);
-        let values = [
+        let values = series.label_values(&[
             i.worker_id.as_str(),
             METHODS[usize::from(method)],
             &series.endpoint,
             &status_s,
-        ];
+        ]);
         let d = Arc::new(Done {
             requests: self.log_err(i.requests.with_label_values(&values))?,
             duration: self.log_err(i.duration.with_label_values(&values))?,
@@ -561,7 +722,8 @@ impl RequestMetrics {
         let endpoint: &str = &series.endpoint;
         if let Some(kind) = t.failure {
             let status = status_label(status);
-            let values = [&i.worker_id, method, endpoint, &status, kind.as_str()];
+            let values =
+                series.label_values(&[&i.worker_id, method, endpoint, &status, kind.as_str()]);
             if let Some(c) = self.log_err(i.failed.with_label_values(&values)) {
                 c.inc();
             }
@@ -570,14 +732,98 @@ impl RequestMetrics {
             }
         }
         if disconnected && !(t.failure.is_some() && t.status.is_none()) {
-            if let Some(c) =
-                self.log_err(
-                    i.disconnects
-                        .with_label_values(&[&i.worker_id, method, endpoint]),
-                )
-            {
+            if let Some(c) = self.log_err(i.disconnects.with_label_values(&series.label_values(&[
+                &i.worker_id,
+                method,
+                endpoint,
+            ]))) {
                 c.inc();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(dir: &std::path::Path) -> String {
+        crate::expose::encode_text(&crate::collect::MultiProcessCollector::new(dir).gather())
+            .unwrap()
+    }
+
+    fn finish(mut t: RequestTracker, status: u16) {
+        t.set_status(status);
+        t.complete();
+    }
+
+    #[test]
+    fn own_labels_are_bounded_by_the_series_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let metrics = RequestMetrics::builder()
+            .worker_id("1")
+            .label("tenant")
+            .unwrap()
+            .max_series(2)
+            .unwrap()
+            .build(&store)
+            .unwrap();
+        assert_eq!(metrics.own_labels(), 1);
+        for tenant in ["a", "b", "c", "d", "a"] {
+            finish(metrics.start_labelled("GET", "/x", &[tenant]), 200);
+        }
+        let t = text(dir.path());
+        let series = |tenant: &str| {
+            format!(
+                r#"gunicorn_worker_requests_total{{endpoint="/x",method="GET",status="200",tenant="{tenant}",worker_id="1"}}"#
+            )
+        };
+        assert!(t.contains(&format!("{} 2", series("a"))), "{t}");
+        assert!(t.contains(&format!("{} 1", series("b"))), "{t}");
+        assert!(!t.contains(&series("c")), "{t}");
+        // Past the cap, the endpoint and the label both say so.
+        assert!(
+            t.contains(r#"gunicorn_worker_requests_total{endpoint="<overflow>",method="GET",status="200",tenant="<overflow>",worker_id="1"} 2"#),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn an_unrouted_request_gets_its_labels_with_its_endpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let metrics = RequestMetrics::builder()
+            .worker_id("1")
+            .label("tenant")
+            .unwrap()
+            .label("version")
+            .unwrap()
+            .build(&store)
+            .unwrap();
+        let mut t = metrics.start_unrouted_labelled("POST", &["acme", "v2"]);
+        t.set_endpoint("/orders");
+        finish(t, 503);
+        let t = text(dir.path());
+        assert!(
+            t.contains(r#"gunicorn_worker_failed_requests_total{endpoint="/orders",error_type="status_5xx",method="POST",status="503",tenant="acme",version="v2",worker_id="1"} 1"#),
+            "{t}"
+        );
+        assert!(
+            t.contains(r#"gunicorn_worker_requests_in_flight{endpoint="",method="POST",tenant="",version="",worker_id="1"} 0"#),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn label_names_are_checked() {
+        let b = || RequestMetrics::builder();
+        for bad in ["", "1x", "a-b", "__x", "status", "endpoint", "le"] {
+            assert!(
+                matches!(b().label(bad), Err(RequestMetricsError::InvalidLabel(n)) if n == bad),
+                "{bad:?}"
+            );
+        }
+        assert!(b().label("tenant").unwrap().label("tenant").is_err());
     }
 }

@@ -76,6 +76,9 @@ pub(super) enum Stage {
 #[derive(Debug)]
 pub struct RequestTracker {
     pub(super) metrics: RequestMetrics,
+    /// The values of the user's own labels of a request started unrouted, applied when its
+    /// endpoint is set.
+    pub(super) labels: Option<Box<[Box<str>]>>,
     /// The series the request is recorded under; `None`: the unrouted one, which `metrics` holds.
     pub(super) series: Option<Arc<EndpointSeries>>,
     /// Where the in-flight gauge went up.
@@ -159,14 +162,27 @@ impl RequestTracker {
         self.stage = Stage::Complete;
     }
 
-    /// Record the request under `endpoint` (a route template, [`UNMATCHED`] or a value from a
+    /// Record the request under `endpoint` (a route template, [`UNMATCHED`](super::UNMATCHED) or a value from a
     /// label hook) instead of the one it was started with. The in-flight gauge keeps the label
     /// it went up under, so that it comes down where it went up.
     pub fn set_endpoint(&mut self, endpoint: &str) {
         if *self.series().endpoint == *endpoint {
             return;
         }
-        let series = self.metrics.endpoint_series(endpoint);
+        let series = match &self.labels {
+            Some(values) => {
+                let values: Vec<&str> = values.iter().map(|v| &**v).collect();
+                self.metrics.labelled_series(endpoint, &values)
+            }
+            None => match &self.series {
+                // Keep the values of the series it was started under.
+                Some(own) if !own.values.is_empty() => {
+                    let values: Vec<&str> = own.values.iter().map(|v| &**v).collect();
+                    self.metrics.labelled_series(endpoint, &values)
+                }
+                _ => self.metrics.endpoint_series(endpoint),
+            },
+        };
         let old = self.series.replace(series);
         if matches!(self.in_flight, InFlight::Series) {
             self.in_flight = match old {

@@ -177,7 +177,7 @@ impl JobRecorder {
     }
 }
 
-/// The per-job path of the sync and threaded job loops, exactly as [`run_blocking`] runs it —
+/// The per-job path of the sync and threaded job loops, exactly as [`run_blocking`](super::run_blocking) runs it —
 /// the stop check, the job from the source, the instrumented handler call (timing, counters,
 /// histogram, `catch_unwind`) and the max-requests count — without the process-level parts
 /// (signal handlers, watchdog, heartbeat, sampler). For benchmarks (`gpe-core/benches/store.rs`
