@@ -202,8 +202,10 @@ where
             None
         } else {
             let method = req.method().as_str();
-            let values = c.labels.as_ref().map(|hook| (hook.0)(&req));
-            let values: Vec<&str> = values.iter().flatten().map(String::as_str).collect();
+            let values = c
+                .labels
+                .as_ref()
+                .map_or_else(Vec::new, |hook| (hook.0)(&req));
             let mut t = if c.route_first {
                 // Routes the request once more, before the app does.
                 let pattern = req.match_pattern();

@@ -55,6 +55,26 @@ fn layer(c: &mut Criterion) {
     });
     let mut bare = handler;
     let mut layered = MetricsLayer::new(metrics).layer(handler);
+    // One label of the user's own, from a header (`RequestMetricsBuilder::label`).
+    let dir2 = tempfile::tempdir().unwrap();
+    let store2 = gpe_core::Store::open(dir2.path()).unwrap();
+    let labelled = RequestMetrics::builder()
+        .label("tenant")
+        .unwrap()
+        .build(&store2)
+        .unwrap();
+    let mut with_label = MetricsLayer::new(labelled)
+        .request_labels(|_req, headers| {
+            let tenant = headers.get("x-tenant").and_then(|v| v.to_str().ok());
+            vec![tenant.unwrap_or("none").to_owned()]
+        })
+        .layer(handler);
+    let tenant_request = || {
+        let mut req = request();
+        req.headers_mut()
+            .insert("x-tenant", http::HeaderValue::from_static("acme"));
+        req
+    };
 
     let mut g = c.benchmark_group("tower_request");
     g.bench_function("bare", |b| {
@@ -68,6 +88,13 @@ fn layer(c: &mut Criterion) {
         b.iter(|| {
             let svc = now(layered.ready()).unwrap();
             let res = now(svc.call(black_box(request()))).unwrap();
+            black_box(drain(res.into_body()))
+        })
+    });
+    g.bench_function("with_gpe_layer_and_a_request_label", |b| {
+        b.iter(|| {
+            let svc = now(with_label.ready()).unwrap();
+            let res = now(svc.call(black_box(tenant_request()))).unwrap();
             black_box(drain(res.into_body()))
         })
     });

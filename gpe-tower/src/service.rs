@@ -102,7 +102,6 @@ where
                 None => self.metrics.start(info.method, endpoint),
                 Some(hook) => {
                     let values = (hook.0)(&info, req.headers());
-                    let values: Vec<&str> = values.iter().map(String::as_str).collect();
                     self.metrics.start_labelled(info.method, endpoint, &values)
                 }
             };

@@ -480,7 +480,12 @@ impl RequestMetrics {
     /// As [`start`](Self::start), with the values of the labels added by
     /// [`RequestMetricsBuilder::label`], in their order (missing ones are empty, extra ones
     /// ignored).
-    pub fn start_labelled(&self, method: &str, endpoint: &str, values: &[&str]) -> RequestTracker {
+    pub fn start_labelled<V: AsRef<str>>(
+        &self,
+        method: &str,
+        endpoint: &str,
+        values: &[V],
+    ) -> RequestTracker {
         let series = self.labelled_series(endpoint, values);
         self.start_in(method_index(method), Some(series))
     }
@@ -488,10 +493,14 @@ impl RequestMetrics {
     /// As [`start_unrouted`](Self::start_unrouted), with the values of the labels added by
     /// [`RequestMetricsBuilder::label`]: they are applied when the endpoint is set (the
     /// in-flight gauge of an unrouted request has them empty).
-    pub fn start_unrouted_labelled(&self, method: &str, values: &[&str]) -> RequestTracker {
+    pub fn start_unrouted_labelled<V: AsRef<str>>(
+        &self,
+        method: &str,
+        values: &[V],
+    ) -> RequestTracker {
         let mut t = self.start_in(method_index(method), None);
         if self.inner.labels > 0 {
-            t.labels = Some(values.iter().map(|v| (*v).into()).collect());
+            t.labels = Some(values.iter().map(|v| v.as_ref().into()).collect());
         }
         t
     }
@@ -569,28 +578,33 @@ impl RequestMetrics {
     }
 
     /// The series of `endpoint` with the values of the user's own labels.
-    pub(super) fn labelled_series(&self, endpoint: &str, values: &[&str]) -> Arc<EndpointSeries> {
+    pub(super) fn labelled_series<V: AsRef<str>>(
+        &self,
+        endpoint: &str,
+        values: &[V],
+    ) -> Arc<EndpointSeries> {
         let i = &self.inner;
         if i.labels == 0 {
             return self.endpoint_series(endpoint);
         }
-        let values: Box<[Box<str>]> = (0..i.labels)
-            .map(|n| values.get(n).copied().unwrap_or("").into())
-            .collect();
-        // One key for the endpoint and the values; the separator cannot be in a route template.
-        let mut key = String::from(endpoint);
-        for v in &values {
-            key.push('\u{1f}');
-            key.push_str(v);
-        }
-        if let Some(s) = i
-            .endpoints
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key.as_str())
-        {
-            return s.clone();
-        }
+        let value = |n: usize| values.get(n).map_or("", AsRef::as_ref);
+        // One key for the endpoint and the values (the separator cannot be in a route
+        // template), built in a buffer of this thread: a lookup allocates nothing.
+        thread_local!(static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) });
+        let found = KEY.with_borrow_mut(|key| {
+            key.clear();
+            key.push_str(endpoint);
+            for n in 0..i.labels {
+                key.push('\u{1f}');
+                key.push_str(value(n));
+            }
+            let map = i.endpoints.read().unwrap_or_else(|p| p.into_inner());
+            map.get(key.as_str()).cloned().ok_or_else(|| key.clone())
+        });
+        let key = match found {
+            Ok(s) => return s,
+            Err(key) => key,
+        };
         let mut map = i.endpoints.write().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = map.get(key.as_str()) {
             return s.clone();
@@ -598,6 +612,7 @@ impl RequestMetrics {
         if map.len() >= i.series.max() || i.series.is_exhausted() {
             return i.overflow.clone();
         }
+        let values: Box<[Box<str>]> = (0..i.labels).map(|n| value(n).into()).collect();
         let s = Arc::new(EndpointSeries::with_values(endpoint, values));
         map.insert(key.into(), s.clone());
         s
@@ -606,7 +621,7 @@ impl RequestMetrics {
     pub(super) fn endpoint_series(&self, endpoint: &str) -> Arc<EndpointSeries> {
         let i = &self.inner;
         if i.labels > 0 {
-            return self.labelled_series(endpoint, &[]);
+            return self.labelled_series::<&str>(endpoint, &[]);
         }
         if endpoint == UNMATCHED {
             return i

@@ -170,15 +170,11 @@ impl RequestTracker {
             return;
         }
         let series = match &self.labels {
-            Some(values) => {
-                let values: Vec<&str> = values.iter().map(|v| &**v).collect();
-                self.metrics.labelled_series(endpoint, &values)
-            }
+            Some(values) => self.metrics.labelled_series(endpoint, values),
             None => match &self.series {
                 // Keep the values of the series it was started under.
                 Some(own) if !own.values.is_empty() => {
-                    let values: Vec<&str> = own.values.iter().map(|v| &**v).collect();
-                    self.metrics.labelled_series(endpoint, &values)
+                    self.metrics.labelled_series(endpoint, &own.values)
                 }
                 _ => self.metrics.endpoint_series(endpoint),
             },
