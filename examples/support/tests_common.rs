@@ -2,7 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,13 +14,10 @@ pub fn target_bin(name: &str) -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "../../gpe-core/tests/shared/ports.rs"]
+mod ports;
+/// A free port of 127.0.0.1, below the ephemeral range (see `gpe-core/tests/shared/ports.rs`).
+pub use ports::free_port;
 
 /// A child process killed (TERM, then KILL after 10 s) when dropped.
 pub struct Proc {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -177,14 +177,13 @@ impl RedisServer {
     }
 }
 
-/// A free loopback port (free when asked: bound, then released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+// gpe-master's Redis test also loads this file through its own `common` module: the same small
+// file twice in that binary, on purpose (each helper module stays usable on its own).
+#[allow(clippy::duplicate_mod)]
+#[path = "../shared/ports.rs"]
+mod ports;
+/// A free loopback port (free when asked: bound, then released), below the ephemeral range.
+use ports::free_port;
 
 /// The settings every test sync and collector of `server` uses: keys under `prefix`, host
 /// `host`, a sync every `interval`, 500 ms connect and response timeouts.

@@ -10,7 +10,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
@@ -71,13 +71,11 @@ pub(crate) fn sync_worker() -> PathBuf {
     bin
 }
 
-/// A port that was free a moment ago (the master cannot report the port of `--bind HOST:0`).
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding 127.0.0.1:0")
-        .port()
-}
+#[path = "../../../gpe-core/tests/shared/ports.rs"]
+mod ports;
+/// A port that was free a moment ago (the master cannot report the port of `--bind HOST:0`),
+/// below the ephemeral range (see `gpe-core/tests/shared/ports.rs`).
+pub(crate) use ports::free_port;
 
 /// Poll `check` until it returns `Some`, or panic after `within` with `what` and the last value
 /// seen described by `on_timeout`.
