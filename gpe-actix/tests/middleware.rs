@@ -12,7 +12,7 @@ use gpe_actix::{ActixMetrics, RequestInfo, RequestMetrics};
 #[path = "../../gpe-core/tests/shared/request_metrics.rs"]
 mod request_metrics;
 
-use request_metrics::{fixture, series_count, slow_body_fixture};
+use request_metrics::{fixture, series_count, slow_body_fixture, tenant_fixture, TENANTS};
 
 #[derive(Debug)]
 struct Broken;
@@ -322,13 +322,7 @@ async fn request_size_counts_bodies_without_content_length() {
 /// and bounded by the cap.
 #[actix_web::test]
 async fn request_labels_from_headers_are_bounded() {
-    let f = fixture(
-        RequestMetrics::builder()
-            .label("tenant")
-            .unwrap()
-            .max_series(2)
-            .unwrap(),
-    );
+    let f = tenant_fixture();
     let mw = ActixMetrics::new(f.metrics.clone()).request_labels(|req| {
         let tenant = req.headers().get("x-tenant").and_then(|v| v.to_str().ok());
         vec![tenant.unwrap_or("none").to_owned()]
@@ -339,7 +333,7 @@ async fn request_labels_from_headers_are_bounded() {
             .route("/users/{id}", web::get().to(|| async { "hi" })),
     )
     .await;
-    for tenant in ["acme", "initech", "acme", "umbrella", "hooli"] {
+    for tenant in TENANTS {
         let req = test::TestRequest::get()
             .uri("/users/7")
             .insert_header(("x-tenant", tenant))
@@ -347,15 +341,5 @@ async fn request_labels_from_headers_are_bounded() {
         let res = test::call_service(&app, req).await;
         assert_eq!(test::read_body(res).await, "hi");
     }
-    assert_eq!(
-        f.requests(&[("tenant", "acme"), ("endpoint", "/users/{id}")]),
-        2.0
-    );
-    assert_eq!(f.requests(&[("tenant", "initech")]), 1.0);
-    assert_eq!(f.requests(&[("tenant", "umbrella")]), 0.0);
-    assert_eq!(
-        f.requests(&[("tenant", "<overflow>"), ("endpoint", "<overflow>")]),
-        2.0
-    );
-    assert_eq!(f.requests(&[]), 5.0);
+    f.assert_tenants_bounded();
 }

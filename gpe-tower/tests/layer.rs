@@ -19,7 +19,7 @@ use tower::ServiceExt;
 #[path = "../../gpe-core/tests/shared/request_metrics.rs"]
 mod request_metrics;
 
-use request_metrics::{fixture, series_count, slow_body_fixture, sum};
+use request_metrics::{fixture, series_count, slow_body_fixture, sum, tenant_fixture, TENANTS};
 
 fn app(metrics: RequestMetrics) -> Router {
     Router::new()
@@ -419,13 +419,7 @@ async fn prefix_exclusions_buckets_and_request_sizes_go_through_the_service() {
 /// Labels computed from the request (a tenant header) are recorded and bounded by the cap.
 #[tokio::test]
 async fn request_labels_from_headers_are_bounded() {
-    let f = fixture(
-        RequestMetrics::builder()
-            .label("tenant")
-            .unwrap()
-            .max_series(2)
-            .unwrap(),
-    );
+    let f = tenant_fixture();
     let layer = MetricsLayer::new(f.metrics.clone()).request_labels(|_req, headers| {
         let tenant = headers.get("x-tenant").and_then(|v| v.to_str().ok());
         vec![tenant.unwrap_or("none").to_owned()]
@@ -433,7 +427,7 @@ async fn request_labels_from_headers_are_bounded() {
     let app = Router::new()
         .route("/users/{id}", get(|| async { "hi" }))
         .layer(layer);
-    for tenant in ["acme", "initech", "acme", "umbrella", "hooli"] {
+    for tenant in TENANTS {
         let req = Request::get("/users/7")
             .header("x-tenant", tenant)
             .body(Body::empty())
@@ -441,15 +435,5 @@ async fn request_labels_from_headers_are_bounded() {
         let res = app.clone().oneshot(req).await.unwrap();
         res.into_body().collect().await.unwrap();
     }
-    assert_eq!(
-        f.requests(&[("tenant", "acme"), ("endpoint", "/users/{id}")]),
-        2.0
-    );
-    assert_eq!(f.requests(&[("tenant", "initech")]), 1.0);
-    assert_eq!(f.requests(&[("tenant", "umbrella")]), 0.0);
-    assert_eq!(
-        f.requests(&[("tenant", "<overflow>"), ("endpoint", "<overflow>")]),
-        2.0
-    );
-    assert_eq!(f.requests(&[]), 5.0);
+    f.assert_tenants_bounded();
 }

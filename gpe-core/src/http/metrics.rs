@@ -767,6 +767,15 @@ mod tests {
             .unwrap()
     }
 
+    /// A builder for worker "1" with `labels` of its own.
+    fn with_labels(labels: &[&str]) -> RequestMetricsBuilder {
+        labels
+            .iter()
+            .fold(RequestMetrics::builder().worker_id("1"), |b, l| {
+                b.label(*l).unwrap()
+            })
+    }
+
     fn finish(mut t: RequestTracker, status: u16) {
         t.set_status(status);
         t.complete();
@@ -776,10 +785,7 @@ mod tests {
     fn own_labels_are_bounded_by_the_series_cap() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let metrics = RequestMetrics::builder()
-            .worker_id("1")
-            .label("tenant")
-            .unwrap()
+        let metrics = with_labels(&["tenant"])
             .max_series(2)
             .unwrap()
             .build(&store)
@@ -808,14 +814,7 @@ mod tests {
     fn an_unrouted_request_gets_its_labels_with_its_endpoint() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let metrics = RequestMetrics::builder()
-            .worker_id("1")
-            .label("tenant")
-            .unwrap()
-            .label("version")
-            .unwrap()
-            .build(&store)
-            .unwrap();
+        let metrics = with_labels(&["tenant", "version"]).build(&store).unwrap();
         let mut t = metrics.start_unrouted_labelled("POST", &["acme", "v2"]);
         t.set_endpoint("/orders");
         finish(t, 503);

@@ -134,7 +134,7 @@ impl HostError {
 }
 
 /// What a worker's `main` returns to end with the exit status gpe-master expects: 0 after a
-/// stop, [`HostError::exit_code`] (logged) after an error.
+/// stop, [`HostError::exit_code`] after an error (written to stderr).
 ///
 /// ```no_run
 /// use gpe_core::worker::host::{Exit, HostError};
@@ -163,7 +163,8 @@ impl std::process::Termination for Exit {
         match self.0 {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
-                tracing::error!(error = %e, "worker stopped on an error");
+                // As std's `Termination` for `Result`: on stderr, whether or not a tracing
+                // subscriber is set up.
                 eprintln!("Error: {e}");
                 std::process::ExitCode::from(e.exit_code())
             }

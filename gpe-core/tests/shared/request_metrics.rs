@@ -24,6 +24,21 @@ pub fn slow_body_fixture() -> Fixture {
     )
 }
 
+/// The tenants the request-label tests send, in order (`x-tenant` header), against a fixture
+/// from [`tenant_fixture`]: with a cap of 2, the last two go to the overflow series.
+pub const TENANTS: [&str; 5] = ["acme", "initech", "acme", "umbrella", "hooli"];
+
+/// A fixture whose families have a `tenant` label of their own, and a series cap of 2.
+pub fn tenant_fixture() -> Fixture {
+    fixture(
+        RequestMetrics::builder()
+            .label("tenant")
+            .unwrap()
+            .max_series(2)
+            .unwrap(),
+    )
+}
+
 /// `builder` built as worker "1" over a fresh store.
 pub fn fixture(builder: RequestMetricsBuilder) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
@@ -120,5 +135,21 @@ impl Fixture {
             ),
             1.0
         );
+    }
+
+    /// After [`TENANTS`] to `/users/{id}` on a [`tenant_fixture`]: the first two tenants have
+    /// their series, the rest went to the overflow series, and every request was counted.
+    pub fn assert_tenants_bounded(&self) {
+        assert_eq!(
+            self.requests(&[("tenant", "acme"), ("endpoint", "/users/{id}")]),
+            2.0
+        );
+        assert_eq!(self.requests(&[("tenant", "initech")]), 1.0);
+        assert_eq!(self.requests(&[("tenant", "umbrella")]), 0.0);
+        assert_eq!(
+            self.requests(&[("tenant", "<overflow>"), ("endpoint", "<overflow>")]),
+            2.0
+        );
+        assert_eq!(self.requests(&[]), 5.0);
     }
 }
