@@ -8,6 +8,7 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use gpe_core::http::grpc::GrpcCode;
 use gpe_core::http::BodyRecord;
 
 use crate::RequestTracker;
@@ -66,6 +67,13 @@ impl<B: Body> Body for MetricsBody<B> {
         let polled = this.record.after_poll(polled, |frame| {
             frame.data_ref().map_or(0, |d| d.remaining() as u64)
         });
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let (Some(trailers), Some(t)) = (frame.trailers_ref(), this.record.tracker_mut()) {
+                if t.is_grpc() {
+                    grpc_status(t, trailers);
+                }
+            }
+        }
         if matches!(polled, Poll::Ready(Some(Ok(_)))) && inner.is_end_stream() {
             // The server may drop the body without polling again.
             this.record.mark_complete();
@@ -83,5 +91,12 @@ impl<B: Body> Body for MetricsBody<B> {
         self.inner
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+/// Give a gRPC call its status, if `headers` (the response's, or its trailers) carry one.
+pub(crate) fn grpc_status(t: &mut RequestTracker, headers: &http::HeaderMap) {
+    if let Some(v) = headers.get("grpc-status") {
+        t.set_grpc_status(GrpcCode::from_header(v.as_bytes()));
     }
 }

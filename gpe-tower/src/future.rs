@@ -81,6 +81,10 @@ where
             Ok(res) => {
                 if let Some(t) = &mut tracker {
                     t.set_status(res.status().as_u16());
+                    if t.is_grpc() {
+                        // A call answered without a body has its status in the headers.
+                        crate::body::grpc_status(t, res.headers());
+                    }
                     if res.body().is_end_stream() {
                         t.complete();
                     }

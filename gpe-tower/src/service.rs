@@ -7,6 +7,8 @@ use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
+use gpe_core::http::grpc;
+
 use crate::future::ResponseFuture;
 use crate::layer::RequestLabels;
 use crate::request_body::{known_size, RequestBodyBytes};
@@ -70,6 +72,17 @@ fn route<B>(req: &Request<B>) -> Option<&str> {
     req.extensions().get::<RouteTemplate>().map(|r| r.0)
 }
 
+/// Whether `req` is a gRPC call: a `POST` (checked first: it costs nothing) with gRPC's
+/// content type (see [`gpe_core::http::grpc`]).
+#[inline]
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.method() == http::Method::POST
+        && req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| grpc::is_grpc(v.as_bytes()))
+}
+
 /// A route template a router without axum's `MatchedPath` can put in the request extensions
 /// for the `endpoint` label (plain hyper services, custom routers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +109,13 @@ where
             None
         } else {
             let info = RequestInfo::new(req.method().as_str(), req.uri().path(), route(&req));
-            let endpoint = self.endpoint.endpoint(&info);
+            let grpc = is_grpc(&req);
+            // A gRPC call is labelled by its method, the path, whatever route served it.
+            let endpoint = if grpc {
+                Some(info.path.into())
+            } else {
+                self.endpoint.endpoint(&info)
+            };
             let endpoint = endpoint.as_deref().unwrap_or(UNMATCHED);
             let mut t = match &self.labels {
                 None => self.metrics.start(info.method, endpoint),
@@ -105,6 +124,9 @@ where
                     self.metrics.start_labelled(info.method, endpoint, &values)
                 }
             };
+            if grpc {
+                t.set_grpc();
+            }
             match known_size(&req) {
                 Some(n) => t.set_request_size(n),
                 // Counted as read, if `count_request_body` ran in front of this layer.

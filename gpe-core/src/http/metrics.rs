@@ -8,6 +8,7 @@ use foldhash::fast::RandomState;
 use prometheus::{HistogramOpts, Opts};
 
 use super::budget::SeriesBudget;
+use super::grpc::{self, GrpcCode};
 use super::tracker::{InFlight, RequestSize, RequestTracker, Stage};
 use super::{
     RequestMetricsError, DEFAULT_DURATION_BUCKETS, DEFAULT_MAX_SERIES, DEFAULT_PREFIX,
@@ -343,7 +344,8 @@ pub(super) enum PathMatch {
 /// | `client_disconnects_total` | counter | `worker_id`, `method`, `endpoint` |
 ///
 /// `status` is the response status code, `499` when the client went away before the response,
-/// and `none` when the service returned an error instead of a response. `endpoint` is
+/// `none` when the service returned an error instead of a response, and the gRPC status's name
+/// (`OK`, `NOT_FOUND`, …) for a gRPC call (see [`grpc`](super::grpc)). `endpoint` is
 /// [`UNROUTED`] (empty) in the in-flight gauge of requests started with
 /// [`start_unrouted`](RequestMetrics::start_unrouted), as gpe-actix does by default, and in every
 /// family for such a request that ended before its route was known.
@@ -427,10 +429,12 @@ struct Done {
     response_size: Histogram,
 }
 
-/// Status 0 in the cache stands for "no response" (label `none`).
+/// Status 0 in the cache stands for "no response" (label `none`); gRPC codes have their names.
 fn status_label(status: u16) -> String {
     if status == 0 {
         STATUS_NO_RESPONSE.to_owned()
+    } else if let Some(code) = grpc::code_of(status) {
+        code.as_str().to_owned()
     } else {
         status.to_string()
     }
@@ -552,6 +556,7 @@ impl RequestMetrics {
             status: None,
             failure: None,
             stage: Stage::Pending,
+            grpc: false,
         }
     }
 
@@ -701,6 +706,10 @@ impl RequestMetrics {
         let method = METHODS[usize::from(t.method)];
         let disconnected = matches!(t.stage, Stage::Pending | Stage::Responded);
         let status = match (t.status, t.failure) {
+            // A gRPC call the client dropped before its status: gRPC's own word for it.
+            (s, None) if t.grpc && disconnected && s.is_none_or(|s| grpc::code_of(s).is_none()) => {
+                grpc::status_of(GrpcCode::Cancelled)
+            }
             (Some(s), _) => s,
             (None, Some(_)) => 0,
             (None, None) => STATUS_CLIENT_CLOSED,
@@ -839,5 +848,64 @@ mod tests {
             );
         }
         assert!(b().label("tenant").unwrap().label("tenant").is_err());
+    }
+
+    #[test]
+    fn grpc_calls_are_labelled_by_their_grpc_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let metrics = with_labels(&[]).build(&store).unwrap();
+        let call = |code: Option<GrpcCode>, complete: bool| {
+            let mut t = metrics.start("POST", "/greet.Greeter/SayHello");
+            t.set_grpc();
+            t.set_status(200); // the head: gRPC answers 200 whatever happens
+            if let Some(code) = code {
+                t.set_grpc_status(code);
+            }
+            if complete {
+                t.complete();
+            }
+        };
+        call(Some(GrpcCode::Ok), true);
+        call(Some(GrpcCode::Ok), true);
+        call(Some(GrpcCode::InvalidArgument), true);
+        call(Some(GrpcCode::Internal), true);
+        call(None, false); // the client cancelled before the status
+        call(Some(GrpcCode::Unimplemented), true);
+        let t = text(dir.path());
+        let series = |family: &str, labels: &str, v: u32| {
+            let line = format!("gunicorn_worker_{family}{{{labels},worker_id=\"1\"}} {v}");
+            assert!(t.contains(&line), "no {line} in\n{t}");
+        };
+        let call_labels = |status: &str| {
+            format!(r#"endpoint="/greet.Greeter/SayHello",method="POST",status="{status}""#)
+        };
+        series("requests_total", &call_labels("OK"), 2);
+        series("requests_total", &call_labels("INVALID_ARGUMENT"), 1);
+        series("requests_total", &call_labels("INTERNAL"), 1);
+        series("requests_total", &call_labels("CANCELLED"), 1);
+        // Made-up method names make no series of their own.
+        series(
+            "requests_total",
+            r#"endpoint="<unmatched>",method="POST",status="UNIMPLEMENTED""#,
+            1,
+        );
+        assert!(!t.contains(r#"status="200""#), "{t}");
+        // Only the server's faults are failures.
+        series(
+            "failed_requests_total",
+            r#"endpoint="/greet.Greeter/SayHello",error_type="grpc_server_error",method="POST",status="INTERNAL""#,
+            1,
+        );
+        assert_eq!(
+            t.matches("gunicorn_worker_failed_requests_total{").count(),
+            2,
+            "{t}"
+        );
+        series(
+            "client_disconnects_total",
+            r#"endpoint="/greet.Greeter/SayHello",method="POST""#,
+            1,
+        );
     }
 }

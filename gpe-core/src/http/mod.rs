@@ -35,6 +35,7 @@
 mod body_size;
 mod budget;
 mod error;
+pub mod grpc;
 pub mod hooks;
 mod metrics;
 mod response;

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::grpc::{self, GrpcCode};
 use super::metrics::{EndpointSeries, RequestMetrics};
 use super::RequestBodyBytes;
 use crate::clock::Stamp;
@@ -21,6 +22,9 @@ pub enum FailureKind {
     Panic,
     /// The response body failed while streaming (`error_type="body_error"`).
     BodyError,
+    /// A gRPC call ended with a status that gRPC maps to an HTTP 5xx
+    /// ([`GrpcCode::is_server_error`]; `error_type="grpc_server_error"`).
+    GrpcServerError,
 }
 
 impl FailureKind {
@@ -31,6 +35,7 @@ impl FailureKind {
             FailureKind::ServiceError => "service_error",
             FailureKind::Panic => "panic",
             FailureKind::BodyError => "body_error",
+            FailureKind::GrpcServerError => "grpc_server_error",
         }
     }
 }
@@ -90,6 +95,8 @@ pub struct RequestTracker {
     pub(super) status: Option<u16>,
     pub(super) failure: Option<FailureKind>,
     pub(super) stage: Stage,
+    /// A gRPC call ([`set_grpc`](Self::set_grpc)).
+    pub(super) grpc: bool,
 }
 
 /// Where a request's in-flight gauge went up.
@@ -124,6 +131,39 @@ impl RequestTracker {
         self.status = Some(status);
         if status >= 500 && self.failure.is_none() {
             self.failure = Some(FailureKind::ServerError);
+        }
+        if self.stage == Stage::Pending {
+            self.stage = Stage::Responded;
+        }
+    }
+
+    /// The request is a gRPC call (see [`grpc`](super::grpc)): its `status` label will be its
+    /// gRPC status ([`set_grpc_status`](Self::set_grpc_status)), `CANCELLED` if the client
+    /// goes away before it.
+    pub fn set_grpc(&mut self) {
+        self.grpc = true;
+    }
+
+    /// Whether the request is a gRPC call ([`set_grpc`](Self::set_grpc)).
+    pub fn is_grpc(&self) -> bool {
+        self.grpc
+    }
+
+    /// The gRPC status of a call, from its trailers (or its headers, for an answer without a
+    /// body): the `status` label becomes the code's name. A code gRPC maps to an HTTP 5xx marks
+    /// the call failed ([`FailureKind::GrpcServerError`]); `UNIMPLEMENTED` moves it to the
+    /// [`UNMATCHED`](super::UNMATCHED) endpoint, so that made-up method names make no series.
+    pub fn set_grpc_status(&mut self, code: GrpcCode) {
+        self.grpc = true;
+        self.status = Some(grpc::status_of(code));
+        if self.failure == Some(FailureKind::ServerError) {
+            self.failure = None;
+        }
+        if code.is_server_error() && self.failure.is_none() {
+            self.failure = Some(FailureKind::GrpcServerError);
+        }
+        if code == GrpcCode::Unimplemented {
+            self.set_endpoint(super::UNMATCHED);
         }
         if self.stage == Stage::Pending {
             self.stage = Stage::Responded;
