@@ -557,6 +557,7 @@ impl RequestMetrics {
             failure: None,
             stage: Stage::Pending,
             grpc: false,
+            access: None,
         }
     }
 

@@ -32,6 +32,7 @@
 //! # }
 //! ```
 
+pub mod access;
 mod body_size;
 mod budget;
 mod error;

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::access::AccessEntry;
 use super::grpc::{self, GrpcCode};
 use super::metrics::{EndpointSeries, RequestMetrics};
 use super::RequestBodyBytes;
@@ -97,6 +98,8 @@ pub struct RequestTracker {
     pub(super) stage: Stage,
     /// A gRPC call ([`set_grpc`](Self::set_grpc)).
     pub(super) grpc: bool,
+    /// The request's access log line, written after the metrics ([`log_access`](Self::log_access)).
+    pub(super) access: Option<Box<AccessEntry>>,
 }
 
 /// Where a request's in-flight gauge went up.
@@ -240,6 +243,32 @@ impl RequestTracker {
             .unwrap_or(&self.metrics.inner.unrouted)
     }
 
+    /// Write `entry`, this request's access log line, when the request is recorded (after its
+    /// metrics): with its status (`499` if the client left before one, `-` for an error
+    /// without a response; a gRPC call's HTTP status, 200), the response bytes and the
+    /// duration.
+    pub fn log_access(&mut self, entry: AccessEntry) {
+        self.access = Some(Box::new(entry));
+    }
+
+    /// The access log line handed over with [`log_access`](Self::log_access), to capture
+    /// response headers into ([`AccessEntry::capture_response_headers`]).
+    pub fn access_entry_mut(&mut self) -> Option<&mut AccessEntry> {
+        self.access.as_deref_mut()
+    }
+
+    /// The HTTP status of the access log line.
+    fn access_status(&self) -> Option<u16> {
+        match (self.status, self.failure) {
+            // The tracker holds a gRPC call's code in place of its HTTP status, which gRPC
+            // always sends as 200.
+            (Some(s), _) if grpc::code_of(s).is_some() => Some(200),
+            (Some(s), _) => Some(s),
+            (None, Some(_)) => None,
+            (None, None) => Some(super::STATUS_CLIENT_CLOSED),
+        }
+    }
+
     /// Time since [`RequestMetrics::start`].
     pub fn elapsed(&self) -> Duration {
         self.metrics.inner.clock.elapsed(self.start)
@@ -257,5 +286,8 @@ impl Drop for RequestTracker {
             g.dec();
         }
         self.metrics.record(self);
+        if let Some(entry) = self.access.take() {
+            entry.finish(self.access_status(), self.response_size, self.elapsed());
+        }
     }
 }

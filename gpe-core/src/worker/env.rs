@@ -57,6 +57,14 @@ pub const BIND: &str = "GPE_BIND";
 /// This host's identity in Redis keys (configuration of the Redis sync; default the hostname).
 pub const HOST_ID: &str = "GPE_HOST_ID";
 
+/// gunicorn's `--access-logfile`: the file each worker appends its access log lines to, or `-`
+/// for stdout (see [`crate::http::access`]). Unset or empty: no access log.
+pub const ACCESS_LOGFILE: &str = "GPE_ACCESS_LOGFILE";
+/// gunicorn's `--access-logformat` (its `%(h)s`-style atoms); unset or empty: gunicorn's
+/// default, [`DEFAULT_FORMAT`](crate::http::access::DEFAULT_FORMAT). Read only when
+/// [`ACCESS_LOGFILE`] is set.
+pub const ACCESS_LOGFORMAT: &str = "GPE_ACCESS_LOGFORMAT";
+
 /// USR2, from the old master to the new one: the inherited listener fds, comma-separated
 /// (gunicorn's `GUNICORN_FD`).
 pub const REEXEC_FDS: &str = "GPE_REEXEC_FDS";
@@ -143,6 +151,34 @@ impl WorkerEnv {
                 Some(self.multiproc_dir.clone().into_os_string()),
             ),
         ]
+    }
+}
+
+/// The access log flags gpe-master passes on ([`ACCESS_LOGFILE`], [`ACCESS_LOGFORMAT`]), apart
+/// from [`WorkerEnv`] because, unlike its variables, an unset one is not removed: a worker then
+/// inherits what the master's own environment holds, so a deployment (or a test) can set them on
+/// the master.
+///
+/// ```
+/// use gpe_core::worker::env::{self, AccessLogEnv};
+///
+/// let vars = AccessLogEnv { file: Some("/var/log/app/access.log".into()), format: None }.vars();
+/// assert_eq!(vars, [(env::ACCESS_LOGFILE, "/var/log/app/access.log".into())]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessLogEnv {
+    /// `--access-logfile`: a path, or `-` for stdout.
+    pub file: Option<OsString>,
+    /// `--access-logformat`.
+    pub format: Option<String>,
+}
+
+impl AccessLogEnv {
+    /// The variables to set in the worker's environment (only those given).
+    pub fn vars(&self) -> Vec<(&'static str, OsString)> {
+        let file = self.file.clone().map(|f| (ACCESS_LOGFILE, f));
+        let format = self.format.clone().map(|f| (ACCESS_LOGFORMAT, f.into()));
+        file.into_iter().chain(format).collect()
     }
 }
 

@@ -45,6 +45,7 @@ use crate::collect::MultiProcessCollector;
 use crate::error::Error;
 use crate::expose::config::ConfigError;
 use crate::expose::server::{MetricsServer, ServerConfig, ServerError};
+use crate::http::access::{AccessLog, AccessLogError};
 use crate::http::{RequestMetrics, RequestMetricsBuilder, RequestMetricsError};
 use crate::store::Store;
 
@@ -109,6 +110,11 @@ pub enum HostError {
     /// The standalone `/metrics` server could not start.
     #[error(transparent)]
     MetricsServer(#[from] ServerError),
+
+    /// The access log asked for (`GPE_ACCESS_LOGFILE`, `GPE_ACCESS_LOGFORMAT`) cannot be
+    /// opened, or its format does not parse.
+    #[error(transparent)]
+    AccessLog(#[from] AccessLogError),
 
     /// A listener could not be registered with the runtime, or serving failed.
     #[error("serving: {0}")]
@@ -186,6 +192,13 @@ enum RequestMetricsChoice {
 }
 
 #[derive(Debug)]
+enum AccessLogChoice {
+    FromEnv,
+    Given(AccessLog),
+    Off,
+}
+
+#[derive(Debug)]
 enum MetricsServerChoice {
     FromEnv,
     Config(ServerConfig),
@@ -201,6 +214,7 @@ pub struct HostBuilder {
     request_metrics: RequestMetricsChoice,
     sample_interval: Duration,
     metrics_server: MetricsServerChoice,
+    access_log: AccessLogChoice,
 }
 
 impl Default for HostBuilder {
@@ -211,6 +225,7 @@ impl Default for HostBuilder {
             request_metrics: RequestMetricsChoice::Build(RequestMetrics::builder()),
             sample_interval: DEFAULT_SAMPLE_INTERVAL,
             metrics_server: MetricsServerChoice::FromEnv,
+            access_log: AccessLogChoice::FromEnv,
         }
     }
 }
@@ -285,6 +300,21 @@ impl HostBuilder {
         self
     }
 
+    /// Write the access log to `log` instead of the one the environment asks for
+    /// ([`AccessLog::from_env`]: gpe-master's `--access-logfile` and `--access-logformat`).
+    /// Requests are logged only with request metrics (the log line is written by each request's
+    /// tracker).
+    pub fn access_log(mut self, log: AccessLog) -> Self {
+        self.access_log = AccessLogChoice::Given(log);
+        self
+    }
+
+    /// Write no access log, whatever the environment says.
+    pub fn no_access_log(mut self) -> Self {
+        self.access_log = AccessLogChoice::Off;
+        self
+    }
+
     /// Read the environment, open the store, take or bind the listeners (non-blocking), build
     /// the metrics, start the sampler, install the signal handlers and, standalone, bind
     /// `/metrics`. Must be called inside a tokio runtime with its I/O and time drivers enabled
@@ -320,6 +350,11 @@ impl HostBuilder {
             RequestMetricsChoice::Built(m) => Some(m),
             RequestMetricsChoice::Off => None,
         };
+        let access_log = match self.access_log {
+            AccessLogChoice::FromEnv => AccessLog::from_env()?,
+            AccessLogChoice::Given(log) => Some(log),
+            AccessLogChoice::Off => None,
+        };
         let worker_metrics = WorkerMetrics::new(&store, worker_id.clone())?;
         let sampler = worker_metrics.spawn_sampler(self.sample_interval)?;
 
@@ -354,6 +389,7 @@ impl HostBuilder {
             worker_id,
             listeners,
             request_metrics,
+            access_log,
             worker_metrics,
             sampler,
             shutdown,
@@ -400,6 +436,7 @@ pub struct Host {
     worker_id: String,
     listeners: Vec<Listener>,
     request_metrics: Option<RequestMetrics>,
+    access_log: Option<AccessLog>,
     worker_metrics: WorkerMetrics,
     sampler: SamplerHandle,
     shutdown: Shutdown,
@@ -454,6 +491,12 @@ impl Host {
         self.request_metrics.as_ref()
     }
 
+    /// The access log the adapters write to, if any (gpe-master's `--access-logfile`, or
+    /// [`HostBuilder::access_log`]).
+    pub fn access_log(&self) -> Option<&AccessLog> {
+        self.access_log.as_ref()
+    }
+
     /// The worker metrics (sampled; state and restarts recorded on stop).
     pub fn worker_metrics(&self) -> &WorkerMetrics {
         &self.worker_metrics
@@ -484,7 +527,8 @@ impl Host {
 
     /// Start the background tasks on the current tokio runtime: the heartbeat (a task of the
     /// serving runtime, not a thread: a runtime whose threads are all stuck stops heartbeating,
-    /// and the master's `--timeout` replaces the worker) and, standalone, the `/metrics` server.
+    /// and the master's `--timeout` replaces the worker), standalone, the `/metrics` server, and
+    /// with an access log file, its reopening on USR1 (logrotate; gpe-master forwards USR1).
     pub fn start(&mut self) -> Running {
         let mut tasks: Vec<_> = self
             .ctx
@@ -498,6 +542,25 @@ impl Host {
                     tracing::error!(error = %e, "metrics server failed");
                 }
             }));
+        }
+        if let Some(log) = self.access_log.clone().filter(|l| l.path().is_some()) {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) {
+                Ok(mut usr1) => tasks.push(tokio::spawn(async move {
+                    while usr1.recv().await.is_some() {
+                        match log.reopen() {
+                            Ok(()) => {
+                                tracing::info!(path = ?log.path(), "USR1: access log reopened")
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "USR1: cannot reopen the access log")
+                            }
+                        }
+                    }
+                })),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot install the USR1 handler: the access log will not be reopened")
+                }
+            }
         }
         Running { tasks }
     }

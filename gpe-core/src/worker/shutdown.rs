@@ -127,7 +127,9 @@ impl Shutdown {
                         Some(r) => {
                             sd.stop(r);
                         }
-                        None => tracing::info!("USR1: nothing to reopen (logs go to stderr)"),
+                        None => {
+                            tracing::debug!("USR1 (the worker host reopens an access log file)")
+                        }
                     }
                 }
             });
