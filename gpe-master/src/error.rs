@@ -47,6 +47,12 @@ pub(crate) enum MasterError {
         /// Its value.
         value: String,
     },
+    /// The settings could not be read (a config file, `GUNICORN_CMD_ARGS`, no worker binary).
+    #[error(transparent)]
+    Config(#[from] crate::cli::LoadError),
+    /// `--chdir` names a directory we cannot change to.
+    #[error("invalid value {0:?} for --chdir: {1}")]
+    Chdir(PathBuf, std::io::Error),
     /// The master's own metrics could not be registered.
     #[error("master metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -57,7 +63,9 @@ impl MasterError {
     pub(crate) fn is_usage(&self) -> bool {
         matches!(
             self,
-            MasterError::BadBind(..)
+            MasterError::Config(_)
+                | MasterError::Chdir(..)
+                | MasterError::BadBind(..)
                 | MasterError::NoSuchUser(_)
                 | MasterError::NoSuchGroup(_)
                 | MasterError::WorkerTmpDirMissing(_)

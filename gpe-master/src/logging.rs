@@ -97,6 +97,15 @@ pub(crate) fn init_logging_with(
     }
 }
 
+/// gunicorn's `--capture-output`: stdout and stderr (which the workers inherit) go to the log file.
+pub(crate) fn capture_output(log: Option<&LogFile>, cli: &crate::cli::Cli) -> anyhow::Result<()> {
+    if let Some(log) = log.filter(|_| cli.capture_output) {
+        log.take_stdio()
+            .context("--capture-output: sending output to --error-logfile")?;
+    }
+    Ok(())
+}
+
 /// What USR1 and HUP do to the log: reopen the file and, under `--daemon`, point stdout and
 /// stderr (which new workers inherit) at the reopened file.
 pub(crate) fn reopener(log: Option<LogFile>, daemonized: bool) -> crate::arbiter::OnUsr1 {

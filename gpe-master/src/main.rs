@@ -12,6 +12,7 @@
 mod arbiter;
 mod bind;
 mod cli;
+mod config;
 mod error;
 mod exit;
 mod exporter;
@@ -19,6 +20,7 @@ mod heartbeat;
 mod logging;
 mod metrics;
 mod notices;
+mod reconfigure;
 mod reexec;
 mod signals;
 mod startup;
@@ -31,15 +33,20 @@ use anyhow::Context;
 pub(crate) use error::MasterError;
 
 fn run() -> anyhow::Result<i32> {
-    let cli = cli::Cli::from_env_and_args();
-    let log = logging::init_logging(&cli)?;
+    let Some(loaded) = startup::settings()? else {
+        return Ok(0); // --print-config
+    };
+    let cli = &loaded.cli;
+    let log = logging::init_logging(cli)?;
+    startup::report_settings(&loaded);
+    logging::capture_output(log.as_ref(), cli)?;
     // Every flag value first (exit 2 on a bad one), then the worker binary; nothing is bound yet.
     // Socket activation: systemd's descriptors replace --bind, as in gunicorn.
     let activated = systemd::listen_fds_binds()?;
     let binds = bind::parse_all(activated.as_ref().unwrap_or(&cli.binds()))?;
-    let (uid, gid) = users::ids(&cli)?;
-    let groups = users::groups(&cli, uid, gid)?;
-    let worker_tmp_dir = startup::worker_tmp_dir(&cli)?;
+    let (uid, gid) = users::ids(cli)?;
+    let groups = users::groups(cli, uid, gid)?;
+    let worker_tmp_dir = startup::worker_tmp_dir(cli)?;
     let program = startup::resolve_program(&cli.command[0])?;
     let config = gpe_core::expose::config::Config::from_env().context("metrics configuration")?;
     let metrics_dir = config.multiproc_dir().to_path_buf();
@@ -73,38 +80,25 @@ fn run() -> anyhow::Result<i32> {
         startup::listeners(inherited, &binds, &options)?;
     if cli.daemon && old_master.is_none() {
         // (A master re-exec'd by a daemonized one is detached already.)
-        startup::detach(log.as_ref())?;
+        startup::detach(log.as_ref(), cli.enable_stdio_inheritance)?;
     }
     startup::prepare_store(&metrics_dir, old_master.is_some(), uid, gid)?;
     let metrics = metrics::MasterMetrics::new()?;
     let live = gpe_core::LivePids::new();
     let source = metrics.source(&metrics_dir, live.clone());
-    let (server, metrics_fd) = startup::metrics_server(&cli, &config, source, inherited_metrics)?;
-    let pidfile = startup::pidfile(&cli, old_master.is_some())?;
+    let (server, metrics_fd) = startup::metrics_server(cli, &config, source, inherited_metrics)?;
+    let pidfile = startup::pidfile(cli, old_master.is_some())?;
     let signals = signals::Signals::install().context("installing signal handlers")?;
     let redis = startup::redis_sync(&metrics_dir, &live)?;
-    let settings = arbiter::Settings {
-        args: cli.command[1..].to_vec(),
-        program: program.into_os_string(),
-        workers: cli.workers,
-        timeout: std::time::Duration::from_secs(cli.timeout),
-        graceful_timeout: std::time::Duration::from_secs(cli.graceful_timeout),
-        max_requests: cli.max_requests,
-        max_requests_jitter: cli.max_requests_jitter,
-        worker_tmp_dir,
-        metrics_dir,
-        daemon: cli.daemon,
-        exe: std::env::current_exe().context("finding our own executable (for USR2)")?,
-        argv0: std::env::args_os().next().unwrap_or_default(),
-        argv: std::env::args_os().skip(1).collect(),
-        start_dir: reexec::start_dir().context("finding the working directory (for USR2)")?,
-        uid,
-        gid,
-        groups,
-    };
+    let ids = (uid, gid, groups);
+    let settings = startup::arbiter_settings(cli, program, worker_tmp_dir, metrics_dir, ids)?;
+    let running = cli.clone();
     let name = cli.name.as_deref().unwrap_or("gpe");
     tracing::info!("Starting gpe-master {} ({name})", env!("CARGO_PKG_VERSION"));
-    let reopen = logging::reopener(log, cli.daemon);
+    let reopen = logging::reopener(
+        log,
+        (cli.daemon && !cli.enable_stdio_inheritance) || cli.capture_output,
+    );
     let upgrade = arbiter::Upgrade {
         pidfile,
         metrics_fd,
@@ -113,7 +107,10 @@ fn run() -> anyhow::Result<i32> {
     let mut arbiter =
         arbiter::Arbiter::new(settings, listeners, metrics, live, signals, reopen, upgrade)
             .with_redis(redis)
-            .with_systemd(systemd::Systemd::from_env());
+            .with_systemd(systemd::Systemd::from_env())
+            .with_reconfigure(arbiter::Reconfigure(Box::new(move || {
+                reconfigure::reread(&running)
+            })));
     let code = arbiter.run();
     drop(arbiter);
     if let Some(s) = server {

@@ -73,10 +73,14 @@ pub(crate) fn worker_tmp_dir(cli: &crate::cli::Cli) -> Result<PathBuf, MasterErr
 /// relative paths still work), umask 022 as gunicorn's daemonize (`--umask` only applies to the
 /// unix sockets), and stdout/stderr to `--error-logfile`, so the workers' output lands there
 /// rather than in /dev/null.
-pub(crate) fn detach(log: Option<&crate::logging::LogFile>) -> anyhow::Result<()> {
-    nix::unistd::daemon(true, false).context("--daemon: detaching")?;
+pub(crate) fn detach(
+    log: Option<&crate::logging::LogFile>,
+    keep_stdio: bool,
+) -> anyhow::Result<()> {
+    // -R (gunicorn's --enable-stdio-inheritance): stdout and stderr stay where they were.
+    nix::unistd::daemon(true, keep_stdio).context("--daemon: detaching")?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
-    if let Some(log) = log {
+    if let Some(log) = log.filter(|_| !keep_stdio) {
         log.take_stdio()
             .context("--daemon: sending output to --error-logfile")?;
     }
@@ -181,4 +185,186 @@ pub(crate) fn pidfile(
         )),
         None => Ok(None),
     }
+}
+
+/// The variables every worker gets besides the contract's: `-e KEY=VALUE`.
+pub(crate) fn worker_env(cli: &crate::cli::Cli) -> Vec<(String, String)> {
+    cli.env.clone()
+}
+
+/// Log what the settings came from, and what of them is not applied.
+pub(crate) fn report_settings(loaded: &crate::cli::Loaded) {
+    use crate::config::settings::Use;
+    if let Some((file, by_default)) = &loaded.file {
+        let how = if *by_default {
+            " (found in the working directory, as gunicorn does)"
+        } else {
+            ""
+        };
+        tracing::info!("Loaded configuration from {}{how}", file.display());
+    }
+    let named = |used: Use| -> Vec<&str> {
+        loaded
+            .ignored
+            .iter()
+            .filter(|(_, u)| *u == used)
+            .map(|(n, _)| n.as_str())
+            .collect()
+    };
+    let worker = named(Use::Worker);
+    if !worker.is_empty() {
+        tracing::warn!(
+            "Ignoring {}: they configure gunicorn's own Python workers and do not apply to gpe workers (configure the worker binary with its own flags)",
+            worker.join(", ")
+        );
+    }
+    let unsupported = named(Use::Unsupported);
+    if !unsupported.is_empty() {
+        tracing::warn!(
+            "Ignoring {}: gunicorn features gpe-master does not have (it logs to --error-logfile and serves Prometheus metrics at /metrics)",
+            unsupported.join(", ")
+        );
+    }
+    let hooks = named(Use::Hook);
+    if !hooks.is_empty() {
+        tracing::warn!(
+            "Ignoring the Python server hooks {} of the config file: gpe-master runs no Python",
+            hooks.join(", ")
+        );
+    }
+}
+
+/// `--print-config`: the effective settings, as gpe's TOML config file (which `-c` reads back).
+pub(crate) fn print_config(loaded: &crate::cli::Loaded) -> String {
+    use toml::Value;
+    let cli = &loaded.cli;
+    let mut t = toml::Table::new();
+    let mut put = |k: &str, v: Value| {
+        t.insert(k.to_owned(), v);
+    };
+    let text = |s: &str| Value::String(s.to_owned());
+    let path = |p: &std::path::Path| Value::String(p.display().to_string());
+    let int = |n: u64| Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+    put("workers", int(cli.workers.into()));
+    put(
+        "bind",
+        Value::Array(cli.binds().iter().map(|b| text(b)).collect()),
+    );
+    put("backlog", Value::Integer(cli.backlog.into()));
+    put("timeout", int(cli.timeout));
+    put("graceful_timeout", int(cli.graceful_timeout));
+    put("max_requests", int(cli.max_requests));
+    put("max_requests_jitter", int(cli.max_requests_jitter));
+    put("reuse_port", Value::Boolean(cli.reuse_port));
+    put("daemon", Value::Boolean(cli.daemon));
+    put("umask", text(&format!("0o{:o}", cli.umask)));
+    put("initgroups", Value::Boolean(cli.initgroups));
+    put("loglevel", text(&cli.log_level));
+    put("capture_output", Value::Boolean(cli.capture_output));
+    put(
+        "enable_stdio_inheritance",
+        Value::Boolean(cli.enable_stdio_inheritance),
+    );
+    put(
+        "raw_env",
+        Value::Array(
+            cli.env
+                .iter()
+                .map(|(k, v)| text(&format!("{k}={v}")))
+                .collect(),
+        ),
+    );
+    let optional = [
+        ("pidfile", cli.pidfile.as_deref().map(path)),
+        ("user", cli.user.as_deref().map(text)),
+        ("group", cli.group.as_deref().map(text)),
+        ("worker_tmp_dir", cli.worker_tmp_dir.as_deref().map(path)),
+        ("errorlog", cli.error_logfile.as_deref().map(path)),
+        ("accesslog", cli.access_logfile.as_deref().map(text)),
+        (
+            "access_log_format",
+            cli.access_logformat.as_deref().map(text),
+        ),
+        ("chdir", cli.chdir.as_deref().map(path)),
+        ("proc_name", cli.name.as_deref().map(text)),
+    ];
+    for (k, v) in optional {
+        if let Some(v) = v {
+            put(k, v);
+        }
+    }
+    put(
+        "command",
+        Value::Array(
+            cli.command
+                .iter()
+                .map(|w| text(&w.to_string_lossy()))
+                .collect(),
+        ),
+    );
+    let mut out = String::from(
+        "# gpe-master's effective settings (a TOML config file: gpe-master -c FILE.toml)\n",
+    );
+    if let Some((file, _)) = &loaded.file {
+        out.push_str(&format!(
+            "# read from {} and the command line\n",
+            file.display()
+        ));
+    }
+    for (name, _) in &loaded.ignored {
+        out.push_str(&format!("# ignored: {name}\n"));
+    }
+    out.push_str(&toml::to_string(&t).unwrap_or_default());
+    out
+}
+
+/// Read the settings (exit 2 on bad ones), then `--print-config` (`None`: printed, exit 0) and
+/// `--chdir`.
+pub(crate) fn settings() -> anyhow::Result<Option<crate::cli::Loaded>> {
+    let loaded = match crate::cli::Cli::load() {
+        Ok(loaded) => loaded,
+        Err(crate::cli::LoadError::Usage(e)) => e.exit(),
+        Err(e) => return Err(MasterError::Config(e).into()),
+    };
+    if loaded.cli.print_config {
+        print!("{}", print_config(&loaded));
+        return Ok(None);
+    }
+    if let Some(dir) = &loaded.cli.chdir {
+        std::env::set_current_dir(dir).map_err(|e| MasterError::Chdir(dir.clone(), e))?;
+    }
+    Ok(Some(loaded))
+}
+
+/// The arbiter's settings: the workers' (as a HUP re-reads them, see
+/// [`crate::reconfigure::Reconfigured`]) and the master's own.
+pub(crate) fn arbiter_settings(
+    cli: &crate::cli::Cli,
+    program: PathBuf,
+    worker_tmp_dir: PathBuf,
+    metrics_dir: PathBuf,
+    (uid, gid, groups): (Option<u32>, Option<u32>, Option<Vec<u32>>),
+) -> anyhow::Result<crate::arbiter::Settings> {
+    let w = crate::reconfigure::Reconfigured::from_cli(cli, program.into_os_string());
+    Ok(crate::arbiter::Settings {
+        args: w.args,
+        env: w.env,
+        program: w.program,
+        workers: w.workers,
+        timeout: w.timeout,
+        graceful_timeout: w.graceful_timeout,
+        max_requests: w.max_requests,
+        max_requests_jitter: w.max_requests_jitter,
+        worker_tmp_dir,
+        metrics_dir,
+        daemon: cli.daemon,
+        exe: std::env::current_exe().context("finding our own executable (for USR2)")?,
+        argv0: std::env::args_os().next().unwrap_or_default(),
+        argv: std::env::args_os().skip(1).collect(),
+        start_dir: crate::reexec::start_dir()
+            .context("finding the working directory (for USR2)")?,
+        uid,
+        gid,
+        groups,
+    })
 }

@@ -59,6 +59,9 @@ const REAP_AFTER_KILL: Duration = Duration::from_secs(5);
 pub(crate) struct Settings {
     pub(crate) program: OsString,
     pub(crate) args: Vec<OsString>,
+    /// Variables set in every worker's environment (`-e`, the access log settings), before
+    /// the contract's own.
+    pub(crate) env: Vec<(String, String)>,
     pub(crate) workers: u32,
     pub(crate) timeout: Duration,
     pub(crate) graceful_timeout: Duration,
@@ -164,6 +167,19 @@ pub(crate) struct Arbiter {
     /// When the files of reaped workers are to be compacted, if any wait.
     compaction_due: Option<Instant>,
     last_compaction: Instant,
+    /// What HUP re-reads the settings with (see [`crate::reconfigure`]).
+    reconfigure: Option<Reconfigure>,
+}
+
+/// Re-reads the settings on HUP: `None` keeps the running ones (the reason is logged).
+pub(crate) struct Reconfigure(
+    pub(crate) Box<dyn FnMut() -> Option<crate::reconfigure::Reconfigured>>,
+);
+
+impl std::fmt::Debug for Reconfigure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reconfigure")
+    }
 }
 
 /// What USR1 does besides forwarding the signal: reopen the log files.
@@ -204,6 +220,7 @@ impl Arbiter {
             readiness_due: upgrade.old_master.is_none(),
             compaction_due: None,
             last_compaction: Instant::now(),
+            reconfigure: None,
             num_workers: settings.workers,
             settings,
             listeners,
@@ -233,6 +250,12 @@ impl Arbiter {
     }
 
     /// Tell systemd about readiness, reloads, stops and upgrades.
+    /// Re-read the settings on HUP with `reconfigure`.
+    pub(crate) fn with_reconfigure(mut self, reconfigure: Reconfigure) -> Arbiter {
+        self.reconfigure = Some(reconfigure);
+        self
+    }
+
     pub(crate) fn with_systemd(mut self, systemd: Systemd) -> Arbiter {
         self.systemd = systemd;
         self
@@ -361,6 +384,10 @@ impl Arbiter {
             self.systemd.reloading();
             self.readiness_due = true;
         }
+        // As gunicorn: the settings are read again, and apply to the workers the reload starts.
+        if let Some(new) = self.reconfigure.as_mut().and_then(|r| (r.0)()) {
+            self.apply(new);
+        }
         // As gunicorn: a reload starts the configured number of workers (undoing TTIN/TTOU/WINCH).
         self.num_workers = self.settings.workers;
         let old: Vec<i32> = self.workers.keys().copied().collect();
@@ -377,6 +404,39 @@ impl Arbiter {
                 w.retire(pid, Stop::Graceful, graceful);
             }
         }
+    }
+
+    /// Take the re-read settings of a HUP (logging what changed).
+    fn apply(&mut self, new: crate::reconfigure::Reconfigured) {
+        let s = &mut self.settings;
+        let old = crate::reconfigure::Reconfigured {
+            workers: s.workers,
+            timeout: s.timeout,
+            graceful_timeout: s.graceful_timeout,
+            max_requests: s.max_requests,
+            max_requests_jitter: s.max_requests_jitter,
+            env: s.env.clone(),
+            program: s.program.clone(),
+            args: s.args.clone(),
+        };
+        if old == new {
+            return;
+        }
+        tracing::info!(
+            workers = new.workers,
+            timeout = new.timeout.as_secs(),
+            graceful_timeout = new.graceful_timeout.as_secs(),
+            max_requests = new.max_requests,
+            "Reload: new settings for the new workers"
+        );
+        s.workers = new.workers;
+        s.timeout = new.timeout;
+        s.graceful_timeout = new.graceful_timeout;
+        s.max_requests = new.max_requests;
+        s.max_requests_jitter = new.max_requests_jitter;
+        s.env = new.env;
+        s.program = new.program;
+        s.args = new.args;
     }
 
     /// The slot for a new worker: the smallest one no worker that stays holds (a worker told to

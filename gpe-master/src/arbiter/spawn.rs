@@ -31,6 +31,7 @@ impl Arbiter {
         // distroless and scratch images without /bin/sh can run workers.
         let mut cmd = Command::new(&s.program);
         cmd.args(&s.args);
+        cmd.envs(s.env.iter().map(|(k, v)| (k, v)));
         let heartbeat_fd = if s.timeout.is_zero() {
             None
         } else {

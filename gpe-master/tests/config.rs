@@ -1,0 +1,288 @@
+//! A gunicorn deployment moved over as it is: `gunicorn.conf.py` (run by python3, with
+//! expressions), gpe's TOML, `./gunicorn.conf.py` found by default, the order command line >
+//! `GUNICORN_CMD_ARGS` > file, worker-side gunicorn flags accepted with a warning, typos refused
+//! with a suggestion, `--print-config`, and HUP re-reading an edited file.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{master_command, run_master, worker_bin, Master, Options, PATIENCE};
+use nix::sys::signal::Signal;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `gpe-master ARGS` run to completion in `dir` (where a `./gunicorn.conf.py` may wait).
+fn run_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = master_command(dir);
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawning gpe-master");
+    let deadline = Instant::now() + PATIENCE;
+    while child.try_wait().expect("try_wait").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "gpe-master {args:?} did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// The value of `name = …` in `--print-config`'s TOML.
+fn setting(printed: &str, name: &str) -> String {
+    printed
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} = ")))
+        .unwrap_or_else(|| panic!("no {name} in\n{printed}"))
+        .to_owned()
+}
+
+fn python_available() -> bool {
+    std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+const CONF_PY: &str = r#"
+import multiprocessing, os
+workers = multiprocessing.cpu_count() * 0 + 3
+bind = ["127.0.0.1:18001", "unix:" + os.path.join("/tmp", "gpe-conf-test.sock")]
+timeout = 20 * 3
+max_requests = 1000
+raw_env = ["GREETING=hello"]
+threads = 4          # gunicorn's gthread workers: not applicable, warned
+def post_fork(server, worker):
+    pass
+helper = "not a setting: a Python file's own business"
+"#;
+
+#[test]
+fn a_gunicorn_conf_py_with_expressions_is_read() {
+    assert!(
+        python_available(),
+        "python3 is needed (.ci/deps installs it)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gunicorn.conf.py"), CONF_PY).unwrap();
+    let worker = worker_bin();
+    let worker = worker.to_str().unwrap();
+    // Found in the working directory, as gunicorn does.
+    let out = run_in(dir.path(), &["--print-config", worker], &[]);
+    let printed = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(setting(&printed, "workers"), "3");
+    assert_eq!(setting(&printed, "timeout"), "60");
+    assert_eq!(setting(&printed, "max_requests"), "1000");
+    assert_eq!(
+        setting(&printed, "bind"),
+        r#"["127.0.0.1:18001", "unix:/tmp/gpe-conf-test.sock"]"#
+    );
+    assert_eq!(setting(&printed, "raw_env"), r#"["GREETING=hello"]"#);
+    assert!(printed.contains("# ignored: threads"), "{printed}");
+    assert!(printed.contains("# ignored: post_fork"), "{printed}");
+
+    // The order is gunicorn's: command line > GUNICORN_CMD_ARGS > file.
+    let env = [("GUNICORN_CMD_ARGS", "--workers 5 --timeout 9")];
+    let out = run_in(dir.path(), &["--print-config", worker], &env);
+    let printed = text(&out.stdout);
+    assert_eq!(setting(&printed, "workers"), "5", "{printed}");
+    assert_eq!(setting(&printed, "timeout"), "9", "{printed}");
+    let out = run_in(dir.path(), &["--print-config", "-w", "2", worker], &env);
+    let printed = text(&out.stdout);
+    assert_eq!(setting(&printed, "workers"), "2", "{printed}");
+    assert_eq!(setting(&printed, "timeout"), "9", "{printed}");
+    assert_eq!(setting(&printed, "max_requests"), "1000", "{printed}");
+    // A --bind replaces the file's binds whole.
+    let out = run_in(
+        dir.path(),
+        &["--print-config", "-b", "127.0.0.1:18002", worker],
+        &[],
+    );
+    assert_eq!(
+        setting(&text(&out.stdout), "bind"),
+        r#"["127.0.0.1:18002"]"#
+    );
+
+    // --print-config's output is a TOML config file that gives the same settings back.
+    let toml = dir.path().join("printed.toml");
+    let out = run_in(dir.path(), &["--print-config", worker], &[]);
+    std::fs::write(&toml, &out.stdout).unwrap();
+    let other = tempfile::tempdir().unwrap(); // no gunicorn.conf.py there
+    let again = run_in(
+        other.path(),
+        &["--print-config", "-c", toml.to_str().unwrap()],
+        &[],
+    );
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let (a, b) = (text(&out.stdout), text(&again.stdout));
+    for name in [
+        "workers",
+        "bind",
+        "timeout",
+        "max_requests",
+        "raw_env",
+        "command",
+    ] {
+        assert_eq!(setting(&a, name), setting(&b, name), "{name}");
+    }
+}
+
+#[test]
+fn config_errors_name_the_file_and_what_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = worker_bin();
+    let worker = worker.to_str().unwrap();
+    let file = |name: &str, body: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let cases = [
+        (
+            file("typo.toml", "wokers = 3\n"),
+            "unknown setting `wokers`",
+        ),
+        (file("bad.toml", "workers = \n"), "not valid TOML"),
+        (
+            file("value.toml", "workers = [1, 2]\n"),
+            "setting `workers`",
+        ),
+        (
+            file("broken.py", "workers = 1 +\n"),
+            "python3 could not run it",
+        ),
+        (
+            file("raises.py", "raise SystemExit('no config for you')\n"),
+            "no config for you",
+        ),
+    ];
+    for (path, want) in &cases {
+        let out = run_master(&["-c", path, worker], &[]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{path}: {stderr}");
+        assert!(stderr.contains(want), "{path}: {stderr}");
+        assert!(stderr.contains(path.as_str()), "names the file: {stderr}");
+        assert!(!stderr.contains("Booting worker"), "{stderr}");
+    }
+    // No python3: the error says what is needed (PATH without it).
+    let conf = file("needs-python.py", "workers = 2\n");
+    let empty = tempfile::tempdir().unwrap();
+    let out = run_master(
+        &["-c", &conf, worker],
+        &[("PATH", empty.path().to_str().unwrap())],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("needs python3"), "{stderr}");
+    assert!(stderr.contains("TOML"), "says the alternative: {stderr}");
+}
+
+#[test]
+fn worker_side_gunicorn_flags_start_with_one_warning_and_typos_fail() {
+    let mut m = Master::start(Options::workers(1).env(
+        "GUNICORN_CMD_ARGS",
+        "-k gthread --threads 4 --keep-alive 5 --preload --statsd-host localhost:8125 --log-level INFO --access-logformat '%(h)s'",
+    ));
+    let log = m.wait_for("the warning", |m| {
+        let log = m.log();
+        log.contains("Booting worker").then_some(log)
+    });
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("Ignoring")).collect();
+    assert_eq!(warnings.len(), 2, "{log}");
+    for flag in [
+        "-k/--worker-class",
+        "--threads",
+        "--keep-alive",
+        "--preload",
+    ] {
+        assert!(warnings[0].contains(flag), "{flag}: {log}");
+    }
+    assert!(warnings[1].contains("--statsd-host"), "{log}");
+    drop(m);
+
+    let worker = worker_bin();
+    let worker = worker.to_str().unwrap();
+    let out = run_master(&["--wokers", "2", worker], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("'--workers'"),
+        "suggests the flag: {stderr}"
+    );
+}
+
+#[test]
+fn a_toml_file_can_name_the_worker_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("gpe.toml");
+    let worker = worker_bin();
+    std::fs::write(
+        &conf,
+        format!(
+            "workers = 2\ncommand = [{:?}, \"--its-flag\"]\n",
+            worker.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = run_master(&["--print-config", "-c", conf.to_str().unwrap()], &[]);
+    let printed = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        setting(&printed, "command"),
+        format!("[{:?}, \"--its-flag\"]", worker.to_str().unwrap())
+    );
+    // Without either, the error says where to name it.
+    let out = run_master(&["--workers", "2"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("`command` in the config file"));
+}
+
+#[test]
+fn hup_rereads_an_edited_config_file() {
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("gpe.toml");
+    std::fs::write(&conf, "workers = 1\n").unwrap();
+    // Options::default_workers passes no --workers: the file's count is used.
+    let mut m = Master::start(
+        Options::default_workers()
+            .arg("-c")
+            .arg(conf.to_str().unwrap()),
+    );
+    m.wait_workers(1);
+    std::fs::write(&conf, "workers = 3\ntimeout = 40\n").unwrap();
+    m.signal(Signal::SIGHUP);
+    let pids = m.wait_workers(3);
+    // The new workers got the new timeout through the contract.
+    for pid in pids {
+        assert_eq!(
+            common::environ(pid, "GPE_TIMEOUT").as_deref(),
+            Some("40"),
+            "{}",
+            m.log()
+        );
+    }
+    // A setting HUP cannot apply is named.
+    std::fs::write(&conf, "workers = 3\nbacklog = 64\n").unwrap();
+    m.signal(Signal::SIGHUP);
+    m.wait_for("the warning", |m| {
+        m.log()
+            .contains("backlog changed; these apply at the next start")
+            .then_some(())
+    });
+    // A broken edit keeps the running settings.
+    std::fs::write(&conf, "workers = [\n").unwrap();
+    m.signal(Signal::SIGHUP);
+    m.wait_for("the error", |m| {
+        m.log().contains("keeping the current ones").then_some(())
+    });
+    m.wait_workers(3);
+    m.stop(Signal::SIGTERM, Duration::from_secs(20));
+}
