@@ -44,7 +44,11 @@ struct ExporterCli {
 /// Run the exporter until TERM, INT or QUIT; returns the exit code.
 pub(crate) fn run() -> anyhow::Result<i32> {
     let cli = ExporterCli::parse_from(std::env::args_os().skip(1));
-    let _log = crate::logging::init_logging_with(&cli.log_level, cli.error_logfile.as_deref())?;
+    let _log = crate::logging::init_logging_with(
+        &cli.log_level,
+        cli.error_logfile.as_deref(),
+        crate::cli::LogFormat::Gunicorn,
+    )?;
     let redis = gpe_core::redis::RedisConfig::from_env().context("Redis configuration")?;
     let server_name = redis.server();
     let exporter = gpe_core::redis::RedisExporter::new(redis)

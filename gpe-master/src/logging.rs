@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
+use crate::cli::LogFormat;
+
 /// A log file that USR1 reopens (for logrotate).
 #[derive(Debug, Clone)]
 pub(crate) struct LogFile {
@@ -61,13 +63,15 @@ impl Write for LogFile {
 }
 
 pub(crate) fn init_logging(cli: &crate::cli::Cli) -> anyhow::Result<Option<LogFile>> {
-    init_logging_with(&cli.log_level, cli.error_logfile.as_deref())
+    init_logging_with(&cli.log_level, cli.error_logfile.as_deref(), cli.log_format)
 }
 
-/// Logging at gunicorn's level names, to stderr or a (USR1-reopenable) file.
+/// Logging at gunicorn's level names, in gunicorn's line format (or JSON), to stderr or a
+/// (USR1-reopenable) file.
 pub(crate) fn init_logging_with(
     level: &str,
     error_logfile: Option<&Path>,
+    format: LogFormat,
 ) -> anyhow::Result<Option<LogFile>> {
     let level = match level {
         "warning" => "warn",
@@ -76,24 +80,36 @@ pub(crate) fn init_logging_with(
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
     match error_logfile {
         Some(path) if path.as_os_str() != "-" => {
             let log = LogFile::open(path)
                 .with_context(|| format!("--error-logfile {}", path.display()))?;
             let writer = log.clone();
-            builder
-                .with_ansi(false)
-                .with_writer(move || writer.clone())
-                .init();
+            install(format, filter, move || writer.clone());
             Ok(Some(log))
         }
         _ => {
-            builder.with_writer(std::io::stderr).init();
+            install(format, filter, std::io::stderr);
             Ok(None)
         }
+    }
+}
+
+fn install<W>(format: LogFormat, filter: tracing_subscriber::EnvFilter, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(writer);
+    match format {
+        LogFormat::Gunicorn => builder.event_format(crate::log_format::Gunicorn).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
     }
 }
 

@@ -17,6 +17,7 @@ mod error;
 mod exit;
 mod exporter;
 mod heartbeat;
+mod log_format;
 mod logging;
 mod metrics;
 mod notices;

@@ -206,7 +206,20 @@ fn worker_side_gunicorn_flags_start_with_one_warning_and_typos_fail() {
         assert!(warnings[0].contains(flag), "{flag}: {log}");
     }
     assert!(warnings[1].contains("--statsd-host"), "{log}");
-    drop(m);
+    // gunicorn's line format, which log parsers and alerts key on.
+    let booting = log
+        .lines()
+        .find(|l| l.contains("Booting worker with pid: "))
+        .unwrap();
+    assert_gunicorn_line(booting, "INFO");
+    assert_gunicorn_line(warnings[0], "WARNING");
+    m.stop(Signal::SIGTERM, Duration::from_secs(20));
+    let log = m.log();
+    let last = log
+        .lines()
+        .find(|l| l.contains("Shutting down: Master"))
+        .expect(&log);
+    assert_gunicorn_line(last, "INFO");
 
     let worker = worker_bin();
     let worker = worker.to_str().unwrap();
@@ -217,6 +230,37 @@ fn worker_side_gunicorn_flags_start_with_one_warning_and_typos_fail() {
         stderr.contains("'--workers'"),
         "suggests the flag: {stderr}"
     );
+}
+
+/// `[2026-12-01 10:00:00 +0000] [1234] [LEVEL] message`, as gunicorn's `glogging.py` writes.
+fn assert_gunicorn_line(line: &str, level: &str) {
+    let b = line.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let ok = line.len() > 30
+        && b[0] == b'['
+        && digits(1..5)
+        && b[5] == b'-'
+        && digits(6..8)
+        && b[8] == b'-'
+        && digits(9..11)
+        && b[11] == b' '
+        && digits(12..14)
+        && b[14] == b':'
+        && digits(15..17)
+        && b[17] == b':'
+        && digits(18..20)
+        && b[20] == b' '
+        && matches!(b[21], b'+' | b'-')
+        && digits(22..26)
+        && &line[26..29] == "] [";
+    assert!(ok, "not gunicorn's time stamp: {line:?}");
+    let rest = &line[29..];
+    let (pid, rest) = rest.split_once("] [").expect(line);
+    assert!(pid.parse::<u32>().is_ok(), "{line:?}");
+    let (lvl, message) = rest.split_once("] ").expect(line);
+    assert_eq!(lvl, level, "{line:?}");
+    assert!(!message.is_empty(), "{line:?}");
 }
 
 #[test]

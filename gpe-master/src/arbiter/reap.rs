@@ -63,7 +63,16 @@ impl Arbiter {
                 ExitReason::Killed => {
                     tracing::error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?");
                 }
-                _ => {}
+                // gunicorn's words, which log alerts key on.
+                _ => match status {
+                    Status::Exited(c) if c != 0 => {
+                        tracing::error!("Worker (pid:{pid}) exited with code {c}.");
+                    }
+                    Status::Signaled(sig) => {
+                        tracing::error!("Worker (pid:{pid}) was sent {}!", sig.as_str());
+                    }
+                    Status::Exited(_) => {}
+                },
             }
             let reason = exit.label();
             tracing::info!(reason, "Worker exiting (pid: {pid})");
