@@ -50,6 +50,9 @@ pub(crate) enum MasterError {
     /// The settings could not be read (a config file, `GUNICORN_CMD_ARGS`, no worker binary).
     #[error(transparent)]
     Config(#[from] crate::cli::LoadError),
+    /// `--access-logformat` that gpe workers cannot write.
+    #[error("invalid value {0:?} for --access-logformat: {1}")]
+    AccessLogFormat(String, gpe_core::http::access::AccessLogError),
     /// `--chdir` names a directory we cannot change to.
     #[error("invalid value {0:?} for --chdir: {1}")]
     Chdir(PathBuf, std::io::Error),
@@ -65,6 +68,7 @@ impl MasterError {
             self,
             MasterError::Config(_)
                 | MasterError::Chdir(..)
+                | MasterError::AccessLogFormat(..)
                 | MasterError::BadBind(..)
                 | MasterError::NoSuchUser(_)
                 | MasterError::NoSuchGroup(_)

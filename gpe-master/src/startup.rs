@@ -187,9 +187,21 @@ pub(crate) fn pidfile(
     }
 }
 
-/// The variables every worker gets besides the contract's: `-e KEY=VALUE`.
+/// The variables every worker gets besides the contract's: `-e KEY=VALUE`, then the access log
+/// settings (`--access-logfile`, `--access-logformat`), which gpe workers read.
 pub(crate) fn worker_env(cli: &crate::cli::Cli) -> Vec<(String, String)> {
-    cli.env.clone()
+    let access = gpe_core::worker::env::AccessLogEnv {
+        file: cli.access_logfile.clone().map(Into::into),
+        format: cli.access_logformat.clone(),
+    };
+    let mut env = cli.env.clone();
+    env.extend(
+        access
+            .vars()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_string_lossy().into_owned())),
+    );
+    env
 }
 
 /// Log what the settings came from, and what of them is not applied.
@@ -329,6 +341,11 @@ pub(crate) fn settings() -> anyhow::Result<Option<crate::cli::Loaded>> {
     if loaded.cli.print_config {
         print!("{}", print_config(&loaded));
         return Ok(None);
+    }
+    if let Some(format) = &loaded.cli.access_logformat {
+        // Checked here, before any worker would refuse it.
+        gpe_core::http::access::AccessLogFormat::parse(format)
+            .map_err(|e| MasterError::AccessLogFormat(format.clone(), e))?;
     }
     if let Some(dir) = &loaded.cli.chdir {
         std::env::set_current_dir(dir).map_err(|e| MasterError::Chdir(dir.clone(), e))?;

@@ -39,7 +39,11 @@ fn invalid_flag_values_exit_2_naming_the_flag() {
     std::fs::write(&file, "").expect("writing a file");
     let file = file.to_str().expect("utf-8 path");
     let bind = format!("127.0.0.1:{}", free_port());
-    let cases: [(&[&str], &str); 12] = [
+    let cases: [(&[&str], &str); 13] = [
+        (
+            &["--access-logformat", "%(h)s %(nope)s"],
+            "--access-logformat",
+        ),
         (&["--bind", "127.0.0.1/8000"], "--bind"),
         (&["--bind", "127.0.0.1:http"], "--bind"),
         (&["--bind", "127.0.0.1:70000"], "--bind"),
