@@ -334,7 +334,7 @@ impl Cli {
     /// Read the settings: the config file (`-c`, else `./gunicorn.conf.py` when present), then
     /// `GUNICORN_CMD_ARGS` (shell words), then the command line, each overriding the one before.
     pub(crate) fn load() -> Result<Loaded, LoadError> {
-        let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+        let args: Vec<OsString> = crate::argv().get(1..).unwrap_or_default().to_vec();
         let env = match std::env::var("GUNICORN_CMD_ARGS") {
             Ok(extra) => shlex::split(&extra)
                 .ok_or(LoadError::CmdArgs(extra))?

@@ -43,7 +43,7 @@ struct ExporterCli {
 
 /// Run the exporter until TERM, INT or QUIT; returns the exit code.
 pub(crate) fn run() -> anyhow::Result<i32> {
-    let cli = ExporterCli::parse_from(std::env::args_os().skip(1));
+    let cli = ExporterCli::parse_from(crate::argv().iter().skip(1));
     let _log = crate::logging::init_logging_with(
         &cli.log_level,
         cli.error_logfile.as_deref(),

@@ -33,6 +33,13 @@ use anyhow::Context;
 
 pub(crate) use error::MasterError;
 
+/// This process's arguments (`argv[0]` first), read once: the process title (see
+/// [`sys::set_proc_title`]) overwrites where std reads them from.
+pub(crate) fn argv() -> &'static [std::ffi::OsString] {
+    static ARGV: std::sync::OnceLock<Vec<std::ffi::OsString>> = std::sync::OnceLock::new();
+    ARGV.get_or_init(|| std::env::args_os().collect())
+}
+
 fn run() -> anyhow::Result<i32> {
     let Some(loaded) = startup::settings()? else {
         return Ok(0); // --print-config
@@ -96,6 +103,7 @@ fn run() -> anyhow::Result<i32> {
     let running = cli.clone();
     let name = cli.name.as_deref().unwrap_or("gpe");
     tracing::info!("Starting gpe-master {} ({name})", env!("CARGO_PKG_VERSION"));
+    startup::set_title(cli, &settings.program);
     let reopen = logging::reopener(
         log,
         (cli.daemon && !cli.enable_stdio_inheritance) || cli.capture_output,
@@ -121,7 +129,7 @@ fn run() -> anyhow::Result<i32> {
 }
 
 fn main() {
-    let result = if std::env::args_os().nth(1).is_some_and(|a| a == "exporter") {
+    let result = if argv().get(1).is_some_and(|a| a == "exporter") {
         exporter::run()
     } else {
         run()

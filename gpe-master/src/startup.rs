@@ -376,12 +376,26 @@ pub(crate) fn arbiter_settings(
         metrics_dir,
         daemon: cli.daemon,
         exe: std::env::current_exe().context("finding our own executable (for USR2)")?,
-        argv0: std::env::args_os().next().unwrap_or_default(),
-        argv: std::env::args_os().skip(1).collect(),
+        argv0: crate::argv().first().cloned().unwrap_or_default(),
+        argv: crate::argv().get(1..).unwrap_or_default().to_vec(),
         start_dir: crate::reexec::start_dir()
             .context("finding the working directory (for USR2)")?,
         uid,
         gid,
         groups,
     })
+}
+
+/// gunicorn's process title, `gpe-master: master [NAME]` in `ps` (NAME: `--name`, else the
+/// worker binary's file name, as gunicorn's default is the app).
+pub(crate) fn set_title(cli: &crate::cli::Cli, program: &std::ffi::OsStr) {
+    let name = cli.name.clone().unwrap_or_else(|| {
+        Path::new(program)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    if let Err(e) = crate::sys::set_proc_title(&format!("gpe-master: master [{name}]")) {
+        tracing::debug!(error = %e, "cannot set the process title");
+    }
 }

@@ -298,9 +298,15 @@ fn hup_rereads_an_edited_config_file() {
     let mut m = Master::start(
         Options::default_workers()
             .arg("-c")
-            .arg(conf.to_str().unwrap()),
+            .arg(conf.to_str().unwrap())
+            .arg("--name")
+            .arg("conf-test"),
     );
     m.wait_workers(1);
+    // gunicorn's process title (and HUP below re-reads the arguments it overwrote).
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", m.pid())).unwrap();
+    let shown = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert_eq!(shown.trim_end(), "gpe-master: master [conf-test]");
     std::fs::write(&conf, "workers = 3\ntimeout = 40\n").unwrap();
     m.signal(Signal::SIGHUP);
     let pids = m.wait_workers(3);

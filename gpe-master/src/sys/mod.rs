@@ -255,6 +255,44 @@ pub(crate) fn local_time(unix_secs: i64) -> Option<(i32, u32, u32, u32, u32, u32
     ))
 }
 
+/// Show `title` as this process's command line in `ps` (gunicorn's setproctitle): the argv
+/// area the kernel reports in `/proc/self/cmdline` is overwritten in place, so the title is cut
+/// to the length of the original command line. Read the arguments before ([`crate::argv`]):
+/// std reads them from that area.
+pub(crate) fn set_proc_title(title: &str) -> std::io::Result<()> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let bad = || std::io::Error::other("unexpected /proc/self/stat");
+    // The fields after the command name (field 2, in parentheses, may hold anything): field 3
+    // onwards; arg_start and arg_end are fields 48 and 49 (proc(5)).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .ok_or_else(bad)?
+        .1
+        .split_whitespace()
+        .collect();
+    let field = |n: usize| -> std::io::Result<usize> {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(bad)
+    };
+    let (start, end) = (field(48)?, field(49)?);
+    if start == 0 || end <= start {
+        return Err(bad());
+    }
+    let len = end - start;
+    // SAFETY: [start, end) is this process's argument strings, on the initial stack the kernel
+    // mapped readable and writable for it, and alive for the whole process. No Rust reference
+    // points into it: std reads it through raw pointers, only when `std::env::args*` is called
+    // (gpe-master reads its arguments once, before, through `crate::argv`), and nothing else in
+    // this process writes there.
+    let area = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, len) };
+    let n = title.len().min(len - 1);
+    area[..n].copy_from_slice(&title.as_bytes()[..n]);
+    area[n..].fill(0);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
