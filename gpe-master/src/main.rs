@@ -99,11 +99,11 @@ fn run() -> anyhow::Result<i32> {
     let signals = signals::Signals::install().context("installing signal handlers")?;
     let redis = startup::redis_sync(&metrics_dir, &live)?;
     let ids = (uid, gid, groups);
-    let settings = startup::arbiter_settings(cli, program, worker_tmp_dir, metrics_dir, ids)?;
+    let rebind = activated.is_none().then_some(options); // systemd's sockets stay systemd's
+    let settings =
+        startup::arbiter_settings(cli, program, worker_tmp_dir, metrics_dir, ids, rebind)?;
     let running = cli.clone();
-    let name = cli.name.as_deref().unwrap_or("gpe");
-    tracing::info!("Starting gpe-master {} ({name})", env!("CARGO_PKG_VERSION"));
-    startup::set_title(cli, &settings.program);
+    startup::announce(cli, &settings.program);
     let reopen = logging::reopener(
         log,
         (cli.daemon && !cli.enable_stdio_inheritance) || cli.capture_output,

@@ -18,6 +18,8 @@ pub(crate) struct Reconfigured {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) program: OsString,
     pub(crate) args: Vec<OsString>,
+    /// The `--bind` addresses, as spelled.
+    pub(crate) binds: Vec<String>,
 }
 
 impl Reconfigured {
@@ -32,6 +34,7 @@ impl Reconfigured {
             env: crate::startup::worker_env(cli),
             program,
             args: cli.command.get(1..).unwrap_or_default().to_vec(),
+            binds: cli.binds(),
         }
     }
 }
@@ -45,7 +48,6 @@ pub(crate) fn needing_restart(old: &Cli, new: &Cli) -> Vec<&'static str> {
             out.push(name);
         }
     };
-    check("bind", old.binds() != new.binds());
     check("backlog", old.backlog != new.backlog);
     check("reuse_port", old.reuse_port != new.reuse_port);
     check("user", old.user != new.user);
@@ -66,8 +68,8 @@ pub(crate) fn needing_restart(old: &Cli, new: &Cli) -> Vec<&'static str> {
     out
 }
 
-/// Re-read the settings for a HUP: `None` (logged) when they cannot be read or the worker
-/// binary cannot be found, and the running ones stay.
+/// Re-read the settings for a HUP: `None` (logged) when they cannot be read, the worker binary
+/// cannot be found or a `--bind` cannot be parsed, and the running ones stay.
 pub(crate) fn reread(running: &Cli) -> Option<Reconfigured> {
     let loaded = match Cli::load() {
         Ok(l) => l,
@@ -86,6 +88,10 @@ pub(crate) fn reread(running: &Cli) -> Option<Reconfigured> {
             return None;
         }
     };
+    if let Err(e) = crate::bind::parse_all(&new.binds()) {
+        tracing::error!("Reload: keeping the current settings: {e}");
+        return None;
+    }
     let fixed = needing_restart(running, &new);
     if !fixed.is_empty() {
         tracing::warn!(
@@ -126,5 +132,6 @@ mod tests {
         assert_eq!(r.timeout, Duration::from_secs(7));
         assert_eq!(r.env, [("A".to_owned(), "1".to_owned())]);
         assert_eq!(r.args, [OsString::from("x")]);
+        assert_eq!(r.binds, ["127.0.0.1:8000"]);
     }
 }

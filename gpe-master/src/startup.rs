@@ -361,11 +361,13 @@ pub(crate) fn arbiter_settings(
     worker_tmp_dir: PathBuf,
     metrics_dir: PathBuf,
     (uid, gid, groups): (Option<u32>, Option<u32>, Option<Vec<u32>>),
+    rebind: Option<crate::bind::BindOptions>,
 ) -> anyhow::Result<crate::arbiter::Settings> {
     let w = crate::reconfigure::Reconfigured::from_cli(cli, program.into_os_string());
     Ok(crate::arbiter::Settings {
         args: w.args,
         env: w.env,
+        rebind,
         program: w.program,
         workers: w.workers,
         timeout: w.timeout,
@@ -386,9 +388,14 @@ pub(crate) fn arbiter_settings(
     })
 }
 
-/// gunicorn's process title, `gpe-master: master [NAME]` in `ps` (NAME: `--name`, else the
-/// worker binary's file name, as gunicorn's default is the app).
-pub(crate) fn set_title(cli: &crate::cli::Cli, program: &std::ffi::OsStr) {
+/// Log the start, and set gunicorn's process title, `gpe-master: master [NAME]` in `ps` (NAME:
+/// `--name`, else the worker binary's file name, as gunicorn's default is the app).
+pub(crate) fn announce(cli: &crate::cli::Cli, program: &std::ffi::OsStr) {
+    let label = cli.name.as_deref().unwrap_or("gpe");
+    tracing::info!(
+        "Starting gpe-master {} ({label})",
+        env!("CARGO_PKG_VERSION")
+    );
     let name = cli.name.clone().unwrap_or_else(|| {
         Path::new(program)
             .file_name()

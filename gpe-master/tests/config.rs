@@ -336,3 +336,43 @@ fn hup_rereads_an_edited_config_file() {
     m.wait_workers(3);
     m.stop(Signal::SIGTERM, Duration::from_secs(20));
 }
+
+#[test]
+fn hup_rebinds_when_the_addresses_change() {
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("gpe.toml");
+    let (p1, p2) = (common::free_port(), common::free_port());
+    let a1: std::net::SocketAddr = ([127, 0, 0, 1], p1).into();
+    let a2: std::net::SocketAddr = ([127, 0, 0, 1], p2).into();
+    std::fs::write(&conf, format!("workers = 1\nbind = [\"{a1}\"]\n")).unwrap();
+    let mut m = Master::spawn_with(
+        Options::default_workers()
+            .arg("-c")
+            .arg(conf.to_str().unwrap()),
+        common::Launch::binds(&[], Some(a1)),
+    );
+    m.wait_workers(1);
+    let answers = |a| common::http_get(a, "/", Duration::from_secs(5)).is_ok();
+    assert!(answers(a1), "{}", m.log());
+    assert!(!answers(a2));
+
+    // An address added: both answer (the kept one was never closed).
+    std::fs::write(&conf, format!("workers = 1\nbind = [\"{a1}\", \"{a2}\"]\n")).unwrap();
+    m.signal(Signal::SIGHUP);
+    m.wait_for("the new address", |_| answers(a2).then_some(()));
+    assert!(answers(a1));
+
+    // An address removed: closed once the old workers are gone.
+    std::fs::write(&conf, format!("workers = 1\nbind = [\"{a2}\"]\n")).unwrap();
+    m.signal(Signal::SIGHUP);
+    m.wait_for("the removed address to refuse", |_| {
+        std::net::TcpStream::connect_timeout(&a1, Duration::from_secs(1))
+            .is_err()
+            .then_some(())
+    });
+    assert!(answers(a2), "{}", m.log());
+    let log = m.log();
+    assert!(log.contains(&format!("Listening at: {a2}")), "{log}");
+    assert!(log.contains(&format!("Closing listener: {a1}")), "{log}");
+    m.stop(Signal::SIGTERM, Duration::from_secs(20));
+}

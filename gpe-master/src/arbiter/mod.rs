@@ -1,6 +1,7 @@
 //! The arbiter: spawns, supervises and replaces workers, acting on signals like gunicorn's.
 
 mod reap;
+mod reload;
 mod retire;
 mod spawn;
 mod upgrade;
@@ -62,6 +63,9 @@ pub(crate) struct Settings {
     /// Variables set in every worker's environment (`-e`, the access log settings), before
     /// the contract's own.
     pub(crate) env: Vec<(String, String)>,
+    /// How to bind the addresses a HUP adds; `None` when the sockets are not ours to change
+    /// (systemd's).
+    pub(crate) rebind: Option<crate::bind::BindOptions>,
     pub(crate) workers: u32,
     pub(crate) timeout: Duration,
     pub(crate) graceful_timeout: Duration,
@@ -373,70 +377,6 @@ impl Arbiter {
         for pid in self.workers.keys() {
             let _ = kill(Pid::from_raw(*pid), sig);
         }
-    }
-
-    /// HUP: new workers first, then the old ones are stopped gracefully.
-    fn reload(&mut self) {
-        self.metrics.reloads.inc();
-        // gunicorn ≥ 24 reopens its log files on HUP too (logrotate setups that send HUP).
-        (self.on_usr1.0)();
-        if self.upgrade.old_master.is_none() {
-            self.systemd.reloading();
-            self.readiness_due = true;
-        }
-        // As gunicorn: the settings are read again, and apply to the workers the reload starts.
-        if let Some(new) = self.reconfigure.as_mut().and_then(|r| (r.0)()) {
-            self.apply(new);
-        }
-        // As gunicorn: a reload starts the configured number of workers (undoing TTIN/TTOU/WINCH).
-        self.num_workers = self.settings.workers;
-        let old: Vec<i32> = self.workers.keys().copied().collect();
-        // Marked first: the new workers take the old ones' slots.
-        for w in self.workers.values_mut() {
-            w.replaced_for = Some("hup");
-        }
-        for _ in 0..self.num_workers {
-            self.spawn_worker();
-        }
-        let graceful = self.settings.graceful_timeout;
-        for pid in old {
-            if let Some(w) = self.workers.get_mut(&pid) {
-                w.retire(pid, Stop::Graceful, graceful);
-            }
-        }
-    }
-
-    /// Take the re-read settings of a HUP (logging what changed).
-    fn apply(&mut self, new: crate::reconfigure::Reconfigured) {
-        let s = &mut self.settings;
-        let old = crate::reconfigure::Reconfigured {
-            workers: s.workers,
-            timeout: s.timeout,
-            graceful_timeout: s.graceful_timeout,
-            max_requests: s.max_requests,
-            max_requests_jitter: s.max_requests_jitter,
-            env: s.env.clone(),
-            program: s.program.clone(),
-            args: s.args.clone(),
-        };
-        if old == new {
-            return;
-        }
-        tracing::info!(
-            workers = new.workers,
-            timeout = new.timeout.as_secs(),
-            graceful_timeout = new.graceful_timeout.as_secs(),
-            max_requests = new.max_requests,
-            "Reload: new settings for the new workers"
-        );
-        s.workers = new.workers;
-        s.timeout = new.timeout;
-        s.graceful_timeout = new.graceful_timeout;
-        s.max_requests = new.max_requests;
-        s.max_requests_jitter = new.max_requests_jitter;
-        s.env = new.env;
-        s.program = new.program;
-        s.args = new.args;
     }
 
     /// The slot for a new worker: the smallest one no worker that stays holds (a worker told to
