@@ -13,6 +13,7 @@ use actix_web::dev::{forward_ready, Payload, Service, ServiceRequest, ServiceRes
 use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::http::StatusCode;
 use actix_web::Error;
+use gpe_core::http::access::{AccessEntry, AccessLog, RequestHead};
 use gpe_core::http::{
     log_handler_panic, DefaultEndpoint, EndpointLabel, FailureKind, RequestBodyBytes, RequestInfo,
     RequestMetrics, RequestMetricsError, RequestTracker, UNMATCHED,
@@ -40,6 +41,7 @@ pub struct ActixMetrics<E = DefaultEndpoint> {
     endpoint: E,
     route_first: bool,
     labels: Option<RequestLabels>,
+    access_log: Option<AccessLog>,
 }
 
 /// The hook of [`ActixMetrics::request_labels`]: the values of the labels added with
@@ -62,6 +64,7 @@ impl ActixMetrics {
             endpoint: DefaultEndpoint,
             route_first: false,
             labels: None,
+            access_log: None,
         }
     }
 
@@ -83,6 +86,7 @@ impl<E> ActixMetrics<E> {
             endpoint,
             route_first: self.route_first,
             labels: self.labels,
+            access_log: self.access_log,
         }
     }
 
@@ -125,6 +129,33 @@ impl<E> ActixMetrics<E> {
         self
     }
 
+    /// Write a line per request to `log`, gunicorn's access log (see
+    /// [`gpe_core::http::access`]), after the request's metrics are recorded. `%(h)s` is the
+    /// peer address actix reports (`-` over a Unix-domain socket). Requests to excluded paths
+    /// are not logged. [`serve`](crate::serve) sets this up from gpe-master's
+    /// `--access-logfile` and `--access-logformat`.
+    ///
+    /// ```
+    /// use actix_web::{web, App};
+    /// use gpe_actix::{ActixMetrics, RequestMetrics};
+    /// use gpe_core::http::access::{AccessLog, AccessLogFormat};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = gpe_core::Store::open(dir.path())?;
+    /// let metrics = RequestMetrics::builder().build(&store)?;
+    /// let log = AccessLog::open(dir.path().join("access.log"), AccessLogFormat::default())?;
+    /// let _app = App::new()
+    ///     .wrap(ActixMetrics::new(metrics).access_log(log))
+    ///     .route("/", web::get().to(|| async { "hi" }));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn access_log(mut self, log: AccessLog) -> Self {
+        self.access_log = Some(log);
+        self
+    }
+
     /// The families recorded into.
     pub fn metrics(&self) -> &RequestMetrics {
         &self.metrics
@@ -137,6 +168,31 @@ struct Config<E> {
     endpoint: E,
     route_first: bool,
     labels: Option<RequestLabels>,
+    access_log: Option<AccessLog>,
+}
+
+/// `HTTP/1.1`, as gunicorn's `SERVER_PROTOCOL`.
+fn protocol(version: actix_web::http::Version) -> &'static str {
+    use actix_web::http::Version;
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// Begin the access log line of `req`.
+fn access_entry(log: &AccessLog, req: &ServiceRequest) -> AccessEntry {
+    let head = RequestHead {
+        remote: req.peer_addr().map(|a| a.ip()),
+        method: req.method().as_str(),
+        path: req.path(),
+        query: req.uri().query(),
+        protocol: protocol(req.version()),
+    };
+    log.begin(&head, |name| req.headers().get(name).map(|v| v.as_bytes()))
 }
 
 impl<E: EndpointLabel> Config<E> {
@@ -172,6 +228,7 @@ where
                 endpoint: self.endpoint.clone(),
                 route_first: self.route_first,
                 labels: self.labels.clone(),
+                access_log: self.access_log.clone(),
             }),
         }))
     }
@@ -232,6 +289,9 @@ where
                         req.set_payload(counted.into_payload());
                     }
                 }
+            }
+            if let Some(log) = &c.access_log {
+                t.log_access(access_entry(log, &req));
             }
             Some(t)
         };
@@ -321,6 +381,13 @@ where
                         t.set_endpoint(endpoint.as_deref().unwrap_or(UNMATCHED));
                     }
                     t.set_status(res.status().as_u16());
+                    if let Some(entry) = t.access_entry_mut() {
+                        if entry.wants_response_headers() {
+                            entry.capture_response_headers(|name| {
+                                res.headers().get(name).map(|v| v.as_bytes())
+                            });
+                        }
+                    }
                     // A handler's `Err` that actix already rendered into a 5xx response.
                     if res.status().is_server_error() && res.response().error().is_some() {
                         t.fail(FailureKind::ServiceError);

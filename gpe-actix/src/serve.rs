@@ -14,6 +14,9 @@
 //!   `GPE_MAX_REQUESTS`, and `Connection: close` on every response once the worker is stopping;
 //! - samples the worker resource metrics, heartbeats, and records the worker's state and restart
 //!   reason when it stops;
+//! - with gpe-master's `--access-logfile` (`GPE_ACCESS_LOGFILE`, or [`WorkerBuilder::access_log`]),
+//!   writes gunicorn's access log: a line per request, in `--access-logformat`
+//!   ([`gpe_core::http::access`]), reopened on USR1;
 //! - standalone only, serves this process's own `/metrics`;
 //! - on TERM (and max-requests) stops accepting at once, lets the open connections finish and
 //!   returns; on QUIT or INT returns at once; `GPE_GRACEFUL_TIMEOUT` after a TERM, returns with
@@ -47,6 +50,7 @@ use actix_web::dev::{Service as _, ServiceFactory, ServiceRequest, ServiceRespon
 use actix_web::http::ConnectionType;
 use actix_web::{App, HttpServer};
 use gpe_core::expose::server::ServerConfig;
+use gpe_core::http::access::AccessLog;
 use gpe_core::http::{RequestMetrics, RequestMetricsBuilder};
 use gpe_core::worker::host::{Host, HostBuilder, HostError};
 use gpe_core::worker::shutdown::Shutdown;
@@ -134,7 +138,14 @@ impl Worker {
         let graceful = host.context().graceful_timeout();
         let served = match host.request_metrics().cloned() {
             Some(metrics) => {
-                let factory = move || app().wrap(ActixMetrics::new(metrics.clone()));
+                let access_log = host.access_log().cloned();
+                let factory = move || {
+                    let mw = ActixMetrics::new(metrics.clone());
+                    app().wrap(match &access_log {
+                        Some(log) => mw.access_log(log.clone()),
+                        None => mw,
+                    })
+                };
                 run(factory, listeners, &shutdown, &host, threads, graceful).await
             }
             None => run(app, listeners, &shutdown, &host, threads, graceful).await,
@@ -326,6 +337,24 @@ impl WorkerBuilder {
     pub fn no_metrics_server(self) -> Self {
         WorkerBuilder {
             host: self.host.no_metrics_server(),
+            ..self
+        }
+    }
+
+    /// Write the access log to `log` instead of the one gpe-master asks for
+    /// (`GPE_ACCESS_LOGFILE`, `GPE_ACCESS_LOGFORMAT`; see [`AccessLog::from_env`]). Needs the
+    /// request metrics (their tracker writes the line).
+    pub fn access_log(self, log: AccessLog) -> Self {
+        WorkerBuilder {
+            host: self.host.access_log(log),
+            ..self
+        }
+    }
+
+    /// Write no access log, whatever the environment says.
+    pub fn no_access_log(self) -> Self {
+        WorkerBuilder {
+            host: self.host.no_access_log(),
             ..self
         }
     }

@@ -85,6 +85,13 @@ where
                         // A call answered without a body has its status in the headers.
                         crate::body::grpc_status(t, res.headers());
                     }
+                    if let Some(entry) = t.access_entry_mut() {
+                        if entry.wants_response_headers() {
+                            entry.capture_response_headers(|name| {
+                                res.headers().get(name).map(|v| v.as_bytes())
+                            });
+                        }
+                    }
                     if res.body().is_end_stream() {
                         t.complete();
                     }

@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
+use gpe_core::http::access::AccessLog;
+
 use crate::{BuildError, DefaultEndpoint, Metrics, RequestInfo, RequestMetrics};
 
 /// The hook of [`MetricsLayer::request_labels`]: the values of the labels added with
@@ -40,6 +42,7 @@ pub struct MetricsLayer<E = DefaultEndpoint> {
     metrics: RequestMetrics,
     endpoint: E,
     labels: Option<RequestLabels>,
+    access_log: Option<AccessLog>,
 }
 
 impl MetricsLayer {
@@ -49,6 +52,7 @@ impl MetricsLayer {
             metrics,
             endpoint: DefaultEndpoint,
             labels: None,
+            access_log: None,
         }
     }
 
@@ -69,6 +73,7 @@ impl<E> MetricsLayer<E> {
             metrics: self.metrics,
             endpoint,
             labels: self.labels,
+            access_log: self.access_log,
         }
     }
 
@@ -102,6 +107,39 @@ impl<E> MetricsLayer<E> {
         self
     }
 
+    /// Write a line per request to `log`, gunicorn's access log (see
+    /// [`gpe_core::http::access`]), after the request's metrics are recorded. `%(h)s`, the
+    /// client's address, comes from axum's `ConnectInfo<SocketAddr>` (serve the router with
+    /// [`into_make_service_with_connect_info`](axum::Router::into_make_service_with_connect_info))
+    /// or a [`SocketAddr`](std::net::SocketAddr) request extension; without either it is `-`.
+    /// Requests to excluded paths are not logged. [`serve`](crate::serve) sets this up from
+    /// gpe-master's `--access-logfile` and `--access-logformat`.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use axum::{routing::get, Router};
+    /// use gpe_core::http::access::{AccessLog, AccessLogFormat};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = gpe_core::Store::open(dir.path())?;
+    /// let metrics = gpe_tower::RequestMetrics::builder().build(&store)?;
+    /// let log = AccessLog::open(dir.path().join("access.log"), AccessLogFormat::default())?;
+    /// let app: Router = Router::new()
+    ///     .route("/", get(|| async { "hi" }))
+    ///     .layer(gpe_tower::MetricsLayer::new(metrics).access_log(log));
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>());
+    /// # drop(server);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn access_log(mut self, log: AccessLog) -> Self {
+        self.access_log = Some(log);
+        self
+    }
+
     /// The families recorded into.
     pub fn metrics(&self) -> &RequestMetrics {
         &self.metrics
@@ -114,5 +152,6 @@ impl<S, E: Clone> Layer<S> for MetricsLayer<E> {
     fn layer(&self, inner: S) -> Self::Service {
         Metrics::new(inner, self.metrics.clone(), self.endpoint.clone())
             .with_request_labels(self.labels.clone())
+            .with_access_log(self.access_log.clone())
     }
 }

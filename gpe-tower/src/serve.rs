@@ -14,6 +14,9 @@
 //! - samples [`WorkerMetrics`] on a timer, and records the worker's state and restart reason when
 //!   it stops (`term`, `quit` or `max_requests`); heartbeats for the master from a task of the
 //!   runtime ([`WorkerContext::heartbeat_task`]);
+//! - with gpe-master's `--access-logfile` (`GPE_ACCESS_LOGFILE`, or [`WorkerBuilder::access_log`]),
+//!   writes gunicorn's access log: a line per request, in `--access-logformat`
+//!   ([`gpe_core::http::access`]), reopened on USR1;
 //! - standalone only, serves this process's own `/metrics` ([`ServerConfig::from_env`]:
 //!   `PROMETHEUS_BIND_ADDRESS`, `PROMETHEUS_METRICS_PORT`, TLS, basic auth); under gpe-master
 //!   the master serves them for every worker;
@@ -82,6 +85,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use axum::Router;
 use gpe_core::expose::server::ServerConfig;
+use gpe_core::http::access::AccessLog;
 use gpe_core::worker::host::{Host, HostBuilder};
 use gpe_core::worker::shutdown::{Shutdown, Tracked};
 use gpe_core::worker::{Listener, WorkerContext};
@@ -174,6 +178,22 @@ impl WorkerBuilder {
     pub fn no_request_metrics(self) -> Self {
         WorkerBuilder {
             host: self.host.no_request_metrics(),
+        }
+    }
+
+    /// Write the access log to `log` instead of the one gpe-master asks for
+    /// (`GPE_ACCESS_LOGFILE`, `GPE_ACCESS_LOGFORMAT`; see [`AccessLog::from_env`]). Needs the
+    /// request metrics (their tracker writes the line).
+    pub fn access_log(self, log: AccessLog) -> Self {
+        WorkerBuilder {
+            host: self.host.access_log(log),
+        }
+    }
+
+    /// Write no access log, whatever the environment says.
+    pub fn no_access_log(self) -> Self {
+        WorkerBuilder {
+            host: self.host.no_access_log(),
         }
     }
 
@@ -297,6 +317,11 @@ impl Worker {
         self.host.request_metrics()
     }
 
+    /// The access log the [`MetricsLayer`] writes to, if any.
+    pub fn access_log(&self) -> Option<&AccessLog> {
+        self.host.access_log()
+    }
+
     /// The worker metrics (sampled; state and restarts recorded on stop).
     pub fn worker_metrics(&self) -> &WorkerMetrics {
         self.host.worker_metrics()
@@ -345,7 +370,9 @@ impl Worker {
         } = self;
         let running = host.start();
         let shutdown = host.shutdown().clone();
-        let app = stack(app, host.request_metrics().cloned(), &shutdown);
+        let access_log = host.access_log().cloned();
+        let with_remote = access_log.is_some();
+        let app = stack(app, host.request_metrics().cloned(), access_log, &shutdown);
 
         let (worker_id, pid) = (host.worker_id().to_owned(), std::process::id());
         let mut tasks = tokio::task::JoinSet::new();
@@ -354,7 +381,13 @@ impl Worker {
                 tracing::info!(%worker_id, pid, "listening on {addr}");
             }
             match listener {
+                // The client's address only for the access log: a request extension costs an
+                // allocation per request.
+                Bound::Tcp(l) if with_remote => {
+                    tasks.spawn(serve_tcp_with_remote(l, app.clone(), shutdown.clone()))
+                }
                 Bound::Tcp(l) => tasks.spawn(serve_listener(l, app.clone(), shutdown.clone())),
+                // A Unix-domain peer has no address: `%(h)s` is `-`.
                 Bound::Unix(l) => tasks.spawn(serve_listener(l, app.clone(), shutdown.clone())),
             };
         }
@@ -404,12 +437,18 @@ impl Worker {
     }
 }
 
-/// The router inside the metrics layer, the max-requests counter and `Connection: close` while
-/// stopping (outermost).
-fn stack(app: Router, metrics: Option<RequestMetrics>, shutdown: &Shutdown) -> Router {
-    let app = match metrics {
-        Some(m) => app.layer(MetricsLayer::new(m)),
-        None => app,
+/// The router inside the metrics layer (with the access log, if any), the max-requests counter
+/// and `Connection: close` while stopping (outermost).
+fn stack(
+    app: Router,
+    metrics: Option<RequestMetrics>,
+    access_log: Option<AccessLog>,
+    shutdown: &Shutdown,
+) -> Router {
+    let app = match (metrics, access_log) {
+        (Some(m), Some(log)) => app.layer(MetricsLayer::new(m).access_log(log)),
+        (Some(m), None) => app.layer(MetricsLayer::new(m)),
+        (None, _) => app,
     };
     let counter = shutdown.clone();
     let stopping = shutdown.clone();
@@ -445,20 +484,91 @@ where
     L: axum::serve::Listener,
     L::Addr: fmt::Debug,
 {
+    axum::serve(stop_accepting(listener, &shutdown), app)
+        .with_graceful_shutdown(shutdown.settled())
+        .await
+}
+
+/// As [`serve_listener`], with each request's client address in its extensions (for the access
+/// log's `%(h)s`).
+async fn serve_tcp_with_remote(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    axum::serve(stop_accepting(listener, &shutdown), WithRemote(app))
+        .with_graceful_shutdown(shutdown.settled())
+        .await
+}
+
+/// `listener`, stopping to accept on a graceful stop.
+fn stop_accepting<L>(listener: L, shutdown: &Shutdown) -> StopAccepting<L> {
     // Stop accepting at once on a graceful stop, but ask the open connections to finish only a
     // moment later (see `gpe_core::worker::shutdown::ACCEPT_SETTLE`): one accepted just before the stop
     // may not have had its first request read yet, and a keep-alive client's next request may
     // be on its way.
     shutdown.settle_when_idle();
-    let listener = StopAccepting {
+    StopAccepting {
         inner: listener,
         stop: Box::pin(shutdown.graceful()),
         stopped: false,
         shutdown: shutdown.clone(),
-    };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.settled())
-        .await
+    }
+}
+
+/// Makes, per TCP connection, the router with the client's address put in each request's
+/// extensions (what `into_make_service_with_connect_info` does, for our listener type).
+#[derive(Clone)]
+struct WithRemote(Router);
+
+impl tower_service::Service<axum::serve::IncomingStream<'_, StopAccepting<tokio::net::TcpListener>>>
+    for WithRemote
+{
+    type Response = AddRemote;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<AddRemote, std::convert::Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(
+        &mut self,
+        stream: axum::serve::IncomingStream<'_, StopAccepting<tokio::net::TcpListener>>,
+    ) -> Self::Future {
+        std::future::ready(Ok(AddRemote {
+            app: self.0.clone(),
+            remote: *stream.remote_addr(),
+        }))
+    }
+}
+
+/// The router of one connection, adding its client's address to each request.
+#[derive(Clone)]
+struct AddRemote {
+    app: Router,
+    remote: SocketAddr,
+}
+
+impl tower_service::Service<Request> for AddRemote {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = <Router as tower_service::Service<Request>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower_service::Service::<Request>::poll_ready(&mut self.app, cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        req.extensions_mut().insert(self.remote);
+        tower_service::Service::<Request>::call(&mut self.app, req)
+    }
 }
 
 /// A listener that stops accepting (pends forever) once `stop` resolves, so the other workers

@@ -7,6 +7,7 @@ use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
+use gpe_core::http::access::{AccessLog, RequestHead};
 use gpe_core::http::grpc;
 
 use crate::future::ResponseFuture;
@@ -25,6 +26,7 @@ pub struct Metrics<S, E> {
     metrics: RequestMetrics,
     endpoint: E,
     labels: Option<RequestLabels>,
+    access_log: Option<AccessLog>,
 }
 
 impl<S, E> Metrics<S, E> {
@@ -35,6 +37,7 @@ impl<S, E> Metrics<S, E> {
             metrics,
             endpoint,
             labels: None,
+            access_log: None,
         }
     }
 
@@ -43,6 +46,14 @@ impl<S, E> Metrics<S, E> {
     #[must_use]
     pub fn with_request_labels(mut self, labels: Option<RequestLabels>) -> Self {
         self.labels = labels;
+        self
+    }
+
+    /// Write each request's line to `log` (see
+    /// [`MetricsLayer::access_log`](crate::MetricsLayer::access_log)).
+    #[must_use]
+    pub fn with_access_log(mut self, log: Option<AccessLog>) -> Self {
+        self.access_log = log;
         self
     }
 
@@ -70,6 +81,43 @@ fn route<B>(req: &Request<B>) -> Option<&str> {
         return Some(m.as_str());
     }
     req.extensions().get::<RouteTemplate>().map(|r| r.0)
+}
+
+/// The client's address: axum's `ConnectInfo`, else a `SocketAddr` extension.
+fn remote<B>(req: &Request<B>) -> Option<std::net::IpAddr> {
+    #[cfg(feature = "axum")]
+    if let Some(c) = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        return Some(c.0.ip());
+    }
+    req.extensions()
+        .get::<std::net::SocketAddr>()
+        .map(std::net::SocketAddr::ip)
+}
+
+/// `HTTP/1.1`, as gunicorn's `SERVER_PROTOCOL`.
+fn protocol(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// Begin the access log line of `req`.
+fn access_entry<B>(log: &AccessLog, req: &Request<B>) -> gpe_core::http::access::AccessEntry {
+    let head = RequestHead {
+        remote: remote(req),
+        method: req.method().as_str(),
+        path: req.uri().path(),
+        query: req.uri().query(),
+        protocol: protocol(req.version()),
+    };
+    log.begin(&head, |name| req.headers().get(name).map(|v| v.as_bytes()))
 }
 
 /// Whether `req` is a gRPC call: a `POST` (checked first: it costs nothing) with gRPC's
@@ -126,6 +174,9 @@ where
             };
             if grpc {
                 t.set_grpc();
+            }
+            if let Some(log) = &self.access_log {
+                t.log_access(access_entry(log, &req));
             }
             match known_size(&req) {
                 Some(n) => t.set_request_size(n),
