@@ -9,10 +9,10 @@ use anyhow::Context;
 
 use crate::cli::LogFormat;
 
-/// A log file that USR1 reopens (for logrotate).
+/// A log file that USR1 reopens (for logrotate), and that a HUP may point elsewhere.
 #[derive(Debug, Clone)]
 pub(crate) struct LogFile {
-    path: PathBuf,
+    path: Arc<Mutex<PathBuf>>,
     file: Arc<Mutex<File>>,
 }
 
@@ -23,20 +23,33 @@ impl LogFile {
             .append(true)
             .open(path)?;
         Ok(LogFile {
-            path: path.to_owned(),
+            path: Arc::new(Mutex::new(path.to_owned())),
             file: Arc::new(Mutex::new(file)),
         })
     }
 
     pub(crate) fn reopen(&self) {
+        let path = self.path.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.path)
+            .open(&path)
         {
             Ok(f) => *self.file.lock().unwrap_or_else(|p| p.into_inner()) = f,
-            Err(e) => eprintln!("gpe-master: cannot reopen {}: {e}", self.path.display()),
+            Err(e) => eprintln!("gpe-master: cannot reopen {}: {e}", path.display()),
         }
+    }
+
+    /// Write to `path` from now on (a HUP that changed `--error-logfile`); the old file is kept
+    /// when the new one cannot be opened.
+    pub(crate) fn retarget(&self, path: &Path) -> std::io::Result<()> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        *self.path.lock().unwrap_or_else(|p| p.into_inner()) = path.to_owned();
+        *self.file.lock().unwrap_or_else(|p| p.into_inner()) = f;
+        Ok(())
     }
 
     /// Point this process's stdout and stderr at the file (under `--daemon`, so that the
@@ -73,13 +86,8 @@ pub(crate) fn init_logging_with(
     error_logfile: Option<&Path>,
     format: LogFormat,
 ) -> anyhow::Result<Option<LogFile>> {
-    let level = match level {
-        "warning" => "warn",
-        "critical" => "error",
-        other => other,
-    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter_level(level)));
     match error_logfile {
         Some(path) if path.as_os_str() != "-" => {
             let log = LogFile::open(path)
@@ -95,6 +103,31 @@ pub(crate) fn init_logging_with(
     }
 }
 
+/// tracing's name of a gunicorn level.
+fn filter_level(level: &str) -> &str {
+    match level {
+        "warning" => "warn",
+        "critical" => "error",
+        other => other,
+    }
+}
+
+/// Changes the level of the running log (a HUP that changed `--log-level`).
+type SetLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+static SET_LEVEL: std::sync::OnceLock<SetLevel> = std::sync::OnceLock::new();
+
+/// Log at `level` (gunicorn's name) from now on, unless `RUST_LOG` chose the filter.
+pub(crate) fn set_level(level: &str) -> Result<(), String> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        return Ok(());
+    }
+    match SET_LEVEL.get() {
+        Some(set) => set(filter_level(level)),
+        None => Ok(()),
+    }
+}
+
 fn install<W>(format: LogFormat, filter: tracing_subscriber::EnvFilter, writer: W)
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
@@ -103,13 +136,24 @@ where
         .with_env_filter(filter)
         .with_ansi(false)
         .with_writer(writer);
+    // The filter can be swapped while running (see `set_level`).
+    macro_rules! init_reloadable {
+        ($builder:expr) => {{
+            let builder = $builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            let _ = SET_LEVEL.set(Box::new(move |level: &str| {
+                handle
+                    .reload(tracing_subscriber::EnvFilter::new(level))
+                    .map_err(|e| e.to_string())
+            }));
+            builder.init();
+        }};
+    }
     match format {
-        LogFormat::Gunicorn => builder.event_format(crate::log_format::Gunicorn).init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init(),
+        LogFormat::Gunicorn => init_reloadable!(builder.event_format(crate::log_format::Gunicorn)),
+        LogFormat::Json => {
+            init_reloadable!(builder.json().flatten_event(true).with_current_span(false))
+        }
     }
 }
 

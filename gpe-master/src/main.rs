@@ -102,7 +102,7 @@ fn run() -> anyhow::Result<i32> {
     let rebind = activated.is_none().then_some(options); // systemd's sockets stay systemd's
     let settings =
         startup::arbiter_settings(cli, program, worker_tmp_dir, metrics_dir, ids, rebind)?;
-    let running = cli.clone();
+    let (running, log_file) = (cli.clone(), log.clone());
     startup::announce(cli, &settings.program);
     let reopen = logging::reopener(
         log,
@@ -118,7 +118,7 @@ fn run() -> anyhow::Result<i32> {
             .with_redis(redis)
             .with_systemd(systemd::Systemd::from_env())
             .with_reconfigure(arbiter::Reconfigure(Box::new(move || {
-                reconfigure::reread(&running)
+                reconfigure::reread(&running, log_file.as_ref())
             })));
     let code = arbiter.run();
     drop(arbiter);

@@ -58,8 +58,16 @@ pub(crate) fn needing_restart(old: &Cli, new: &Cli) -> Vec<&'static str> {
     check("daemon", old.daemon != new.daemon);
     check("chdir", old.chdir != new.chdir);
     check("worker_tmp_dir", old.worker_tmp_dir != new.worker_tmp_dir);
-    check("loglevel", old.log_level != new.log_level);
-    check("errorlog", old.error_logfile != new.error_logfile);
+    // A file can change to another file, not from or to stderr.
+    let is_file = |c: &Cli| {
+        c.error_logfile
+            .as_ref()
+            .is_some_and(|p| p.as_os_str() != "-")
+    };
+    check(
+        "errorlog",
+        old.error_logfile != new.error_logfile && !(is_file(old) && is_file(new)),
+    );
     check("log_format", old.log_format != new.log_format);
     check("capture_output", old.capture_output != new.capture_output);
     check("proc_name", old.name != new.name);
@@ -69,8 +77,9 @@ pub(crate) fn needing_restart(old: &Cli, new: &Cli) -> Vec<&'static str> {
 }
 
 /// Re-read the settings for a HUP: `None` (logged) when they cannot be read, the worker binary
-/// cannot be found or a `--bind` cannot be parsed, and the running ones stay.
-pub(crate) fn reread(running: &Cli) -> Option<Reconfigured> {
+/// cannot be found or a `--bind` cannot be parsed, and the running ones stay. The log settings
+/// apply at once: the level, and the file when it moves to another file.
+pub(crate) fn reread(running: &Cli, log: Option<&crate::logging::LogFile>) -> Option<Reconfigured> {
     let loaded = match Cli::load() {
         Ok(l) => l,
         Err(e) => {
@@ -91,6 +100,20 @@ pub(crate) fn reread(running: &Cli) -> Option<Reconfigured> {
     if let Err(e) = crate::bind::parse_all(&new.binds()) {
         tracing::error!("Reload: keeping the current settings: {e}");
         return None;
+    }
+    if new.log_level != running.log_level {
+        match crate::logging::set_level(&new.log_level) {
+            Ok(()) => tracing::info!("Reload: log level {}", new.log_level),
+            Err(e) => tracing::error!("Reload: the log level stays: {e}"),
+        }
+    }
+    if let (Some(log), Some(path)) = (log, &new.error_logfile) {
+        if Some(path) != running.error_logfile.as_ref() && path.as_os_str() != "-" {
+            match log.retarget(path) {
+                Ok(()) => tracing::info!("Reload: logging to {}", path.display()),
+                Err(e) => tracing::error!("Reload: cannot log to {}: {e}", path.display()),
+            }
+        }
     }
     let fixed = needing_restart(running, &new);
     if !fixed.is_empty() {
