@@ -420,3 +420,169 @@ fn bad_tls_files_are_errors_naming_the_file() {
     let err = tls_bind_error(files);
     assert!(err.contains("PROMETHEUS_SSL_CLIENT_CAFILE"), "{err}");
 }
+
+/// GET `path` over TLS without a client certificate, with `headers`: the status.
+fn tls_status(addr: SocketAddr, pki: &Pki, path: &str, headers: &str) -> u16 {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{headers}\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out);
+    split(&out).0
+}
+
+const CREDENTIALS: &str = "Authorization: Basic cHJvbTpzM2NyZXQ=\r\n"; // prom:s3cret
+
+fn auth() -> Option<BasicAuth> {
+    Some(BasicAuth {
+        user: "prom".into(),
+        password: "s3cret".into(),
+    })
+}
+
+/// `/health` (liveness) and `/ready` answer a probe without credentials, even when `/metrics`
+/// needs them, unless `probes_auth` says otherwise; over plain HTTP and TLS alike; `/ready`
+/// says 503 and why while its check fails.
+#[test]
+fn probes_answer_without_credentials_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = populated_store(dir.path());
+    let serve_with = |config: ServerConfig, ready: Option<gpe_core::expose::server::Readiness>| {
+        let collector = MultiProcessCollector::new(dir.path());
+        let mut server = MetricsServer::bind(config, Arc::new(move || collector.gather())).unwrap();
+        if let Some(r) = ready {
+            server = server.readiness(r);
+        }
+        server.spawn_thread().unwrap()
+    };
+    let status = |addr, path: &str, headers: &str| get(addr, path, headers).0;
+
+    // No auth: every path as before, /ready with no check is 200.
+    let open = serve_with(ServerConfig::new(localhost()), None);
+    for path in ["/health", "/ready", "/metrics"] {
+        assert_eq!(status(open.local_addr(), path, ""), 200, "{path}");
+    }
+    let (s, _, body) = get(open.local_addr(), "/ready", "");
+    assert_eq!((s, body.as_str()), (200, "ready\n"));
+
+    // Basic auth on /metrics; the probes stay open by default.
+    let store_dir = dir.path().to_owned();
+    let authed = serve_with(
+        ServerConfig::new(localhost()).basic_auth(auth()),
+        Some(gpe_core::expose::server::store_writable(&store_dir)),
+    );
+    let a = authed.local_addr();
+    assert_eq!(status(a, "/metrics", ""), 401);
+    assert_eq!(status(a, "/metrics", CREDENTIALS), 200);
+    assert_eq!(status(a, "/health", ""), 200);
+    assert_eq!(status(a, "/ready", ""), 200);
+    assert_eq!(status(a, "/nothing", ""), 401, "only the probes are open");
+    let (s, head, _) = {
+        let r = raw(
+            a,
+            b"POST /ready HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        split(&r)
+    };
+    assert_eq!(s, 405, "{head}");
+
+    // Turned off: the probes need the credentials too.
+    let closed = serve_with(
+        ServerConfig::new(localhost())
+            .basic_auth(auth())
+            .probes_auth(true),
+        None,
+    );
+    let c = closed.local_addr();
+    assert_eq!(status(c, "/health", ""), 401);
+    assert_eq!(status(c, "/ready", ""), 401);
+    assert_eq!(status(c, "/health", CREDENTIALS), 200);
+
+    // Not ready: 503, saying why (the store directory is gone).
+    let gone = serve_with(
+        ServerConfig::new(localhost()),
+        Some(gpe_core::expose::server::store_writable(
+            "/nonexistent/gpe-store",
+        )),
+    );
+    let (s, _, body) = get(gone.local_addr(), "/ready", "");
+    assert_eq!(s, 503, "{body}");
+    assert!(
+        body.contains("/nonexistent/gpe-store") && body.contains("not writable"),
+        "{body}"
+    );
+    assert_eq!(
+        status(gone.local_addr(), "/health", ""),
+        200,
+        "alive all the same"
+    );
+
+    // TLS with basic auth: the same answers.
+    let pki = pki();
+    let tls = serve_with(
+        ServerConfig::new(localhost())
+            .tls(Some(pki.server_files()))
+            .basic_auth(auth()),
+        None,
+    );
+    let t = tls.local_addr();
+    assert_eq!(tls_status(t, &pki, "/health", ""), 200);
+    assert_eq!(tls_status(t, &pki, "/ready", ""), 200);
+    assert_eq!(tls_status(t, &pki, "/metrics", ""), 401);
+    assert_eq!(tls_status(t, &pki, "/metrics", CREDENTIALS), 200);
+}
+
+/// Connections held open without a request (slowloris) do not keep a real scrape out: 300 of
+/// them, over the default cap of 128, and 50 against a cap of 16; the scrape is answered within
+/// a second each time.
+#[test]
+fn half_open_connections_do_not_starve_a_scrape() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = populated_store(dir.path());
+    for (cap, held) in [(None, 300), (Some(16), 50)] {
+        let mut config = ServerConfig::new(localhost());
+        if let Some(cap) = cap {
+            config = config.max_connections(cap);
+        }
+        let server = serve(dir.path(), config);
+        let addr = server.local_addr();
+        // Each sends half a request head and then nothing.
+        let mut idle: Vec<TcpStream> = (0..held)
+            .filter_map(|_| {
+                let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").ok()?;
+                Some(s)
+            })
+            .collect();
+        assert!(idle.len() >= held * 9 / 10, "only {} connected", idle.len());
+        let started = Instant::now();
+        let (status, _, body) = get(addr, "/metrics", "");
+        let took = started.elapsed();
+        assert_eq!(status, 200);
+        assert!(body.contains("gunicorn_worker_requests_total"));
+        assert!(
+            took < Duration::from_secs(1),
+            "a scrape behind {held} half-open connections took {took:?}"
+        );
+        // The server closed some of them to make room (reads see the end), and still serves.
+        idle.truncate(0);
+        assert_eq!(get(addr, "/health", "").0, 200);
+    }
+}

@@ -168,7 +168,9 @@ pub(crate) fn capture_output(log: Option<&LogFile>, cli: &crate::cli::Cli) -> an
 
 /// What USR1 and HUP do to the log: reopen the file and, under `--daemon`, point stdout and
 /// stderr (which new workers inherit) at the reopened file.
-pub(crate) fn reopener(log: Option<LogFile>, daemonized: bool) -> crate::arbiter::OnUsr1 {
+pub(crate) fn reopener(log: Option<LogFile>, cli: &crate::cli::Cli) -> crate::arbiter::OnUsr1 {
+    // Under --daemon (without -R) and --capture-output, stdout and stderr are the log file too.
+    let daemonized = (cli.daemon && !cli.enable_stdio_inheritance) || cli.capture_output;
     crate::arbiter::OnUsr1(match log {
         Some(log) => Box::new(move || {
             log.reopen();

@@ -94,20 +94,19 @@ fn run() -> anyhow::Result<i32> {
     let metrics = metrics::MasterMetrics::new()?;
     let live = gpe_core::LivePids::new();
     let source = metrics.source(&metrics_dir, live.clone());
-    let (server, metrics_fd) = startup::metrics_server(cli, &config, source, inherited_metrics)?;
+    let up = std::sync::Arc::new(arbiter::WorkersUp::default());
+    let (server, metrics_fd) =
+        startup::metrics_server(cli, &config, source, inherited_metrics, up.clone())?;
     let pidfile = startup::pidfile(cli, old_master.is_some())?;
     let signals = signals::Signals::install().context("installing signal handlers")?;
     let redis = startup::redis_sync(&metrics_dir, &live)?;
-    let ids = (uid, gid, groups);
     let rebind = activated.is_none().then_some(options); // systemd's sockets stay systemd's
+    let ids = (uid, gid, groups);
     let settings =
         startup::arbiter_settings(cli, program, worker_tmp_dir, metrics_dir, ids, rebind)?;
     let (running, log_file) = (cli.clone(), log.clone());
     startup::announce(cli, &settings.program);
-    let reopen = logging::reopener(
-        log,
-        (cli.daemon && !cli.enable_stdio_inheritance) || cli.capture_output,
-    );
+    let reopen = logging::reopener(log, cli);
     let upgrade = arbiter::Upgrade {
         pidfile,
         metrics_fd,
@@ -117,6 +116,7 @@ fn run() -> anyhow::Result<i32> {
         arbiter::Arbiter::new(settings, listeners, metrics, live, signals, reopen, upgrade)
             .with_redis(redis)
             .with_systemd(systemd::Systemd::from_env())
+            .with_workers_up(up)
             .with_reconfigure(arbiter::Reconfigure(Box::new(move || {
                 reconfigure::reread(&running, log_file.as_ref())
             })));

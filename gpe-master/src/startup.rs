@@ -125,6 +125,7 @@ pub(crate) fn metrics_server(
     config: &gpe_core::expose::config::Config,
     source: gpe_core::expose::server::Source,
     inherited: Option<std::net::TcpListener>,
+    up: std::sync::Arc<crate::arbiter::WorkersUp>,
 ) -> anyhow::Result<(
     Option<gpe_core::expose::server::ServerHandle>,
     Option<std::os::fd::OwnedFd>,
@@ -132,6 +133,10 @@ pub(crate) fn metrics_server(
     if cli.no_metrics {
         return Ok((None, None));
     }
+    // `/ready`: every configured worker up, and the store directory writable.
+    let store = gpe_core::expose::server::store_writable(config.multiproc_dir());
+    let readiness: gpe_core::expose::server::Readiness =
+        std::sync::Arc::new(move || up.check().and_then(|()| store()));
     let mut server_config = gpe_core::expose::server::ServerConfig::from_config(config);
     if let Some(addr) = cli.metrics_bind {
         server_config = server_config.addr(addr);
@@ -142,7 +147,8 @@ pub(crate) fn metrics_server(
     }
     .context(
         "metrics server (set --metrics-bind or PROMETHEUS_METRICS_PORT, or pass --no-metrics)",
-    )?;
+    )?
+    .readiness(readiness);
     let fd = server.listener_fd().ok();
     let handle = server.spawn_thread()?;
     tracing::info!("Serving metrics at http://{}/metrics", handle.local_addr());

@@ -97,6 +97,7 @@ pub struct Config {
     port: u16,
     tls: Option<TlsFiles>,
     basic_auth: Option<BasicAuth>,
+    probes_auth: bool,
 }
 
 /// Parse a boolean the same way everywhere: true/false, 1/0, yes/no, on/off (any case).
@@ -225,12 +226,17 @@ impl Config {
                 }
             },
         };
+        let probes_auth = match get("PROMETHEUS_PROBES_AUTH") {
+            None => false,
+            Some(v) => parse_bool("PROMETHEUS_PROBES_AUTH", v)?,
+        };
         Ok(Config {
             multiproc_dir,
             bind_address,
             port,
             tls,
             basic_auth,
+            probes_auth,
         })
     }
 
@@ -252,6 +258,13 @@ impl Config {
     /// Basic auth credentials, when set.
     pub fn basic_auth(&self) -> Option<&BasicAuth> {
         self.basic_auth.as_ref()
+    }
+
+    /// Whether `/health` and `/ready` need the basic auth credentials too
+    /// (`PROMETHEUS_PROBES_AUTH`; default false: probes of a load balancer or Kubernetes carry
+    /// none).
+    pub fn probes_auth(&self) -> bool {
+        self.probes_auth
     }
 }
 

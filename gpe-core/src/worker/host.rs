@@ -374,7 +374,9 @@ impl HostBuilder {
         let metrics_server = match config {
             Some(config) => {
                 let collector = MultiProcessCollector::new(store.dir());
-                let server = MetricsServer::bind(config, Arc::new(move || collector.gather()))?;
+                // `/ready` while the store directory is writable.
+                let server = MetricsServer::bind(config, Arc::new(move || collector.gather()))?
+                    .readiness(crate::expose::server::store_writable(store.dir()));
                 if let Ok(addr) = server.local_addr() {
                     tracing::info!(%addr, "metrics on http://{addr}/metrics");
                 }

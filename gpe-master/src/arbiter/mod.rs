@@ -13,6 +13,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use gpe_core::LivePids;
@@ -173,6 +174,29 @@ pub(crate) struct Arbiter {
     last_compaction: Instant,
     /// What HUP re-reads the settings with (see [`crate::reconfigure`]).
     reconfigure: Option<Reconfigure>,
+    /// How many workers are up, for `/ready`.
+    up: Arc<WorkersUp>,
+}
+
+/// How many workers are up against how many are configured, published by the loop for the
+/// `/metrics` server's `/ready`.
+#[derive(Debug, Default)]
+pub(crate) struct WorkersUp {
+    up: std::sync::atomic::AtomicUsize,
+    want: std::sync::atomic::AtomicUsize,
+}
+
+impl WorkersUp {
+    /// Ready when every configured worker is up (and at least one is configured).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (up, want) = (self.up.load(Relaxed), self.want.load(Relaxed));
+        if want > 0 && up >= want {
+            Ok(())
+        } else {
+            Err(format!("{up} of {want} workers up"))
+        }
+    }
 }
 
 /// Re-reads the settings on HUP: `None` keeps the running ones (the reason is logged).
@@ -225,6 +249,7 @@ impl Arbiter {
             compaction_due: None,
             last_compaction: Instant::now(),
             reconfigure: None,
+            up: Arc::default(),
             num_workers: settings.workers,
             settings,
             listeners,
@@ -254,6 +279,24 @@ impl Arbiter {
     }
 
     /// Tell systemd about readiness, reloads, stops and upgrades.
+    /// Publish how many workers are up in `up` (for `/ready`).
+    pub(crate) fn with_workers_up(mut self, up: Arc<WorkersUp>) -> Arbiter {
+        self.up = up;
+        self
+    }
+
+    /// Count the workers that are up for `/ready`.
+    fn publish_up(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let up = self
+            .workers
+            .values()
+            .filter(|w| w.counts() && w.is_up())
+            .count();
+        self.up.up.store(up, Relaxed);
+        self.up.want.store(self.num_workers as usize, Relaxed);
+    }
+
     /// Re-read the settings on HUP with `reconfigure`.
     pub(crate) fn with_reconfigure(mut self, reconfigure: Reconfigure) -> Arbiter {
         self.reconfigure = Some(reconfigure);
@@ -326,6 +369,7 @@ impl Arbiter {
             self.manage_workers();
             self.hand_over();
             self.announce_ready();
+            self.publish_up();
             self.sample();
             let notices = self.notices.as_ref().map(AsFd::as_fd);
             self.signals.wait(self.sleep_time(), notices);

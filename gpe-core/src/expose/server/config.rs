@@ -14,6 +14,7 @@ pub struct ServerConfig {
     pub(super) max_header_bytes: usize,
     pub(super) header_timeout: Duration,
     pub(super) max_connections: usize,
+    pub(super) probes_auth: bool,
 }
 
 impl ServerConfig {
@@ -26,6 +27,7 @@ impl ServerConfig {
             max_header_bytes: 16 * 1024,
             header_timeout: Duration::from_secs(10),
             max_connections: 128,
+            probes_auth: false,
         }
     }
 
@@ -34,6 +36,7 @@ impl ServerConfig {
         let mut c = ServerConfig::new(config.metrics_addr());
         c.tls = config.tls().cloned();
         c.basic_auth = config.basic_auth().cloned();
+        c.probes_auth = config.probes_auth();
         c
     }
 
@@ -59,7 +62,17 @@ impl ServerConfig {
         self
     }
 
-    /// Require these basic auth credentials.
+    /// Whether the probes, `/health` and `/ready`, need the basic auth credentials too (default
+    /// false: a load balancer's or Kubernetes' probe carries none, and they tell nothing about
+    /// the metrics).
+    #[must_use]
+    pub fn probes_auth(mut self, required: bool) -> ServerConfig {
+        self.probes_auth = required;
+        self
+    }
+
+    /// Require these basic auth credentials (on `/metrics`; on the probes too with
+    /// [`probes_auth`](Self::probes_auth)).
     #[must_use]
     pub fn basic_auth(mut self, auth: Option<BasicAuth>) -> ServerConfig {
         self.basic_auth = auth;
@@ -80,7 +93,9 @@ impl ServerConfig {
         self
     }
 
-    /// Connections served at once (default 128); more wait to be accepted.
+    /// Connections served at once (default 128). At the cap, a new connection takes the slot of
+    /// the connection idle the longest (connected and silent, or between keep-alive requests),
+    /// which is closed; it waits only while every connection is inside a request.
     #[must_use]
     pub fn max_connections(mut self, n: usize) -> ServerConfig {
         self.max_connections = n.max(1);

@@ -2,9 +2,13 @@
 //!
 //! hyper 1 over HTTP/1.1, optionally TLS (rustls, with client certificates verified and, when
 //! asked, required), optional HTTP basic auth. Paths: `/metrics` (text 0.0.4 or OpenMetrics by
-//! `Accept`, gzip by `Accept-Encoding`), `/health`, and 404 for anything else; a request hyper
-//! cannot parse gets 400 and the server goes on. Header size and the time to send headers are
-//! bounded, and so is the number of connections served at once.
+//! `Accept`, gzip by `Accept-Encoding`), the probes `/health` (liveness: 200 while the server
+//! answers) and `/ready` (200 while [`MetricsServer::readiness`] passes, else 503 saying why),
+//! which answer without credentials unless [`ServerConfig::probes_auth`] says otherwise, and 404
+//! for anything else; a request hyper cannot parse gets 400 and the server goes on. Header size
+//! and the time to send headers are bounded, and so is the number of connections served at once:
+//! at the cap, the connection idle the longest makes room, so clients that hold connections open
+//! without a request cannot keep a scrape out.
 //!
 //! Binding happens in [`MetricsServer::bind`], so a taken port is an error at once.
 //!
@@ -34,6 +38,7 @@
 //! # }
 //! ```
 
+mod admission;
 mod config;
 mod respond;
 mod tls;
@@ -48,16 +53,30 @@ use std::time::Duration;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::proto::MetricFamily;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Semaphore;
 
 pub use config::ServerConfig;
 
 use super::config::ConfigError;
+use admission::{Admission, Ticket};
 use respond::{expected_authorization, respond, Shared};
 use tls::tls_acceptor;
 
 /// What the server exposes: called (on a blocking thread) for every scrape.
 pub type Source = Arc<dyn Fn() -> Vec<MetricFamily> + Send + Sync>;
+
+/// What `/ready` asks (on a blocking thread): `Err` says why the process is not ready, and
+/// `/ready` answers 503 with it. See [`MetricsServer::readiness`] and [`store_writable`].
+pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// A readiness check that passes while `dir` (the store directory) is writable by this
+/// process (`access(2)` with `W_OK`: permissions and a read-only file system; not free space).
+pub fn store_writable(dir: impl Into<PathBuf>) -> Readiness {
+    let dir = dir.into();
+    Arc::new(move || {
+        nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK)
+            .map_err(|e| format!("the store directory {} is not writable: {e}", dir.display()))
+    })
+}
 
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +113,7 @@ pub struct MetricsServer {
     tls: Option<tokio_rustls::TlsAcceptor>,
     config: ServerConfig,
     source: Source,
+    readiness: Option<Readiness>,
 }
 
 impl std::fmt::Debug for MetricsServer {
@@ -125,6 +145,7 @@ impl MetricsServer {
             tls,
             config,
             source,
+            readiness: None,
         })
     }
 
@@ -146,7 +167,17 @@ impl MetricsServer {
             tls,
             config,
             source,
+            readiness: None,
         })
+    }
+
+    /// What `/ready` checks (without one, `/ready` always answers 200): the master's says
+    /// whether its configured workers are up and the store directory is writable; a standalone
+    /// worker's, the store directory ([`store_writable`]).
+    #[must_use]
+    pub fn readiness(mut self, check: Readiness) -> MetricsServer {
+        self.readiness = Some(check);
+        self
     }
 
     /// A duplicate of the listening socket (to hand to another process, e.g. a re-exec'd master).
@@ -174,18 +205,13 @@ impl MetricsServer {
         let shared = Arc::new(Shared {
             source: self.source,
             auth: self.config.basic_auth.as_ref().map(expected_authorization),
+            probes_auth: self.config.probes_auth,
+            readiness: self.readiness,
         });
-        let limit = Arc::new(Semaphore::new(self.config.max_connections));
+        let admission = Admission::new(self.config.max_connections);
         let config = Arc::new(self.config);
         tokio::pin!(shutdown);
         loop {
-            let permit = tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                p = Arc::clone(&limit).acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return Ok(()),
-                },
-            };
             let (stream, peer) = tokio::select! {
                 () = &mut shutdown => return Ok(()),
                 r = listener.accept() => match r {
@@ -198,25 +224,41 @@ impl MetricsServer {
                     }
                 },
             };
+            // A slot: free, or made by closing the connection idle the longest.
+            let ticket = tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                t = admission.admit() => Arc::new(t),
+            };
             let shared = Arc::clone(&shared);
             let config = Arc::clone(&config);
             let tls = self.tls.clone();
             tokio::spawn(async move {
-                let _permit = permit;
-                match tls {
-                    None => serve_connection(stream, &config, shared).await,
-                    Some(acceptor) => {
-                        match tokio::time::timeout(config.header_timeout, acceptor.accept(stream))
+                let closing = Arc::clone(&ticket);
+                let served = async move {
+                    match tls {
+                        None => serve_connection(stream, &config, shared, ticket).await,
+                        Some(acceptor) => {
+                            match tokio::time::timeout(
+                                config.header_timeout,
+                                acceptor.accept(stream),
+                            )
                             .await
-                        {
-                            Ok(Ok(tls)) => serve_connection(tls, &config, shared).await,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "metrics server: TLS handshake failed")
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "metrics server: TLS handshake timed out")
+                            {
+                                Ok(Ok(tls)) => serve_connection(tls, &config, shared, ticket).await,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "metrics server: TLS handshake failed")
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "metrics server: TLS handshake timed out")
+                                }
                             }
                         }
+                    }
+                };
+                tokio::select! {
+                    () = served => {}
+                    () = closing.closing() => {
+                        tracing::debug!(%peer, "metrics server: closed an idle connection to make room");
                     }
                 }
             });
@@ -287,13 +329,24 @@ impl Drop for ServerHandle {
     }
 }
 
-async fn serve_connection<S>(stream: S, config: &ServerConfig, shared: Arc<Shared>)
-where
+async fn serve_connection<S>(
+    stream: S,
+    config: &ServerConfig,
+    shared: Arc<Shared>,
+    ticket: Arc<Ticket>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req| {
         let shared = Arc::clone(&shared);
-        async move { Ok::<_, Infallible>(respond(req, &shared).await) }
+        let ticket = Arc::clone(&ticket);
+        async move {
+            // Inside a request, a connection is not closed to make room.
+            ticket.busy();
+            let response = respond(req, &shared).await;
+            ticket.idle();
+            Ok::<_, Infallible>(response)
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

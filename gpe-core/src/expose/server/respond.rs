@@ -7,17 +7,20 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use super::Source;
+use super::{Readiness, Source};
 use crate::expose::config::BasicAuth;
 
 /// What every connection's requests are answered from.
 pub(super) struct Shared {
     pub(super) source: Source,
     pub(super) auth: Option<Vec<u8>>,
+    /// Whether `/health` and `/ready` need `auth` too.
+    pub(super) probes_auth: bool,
+    pub(super) readiness: Option<Readiness>,
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -26,8 +29,33 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     r
 }
 
+/// `/ready`: 200 while the readiness check passes (none set: always), 503 saying why not.
+async fn ready(shared: &Shared) -> Response<Full<Bytes>> {
+    let Some(check) = shared.readiness.clone() else {
+        return text(StatusCode::OK, "ready\n");
+    };
+    // A check may touch the file system: off the reactor.
+    match tokio::task::spawn_blocking(move || check()).await {
+        Ok(Ok(())) => text(StatusCode::OK, "ready\n"),
+        Ok(Err(why)) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+        Err(_) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the readiness check panicked\n",
+        ),
+    }
+}
+
 pub(super) async fn respond(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
-    if let Some(expected) = &shared.auth {
+    let path = req.uri().path();
+    let probe = matches!(path, "/health" | "/ready");
+    if let Some(expected) = shared
+        .auth
+        .as_ref()
+        .filter(|_| !probe || shared.probes_auth)
+    {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -42,10 +70,11 @@ pub(super) async fn respond(req: Request<Incoming>, shared: &Shared) -> Response
         }
     }
     let head_or_get = matches!(*req.method(), Method::GET | Method::HEAD);
-    match req.uri().path() {
+    match path {
         "/metrics" if head_or_get => {}
         "/health" if head_or_get => return text(StatusCode::OK, "ok\n"),
-        "/metrics" | "/health" => {
+        "/ready" if head_or_get => return ready(shared).await,
+        "/metrics" | "/health" | "/ready" => {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
             r.headers_mut()
                 .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
