@@ -42,7 +42,7 @@
 //! | [`merge`] | the Python rules that add up one series across processes |
 //! | [`collect`] | the file collector, process liveness, compaction of dead processes' files |
 //! | [`expose`] | text and OpenMetrics exposition, the exporter's configuration, the `/metrics` server |
-//! | [`http`] | framework-neutral request metrics: what gpe-tower and gpe-actix record |
+//! | [`http`] | framework-neutral request metrics: what gpe-tower and gpe-actix record; gunicorn's access log |
 //! | [`worker`] | the master/worker contract, the worker lifecycle and the worker resource metrics |
 //! | [`runtime`] | the job loops behind `#[instrument_worker]` |
 //! | [`redis`] | the distributed store (feature `redis`) |

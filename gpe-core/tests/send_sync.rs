@@ -82,3 +82,12 @@ fn redis() {
     assert_send_sync::<FlushReport>();
     assert_error::<RedisError>();
 }
+
+#[test]
+fn access_log() {
+    use gpe_core::http::access::*;
+    assert_send_sync::<AccessLog>();
+    assert_send_sync::<AccessLogFormat>();
+    assert_send_sync::<AccessEntry>();
+    assert_error::<AccessLogError>();
+}

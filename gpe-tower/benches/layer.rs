@@ -1,6 +1,7 @@
 //! Per-request cost of the gpe-tower layer: the same tower service called bare and wrapped in
 //! [`MetricsLayer`], in the same run (request in, response head, body polled to its end, all
-//! dropped). Run with `cargo bench -p gpe-tower --bench layer`.
+//! dropped). Run with `cargo bench -p gpe-tower --bench layer`. The access log cases write
+//! gunicorn's default (combined) format to a file in a temp dir.
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
 
@@ -12,6 +13,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
+use gpe_core::http::access::{AccessLog, AccessLogFormat};
 use gpe_tower::{MetricsLayer, RequestMetrics, RouteTemplate};
 use http::{Request, Response};
 use http_body::Body;
@@ -76,6 +78,28 @@ fn layer(c: &mut Criterion) {
         req
     };
 
+    // The access log on: gunicorn's default format, appended to a file.
+    let dir3 = tempfile::tempdir().unwrap();
+    let store3 = gpe_core::Store::open(dir3.path()).unwrap();
+    let logged = RequestMetrics::builder().build(&store3).unwrap();
+    let log = AccessLog::open(dir3.path().join("access.log"), AccessLogFormat::default()).unwrap();
+    let mut with_log = MetricsLayer::new(logged).access_log(log).layer(handler);
+    let peer: std::net::SocketAddr = "127.0.0.1:50000".parse().unwrap();
+    // What a browser-like client sends, and the client address `serve` adds.
+    let logged_request = || {
+        let mut req = request();
+        req.headers_mut().insert(
+            "user-agent",
+            http::HeaderValue::from_static("Mozilla/5.0 (X11; Linux x86_64) bench/1.0"),
+        );
+        req.headers_mut().insert(
+            "referer",
+            http::HeaderValue::from_static("https://example.com/start"),
+        );
+        req.extensions_mut().insert(peer);
+        req
+    };
+
     let mut g = c.benchmark_group("tower_request");
     g.bench_function("bare", |b| {
         b.iter(|| {
@@ -95,6 +119,20 @@ fn layer(c: &mut Criterion) {
         b.iter(|| {
             let svc = now(with_label.ready()).unwrap();
             let res = now(svc.call(black_box(tenant_request()))).unwrap();
+            black_box(drain(res.into_body()))
+        })
+    });
+    g.bench_function("with_gpe_layer_access_log_off", |b| {
+        b.iter(|| {
+            let svc = now(layered.ready()).unwrap();
+            let res = now(svc.call(black_box(logged_request()))).unwrap();
+            black_box(drain(res.into_body()))
+        })
+    });
+    g.bench_function("with_gpe_layer_access_log_on", |b| {
+        b.iter(|| {
+            let svc = now(with_log.ready()).unwrap();
+            let res = now(svc.call(black_box(logged_request()))).unwrap();
             black_box(drain(res.into_body()))
         })
     });

@@ -58,8 +58,8 @@ fn three_workers_append_one_whole_line_per_request() {
             .env("PROMETHEUS_MULTIPROC_DIR", dir.path().join("metrics"))
             .env("PROMETHEUS_BIND_ADDRESS", "127.0.0.1")
             .env("PROMETHEUS_METRICS_PORT", metrics_port.to_string())
-            .env("GPE_ACCESS_LOGFILE", &log)
-            .env("GPE_ACCESS_LOGFORMAT", access_log::FORMAT),
+            .env(gpe_core::worker::env::ACCESS_LOGFILE, &log)
+            .env(gpe_core::worker::env::ACCESS_LOGFORMAT, access_log::FORMAT),
     );
     // Every worker up: each has its process-level series in the master's exposition.
     eventually("3 workers serving", Duration::from_secs(30), || {
