@@ -56,6 +56,7 @@ pub mod clock;
 pub mod collect;
 mod error;
 pub mod expose;
+pub mod health;
 pub mod http;
 pub mod merge;
 pub mod metrics;

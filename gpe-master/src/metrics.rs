@@ -74,7 +74,8 @@ impl MasterMetrics {
     ) -> Arc<dyn Fn() -> Vec<MetricFamily> + Send + Sync> {
         let collector = MultiProcessCollector::new(dir)
             .with_liveness(Liveness::Pids(live))
-            .with_registry(self.registry.clone());
+            .with_registry(self.registry.clone())
+            .with_self_metrics();
         Arc::new(move || collector.gather())
     }
 }

@@ -182,7 +182,26 @@ pub(crate) fn compact(
         report.folded += folded.len();
     }
     tracing::debug!(dir = %dir.display(), folded = report.folded, dropped = report.dropped, "compacted dead processes' metrics");
+    let health = crate::health::get();
+    health.compaction_runs.inc();
+    health.files_folded.inc_by(report.folded as u64);
+    health
+        .archive_bytes
+        .set(i64::try_from(archive_size(dir)).unwrap_or(i64::MAX));
     Ok(Some(report))
+}
+
+/// The size of every archive file in `dir`, in bytes.
+fn archive_size(dir: &Path) -> u64 {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    listing
+        .flatten()
+        .filter(|e| FileName::parse(&e.path()).is_some_and(|n| matches!(n.owner, Owner::Archive)))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// Fold another process's value of an entry into `into`, by the Python rules of `kind`.

@@ -1,5 +1,6 @@
 //! The collector: every process's files merged into one exposition.
 
+use crate::health::Skipped;
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -175,6 +176,7 @@ pub struct MultiProcessCollector {
     dir: PathBuf,
     liveness: Liveness,
     registry: Option<prometheus::Registry>,
+    self_metrics: bool,
     auto_compact: bool,
     cache: Mutex<KeyCache>,
 }
@@ -186,6 +188,7 @@ impl MultiProcessCollector {
             dir: dir.into(),
             liveness: Liveness::PidCheck,
             registry: None,
+            self_metrics: false,
             auto_compact: true,
             cache: Mutex::new(KeyCache::default()),
         }
@@ -202,6 +205,15 @@ impl MultiProcessCollector {
     #[must_use]
     pub fn with_registry(mut self, registry: prometheus::Registry) -> Self {
         self.registry = Some(registry);
+        self
+    }
+
+    /// Also expose gpe's own health metrics ([`crate::health`]): how this process's scrapes,
+    /// compactions and Redis syncs are doing. gpe-master's and a standalone worker's `/metrics`
+    /// do.
+    #[must_use]
+    pub fn with_self_metrics(mut self) -> Self {
+        self.self_metrics = true;
         self
     }
 
@@ -236,6 +248,7 @@ impl MultiProcessCollector {
     ///
     /// Never fails: a file that cannot be read is skipped with a warning naming it.
     pub fn gather(&self) -> Vec<MetricFamily> {
+        let started = std::time::Instant::now();
         if self.auto_compact {
             if let Err(e) = compact::compact(&self.dir, |pid| self.liveness.is_live(pid), false) {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "compaction failed; scraping without it");
@@ -250,6 +263,17 @@ impl MultiProcessCollector {
         };
         if let Some(registry) = &self.registry {
             for mf in registry.gather() {
+                merge_family(&mut families, mf);
+            }
+        }
+        let health = crate::health::get();
+        let series: usize = families.values().map(|f| f.get_metric().len()).sum();
+        health.series.set(i64::try_from(series).unwrap_or(i64::MAX));
+        health
+            .scrape_duration
+            .observe(started.elapsed().as_secs_f64());
+        if self.self_metrics {
+            for mf in crate::health::registry().gather() {
                 merge_family(&mut families, mf);
             }
         }
@@ -279,6 +303,8 @@ impl MultiProcessCollector {
         // Phase 1: every sample of every readable file, keys decoded (once, then cached).
         let mut samples: Vec<Sample> = Vec::new();
         let mut buf = Vec::new();
+        let health = crate::health::get();
+        let mut read = 0i64;
         for (path, name) in &files {
             if let (Kind::Gauge(mode), Owner::Pid(pid)) = (name.kind, &name.owner) {
                 if mode.is_live() && !self.liveness.is_live(*pid) {
@@ -288,6 +314,7 @@ impl MultiProcessCollector {
             if let Err(e) = dbfile::read_used(path, &mut buf) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(file = %path.display(), error = %e, "skipping unreadable metrics file");
+                    health.skipped(Skipped::Unreadable);
                 }
                 continue;
             }
@@ -295,9 +322,11 @@ impl MultiProcessCollector {
                 Ok(entries) => entries,
                 Err(why) => {
                     tracing::warn!(file = %path.display(), %why, "skipping corrupt metrics file");
+                    health.skipped(Skipped::Corrupt);
                     continue;
                 }
             };
+            read += 1;
             let owner: Arc<str> = name.owner.to_string().into();
             let mut order = cache.by_file.remove(path).unwrap_or_default();
             order.truncate(entries.len());
@@ -309,6 +338,7 @@ impl MultiProcessCollector {
                         let d = cache.get_or_decode(e.key);
                         if d.is_none() && !known {
                             tracing::warn!(file = %path.display(), key = e.key, "skipping a sample with an unreadable key");
+                            health.skipped(Skipped::UnknownKey);
                         }
                         if i < order.len() {
                             order[i] = (e.key.into(), d.clone());
@@ -324,6 +354,7 @@ impl MultiProcessCollector {
             }
             cache.by_file.insert(path.clone(), order);
         }
+        health.files_read.set(read);
         let present: HashSet<&PathBuf> = files.iter().map(|(p, _)| p).collect();
         cache.by_file.retain(|p, _| present.contains(p));
         drop(cache);

@@ -291,6 +291,16 @@ impl RequestMetricsBuilder {
                 "Requests whose client went away before the response body was complete.",
                 &endpoint_labels,
             )?,
+            capped: CounterVec::new(
+                Opts::new(
+                    crate::health::SERIES_CAPPED,
+                    "Requests whose label combination a series cap refused (recorded under <overflow>), by family.",
+                ),
+                &["family"],
+                store,
+            )?,
+            capped_family: format!("{p}requests_total"),
+            capped_handle: OnceLock::new(),
             worker_id,
             series: SeriesBudget::new(self.max_series),
             endpoints: RwLock::new(HashMap::default()),
@@ -364,6 +374,11 @@ pub(super) struct Inner {
     pub(super) failed: CounterVec,
     pub(super) error_handling: CounterVec,
     pub(super) disconnects: CounterVec,
+    /// `gpe_series_capped_total` (see [`crate::health`]), its handle made on first use: nothing
+    /// is written before the cap is first reached.
+    capped: CounterVec,
+    capped_family: String,
+    capped_handle: OnceLock<Option<Counter>>,
     pub(super) worker_id: String,
     /// Label combinations created so far (the largest family's series count), under the cap.
     pub(super) series: SeriesBudget,
@@ -616,6 +631,7 @@ impl RequestMetrics {
             return s.clone();
         }
         if map.len() >= i.series.max() || i.series.is_exhausted() {
+            self.capped();
             return i.overflow.clone();
         }
         let values: Box<[Box<str>]> = (0..i.labels).map(|n| value(n).into()).collect();
@@ -649,6 +665,7 @@ impl RequestMetrics {
         }
         // An endpoint costs at least one combination; refuse new ones once the cap is reached.
         if map.len() >= i.series.max() || i.series.is_exhausted() {
+            self.capped();
             return i.overflow.clone();
         }
         let s = Arc::new(EndpointSeries::new(endpoint));
@@ -674,6 +691,7 @@ impl RequestMetrics {
         }
         let is_overflow = std::ptr::eq(series, &*self.inner.overflow);
         if !is_overflow && !self.inner.series.reserve() {
+            self.capped();
             return self.done(&self.inner.overflow, method, status);
         }
         let mut done = series.done.write().unwrap_or_else(|p| p.into_inner());
@@ -700,6 +718,17 @@ impl RequestMetrics {
         });
         done.push((method, status, d.clone()));
         Some((d, series))
+    }
+
+    /// A label combination was refused by the series cap.
+    fn capped(&self) {
+        let i = &self.inner;
+        let handle = i
+            .capped_handle
+            .get_or_init(|| self.log_err(i.capped.with_label_values(&[i.capped_family.as_str()])));
+        if let Some(c) = handle {
+            c.inc();
+        }
     }
 
     pub(super) fn record(&self, t: &RequestTracker) {
@@ -816,6 +845,11 @@ mod tests {
         // Past the cap, the endpoint and the label both say so.
         assert!(
             t.contains(r#"gunicorn_worker_requests_total{endpoint="<overflow>",method="GET",status="200",tenant="<overflow>",worker_id="1"} 2"#),
+            "{t}"
+        );
+        // And gpe counts what the cap turned away, for an alert.
+        assert!(
+            t.contains(r#"gpe_series_capped_total{family="gunicorn_worker_requests_total"} 2"#),
             "{t}"
         );
     }

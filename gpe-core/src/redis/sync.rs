@@ -82,6 +82,8 @@ pub struct FlushReport {
     pub folded: usize,
     /// Stale processes (of any host) folded by this sync's sweep.
     pub swept: usize,
+    /// Redis commands sent: script calls (a write, a fold) and sweeps; 0 for an idle host.
+    pub commands: usize,
 }
 
 type Values = BTreeMap<Kind, HashMap<String, (f64, f64)>>;
@@ -215,10 +217,16 @@ impl RedisSync {
             return Err(RedisError::Backoff);
         }
         let budget = self.config.connect_timeout + self.config.response_timeout * 2;
+        let started = Instant::now();
         let result = match tokio::time::timeout(budget, self.write()).await {
             Ok(r) => r,
             Err(_) => Err(RedisError::Timeout(budget)),
         };
+        let health = crate::health::get().redis();
+        match &result {
+            Ok(report) => health.synced(started.elapsed(), report.commands),
+            Err(e) => health.failed(failure_kind(e)),
+        }
         match &result {
             Ok(_) => {
                 if self.outage.succeeded(&self.config.server()) {
@@ -422,6 +430,7 @@ impl RedisSync {
             if pending.is_empty() {
                 break;
             }
+            report.commands += 1;
             let out: Vec<String> = inv.invoke_async(&mut **conn).await?;
             let mut statuses: HashMap<String, String> = HashMap::new();
             for pair in out.chunks(2) {
@@ -469,6 +478,7 @@ impl RedisSync {
             let Some(p) = self.procs.get(&pid) else {
                 continue;
             };
+            report.commands += 1;
             let _: i64 = lua::fold()
                 .key(self.keys.heartbeat())
                 .arg(self.keys.prefix())
@@ -485,10 +495,22 @@ impl RedisSync {
             if Instant::now() >= self.next_sweep {
                 self.next_sweep = Instant::now()
                     + (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+                report.commands += 1;
                 report.swept = sweep(conn, &self.keys, ttl).await?.len();
             }
         }
         Ok(report)
+    }
+}
+
+/// The `kind` label of `gpe_redis_sync_failures_total` for `e`.
+fn failure_kind(e: &RedisError) -> &'static str {
+    match e {
+        RedisError::Timeout(_) => "timeout",
+        RedisError::Connection(_) | RedisError::Pool(_) => "connection",
+        RedisError::Unavailable(e) if e.is_io_error() || e.is_connection_refusal() => "connection",
+        RedisError::Unavailable(_) => "script",
+        _ => "other",
     }
 }
 

@@ -373,7 +373,7 @@ impl HostBuilder {
         };
         let metrics_server = match config {
             Some(config) => {
-                let collector = MultiProcessCollector::new(store.dir());
+                let collector = MultiProcessCollector::new(store.dir()).with_self_metrics();
                 // `/ready` while the store directory is writable.
                 let server = MetricsServer::bind(config, Arc::new(move || collector.gather()))?
                     .readiness(crate::expose::server::store_writable(store.dir()));
