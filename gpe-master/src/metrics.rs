@@ -23,6 +23,9 @@ pub(crate) struct MasterMetrics {
     pub(crate) spawns: IntCounter,
     pub(crate) reloads: IntCounter,
     pub(crate) workers: IntGauge,
+    /// gpe's own: the workers configured (`--workers`, TTIN/TTOU) and those up among them.
+    pub(crate) workers_desired: IntGauge,
+    pub(crate) workers_up: IntGauge,
     pub(crate) memory: IntGauge,
     pub(crate) cpu_seconds: Gauge,
     pub(crate) worker_memory: GaugeVec,
@@ -47,6 +50,8 @@ impl MasterMetrics {
             spawns: reg(&r, IntCounter::new("gunicorn_master_worker_spawns_total", "Workers started by the master.")?)?,
             reloads: reg(&r, IntCounter::new("gunicorn_master_reloads_total", "Reloads (HUP) performed.")?)?,
             workers: reg(&r, IntGauge::new("gunicorn_master_workers", "Live worker processes.")?)?,
+            workers_desired: reg(&r, IntGauge::new("gpe_master_workers_desired", "Workers the master is configured to run (--workers, changed by TTIN/TTOU and a HUP).")?)?,
+            workers_up: reg(&r, IntGauge::new("gpe_master_workers_up", "Configured workers that are up: said READY=1, or have lived a second (what /ready checks).")?)?,
             memory: reg(&r, IntGauge::new("gunicorn_master_memory_bytes", "Resident memory of the master.")?)?,
             cpu_seconds: reg(&r, Gauge::new("gunicorn_master_cpu_seconds", "CPU time used by the master (user + system), in seconds.")?)?,
             worker_memory: reg(&r, GaugeVec::new(Opts::new("gunicorn_master_worker_memory_bytes", "Resident memory of each live worker, read by the master from /proc."), &["worker_id", "pid"])?)?,

@@ -127,13 +127,14 @@ fn calls_are_recorded_by_grpc_method_and_status() {
     });
     assert_eq!(requests(&text, METHOD, "OK"), ok, "{text}");
     assert_eq!(requests(&text, METHOD, "INVALID_ARGUMENT"), n, "{text}");
-    assert_eq!(requests(&text, METHOD, "INTERNAL"), n / 2.0, "{text}");
+    let half = f64::from(channels / 2); // the "fail" calls: every other channel
+    assert_eq!(requests(&text, METHOD, "INTERNAL"), half, "{text}");
     assert_eq!(requests(&text, METHOD, "CANCELLED"), n, "{text}");
     // Made-up method names share one series.
     assert_eq!(requests(&text, "<unmatched>", "UNIMPLEMENTED"), n, "{text}");
     assert_eq!(
         sum(&text, "gunicorn_worker_requests_total", &[]),
-        ok + n * 3.5,
+        f64::from(channels * ok_per_channel + channels * 3 + channels / 2),
         "{text}"
     );
     assert!(
@@ -147,12 +148,12 @@ fn calls_are_recorded_by_grpc_method_and_status() {
             "gunicorn_worker_failed_requests_total",
             &[("error_type", "grpc_server_error")]
         ),
-        n / 2.0 + n,
+        half + n,
         "{text}"
     );
     assert_eq!(
         sum(&text, "gunicorn_worker_failed_requests_total", &[]),
-        n / 2.0 + n,
+        half + n,
         "{text}"
     );
     assert_eq!(

@@ -295,6 +295,12 @@ impl Arbiter {
             .count();
         self.up.up.store(up, Relaxed);
         self.up.want.store(self.num_workers as usize, Relaxed);
+        self.metrics
+            .workers_up
+            .set(i64::try_from(up).unwrap_or(i64::MAX));
+        self.metrics
+            .workers_desired
+            .set(i64::from(self.num_workers));
     }
 
     /// Re-read the settings on HUP with `reconfigure`.
