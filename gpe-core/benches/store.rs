@@ -177,6 +177,18 @@ fn scrape(c: &mut Criterion) {
                 .len()
         })
     });
+    // As gpe-master and a standalone server scrape: with gpe's own health families.
+    let with_self = MultiProcessCollector::new(&dir)
+        .with_liveness(collector.liveness().clone())
+        .with_auto_compact(false)
+        .with_self_metrics();
+    g.bench_function("gpe_gather_encode_text_self_metrics", |b| {
+        b.iter(|| {
+            gpe_core::expose::encode_text(&with_self.gather())
+                .unwrap()
+                .len()
+        })
+    });
     g.finish();
 }
 

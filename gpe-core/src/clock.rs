@@ -20,6 +20,10 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// Local civil time (`localtime_r`: `TZ`, else `/etc/localtime`), for log time stamps as
+/// gunicorn writes them (the access log's `%(t)s`, gpe-master's log lines).
+pub use crate::sys::time::{local_time, LocalTime};
+
 /// How long a process times with the monotonic clock before it calibrates the time-stamp counter.
 pub const CALIBRATION_DELAY: Duration = Duration::from_secs(10);
 

@@ -27,10 +27,11 @@ pub(crate) fn level_name(level: Level) -> &'static str {
 
 /// `[%Y-%m-%d %H:%M:%S %z]` of `unix_secs`, in local time.
 pub(crate) fn timestamp(unix_secs: i64) -> String {
-    let Some((y, mo, d, h, mi, s, off)) = crate::sys::local_time(unix_secs) else {
+    let Some(t) = gpe_core::clock::local_time(unix_secs) else {
         // Not expected on Linux: the C library converts every time a clock can give.
         return format!("[unix time {unix_secs}]");
     };
+    let (y, mo, d, h, mi, s, off) = (t.year, t.month, t.day, t.hour, t.minute, t.second, t.offset);
     let sign = if off < 0 { '-' } else { '+' };
     let off = off.unsigned_abs() / 60;
     format!(

@@ -1,23 +1,29 @@
 //! Local civil time (`localtime_r`), for the access log's `%(t)s`: gunicorn writes its
 //! timestamps in the process's local time zone (`TZ`, else `/etc/localtime`), with its offset.
 
-/// A moment in local civil time.
+/// A moment in local civil time (see [`local_time`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct LocalTime {
-    pub(crate) year: i32,
+#[non_exhaustive]
+pub struct LocalTime {
+    /// The year (2026).
+    pub year: i32,
     /// 1 to 12.
-    pub(crate) month: u8,
-    pub(crate) day: u8,
-    pub(crate) hour: u8,
-    pub(crate) minute: u8,
-    pub(crate) second: u8,
+    pub month: u8,
+    /// 1 to 31.
+    pub day: u8,
+    /// 0 to 23.
+    pub hour: u8,
+    /// 0 to 59.
+    pub minute: u8,
+    /// 0 to 60 (60 for a leap second, where the C library reports one).
+    pub second: u8,
     /// Seconds east of UTC.
-    pub(crate) offset: i32,
+    pub offset: i32,
 }
 
 /// `unix_secs` (seconds since the epoch) in the local time zone; `None` when the C library
 /// cannot convert it.
-pub(crate) fn local_time(unix_secs: i64) -> Option<LocalTime> {
+pub fn local_time(unix_secs: i64) -> Option<LocalTime> {
     let t = nix::libc::time_t::try_from(unix_secs).ok()?;
     // SAFETY: `tm` is plain data: integers and, on glibc and musl, a `tm_zone` pointer, for
     // which null is a valid value; an all-zero `tm` is a valid one.

@@ -230,31 +230,6 @@ pub(crate) fn register_queue_handler(sig: i32, tag: u8, queue: OwnedFd) -> std::
     Ok(())
 }
 
-/// `unix_secs` in the local time zone (`TZ`, else `/etc/localtime`): `(year, month 1–12, day,
-/// hour, minute, second, seconds east of UTC)`, or `None` when the C library cannot convert it.
-pub(crate) fn local_time(unix_secs: i64) -> Option<(i32, u32, u32, u32, u32, u32, i64)> {
-    let t = libc::time_t::try_from(unix_secs).ok()?;
-    // SAFETY: `tm` is plain data (integers, and a `tm_zone` pointer for which null is valid), so
-    // all zeroes is a valid value.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: both pointers are valid for the call (locals of this frame); `localtime_r` keeps
-    // neither and writes only into `tm`. The master sets no environment variable after it
-    // starts, so its reading of `TZ` races with no writer.
-    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
-        return None;
-    }
-    let u = |v: libc::c_int| u32::try_from(v).ok();
-    Some((
-        tm.tm_year.checked_add(1900)?,
-        u(tm.tm_mon + 1)?,
-        u(tm.tm_mday)?,
-        u(tm.tm_hour)?,
-        u(tm.tm_min)?,
-        u(tm.tm_sec)?,
-        tm.tm_gmtoff,
-    ))
-}
-
 /// Show `title` as this process's command line in `ps` (gunicorn's setproctitle): the argv
 /// area the kernel reports in `/proc/self/cmdline` is overwritten in place, so the title is cut
 /// to the length of the original command line. Read the arguments before ([`crate::argv`]):
