@@ -147,7 +147,8 @@ mod tests {
                 &old,
                 &cli("--bind 127.0.0.1:2 --user nobody --workers 2 ./w")
             ),
-            ["bind", "user"]
+            ["user"],
+            "binds change on HUP"
         );
         let new = cli("--workers 3 --timeout 7 -e A=1 ./other x");
         let r = Reconfigured::from_cli(&new, "/bin/other".into());
