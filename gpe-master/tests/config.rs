@@ -380,3 +380,34 @@ fn hup_rebinds_when_the_addresses_change() {
     assert!(log.contains(&format!("Closing listener: {a1}")), "{log}");
     m.stop(Signal::SIGTERM, Duration::from_secs(20));
 }
+
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    let mut m = Master::start(Options::workers(1).arg("--log-format").arg("json"));
+    m.wait_workers(1);
+    m.stop(Signal::SIGTERM, Duration::from_secs(20));
+    let log = m.log();
+    // The master's lines (workers write their own format to the same stderr).
+    let objects: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let messages: Vec<&str> = objects
+        .iter()
+        .filter_map(|o| o["message"].as_str())
+        .collect();
+    for want in [
+        "Booting worker with pid: ",
+        "Listening at: ",
+        "Shutting down: Master",
+    ] {
+        assert!(
+            messages.iter().any(|m| m.starts_with(want)),
+            "no {want:?} in {messages:?}\n{log}"
+        );
+    }
+    assert!(objects
+        .iter()
+        .all(|o| o["level"].is_string() && o["timestamp"].is_string()));
+}
