@@ -206,3 +206,50 @@ pub(crate) fn wait_for_lines(
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// The scenario both adapters' tests send (a GET with every request atom from 192.0.2.7 as
+/// alice, a POST with none, a 503, a 404, an excluded /health, then `tail` lines): one line per
+/// request, in order, with every field where it belongs. Returns the lines.
+pub(crate) fn assert_scenario(text: &str, tail: &[(&str, &str, &str, &str)]) -> Vec<Line> {
+    let lines = parse_all(text);
+    let summary: Vec<_> = lines
+        .iter()
+        .map(|l| {
+            (
+                l.method.as_str(),
+                l.target.as_str(),
+                l.status.as_str(),
+                l.bytes.as_str(),
+            )
+        })
+        .collect();
+    let mut want = vec![
+        ("GET", "/users/7?full=1&x=%22", "200", "4"),
+        ("POST", "/users/8", "200", "4"),
+        ("GET", "/fail", "503", "4"),
+        ("GET", "/nope", "404", "0"),
+    ];
+    want.extend_from_slice(tail);
+    assert_eq!(
+        summary, want,
+        "one line per request, none for the excluded /health:\n{text}"
+    );
+    let first = &lines[0];
+    assert_eq!(first.host, "192.0.2.7");
+    assert_eq!(first.user, "alice");
+    assert_eq!(first.protocol, "HTTP/1.1");
+    assert_eq!(first.referer, "http://example.com/");
+    assert_eq!(
+        first.agent, "curl/8 \"quoted\"",
+        "escaped in the file, read back"
+    );
+    assert!(text.contains(r#""curl/8 \"quoted\"""#), "{text}");
+    assert_eq!(first.pid, std::process::id());
+    assert_eq!(first.request_id, "r-1");
+    assert_eq!(first.content_type, "text/plain; charset=utf-8");
+    let post = &lines[1];
+    assert_eq!((post.host.as_str(), post.user.as_str()), ("-", "-"));
+    assert_eq!((post.referer.as_str(), post.agent.as_str()), ("-", "-"));
+    assert_eq!(post.request_id, "-");
+    lines
+}
