@@ -139,14 +139,7 @@ impl MetricsServer {
                 addr: config.addr,
                 source,
             })?;
-        listener.set_nonblocking(true)?;
-        Ok(MetricsServer {
-            listener,
-            tls,
-            config,
-            source,
-            readiness: None,
-        })
+        MetricsServer::serving(listener, tls, config, source)
     }
 
     /// Serve on a listener bound elsewhere (inherited from another process, say); the
@@ -161,6 +154,15 @@ impl MetricsServer {
         source: Source,
     ) -> Result<MetricsServer, ServerError> {
         let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
+        MetricsServer::serving(listener, tls, config, source)
+    }
+
+    fn serving(
+        listener: std::net::TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        config: ServerConfig,
+        source: Source,
+    ) -> Result<MetricsServer, ServerError> {
         listener.set_nonblocking(true)?;
         Ok(MetricsServer {
             listener,
