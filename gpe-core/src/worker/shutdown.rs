@@ -352,6 +352,14 @@ impl<T> Tracked<T> {
         }
     }
 
+    /// `io`, counted as open by `guard`, taken before it was accepted (see
+    /// [`Shutdown::track_connection`]): an accept loop that takes the guard before it checks
+    /// for a stop leaves no moment in which [`Shutdown::settled`] sees no connection while one
+    /// is being accepted.
+    pub fn with_guard(io: T, guard: ConnectionGuard) -> Tracked<T> {
+        Tracked { io, _open: guard }
+    }
+
     /// The connection itself.
     pub fn get_ref(&self) -> &T {
         &self.io
