@@ -316,6 +316,7 @@ impl RequestMetricsBuilder {
             labels: own.len(),
             exclude: self.exclude,
             clock: Clock::new(),
+            id: recent::next_id(),
         };
         Ok(RequestMetrics {
             inner: Arc::new(inner),
@@ -394,6 +395,60 @@ pub(super) struct Inner {
     pub(super) labels: usize,
     /// Times requests (see [`crate::clock`]).
     pub(super) clock: Clock,
+    /// Tells this instance's series apart in the per-thread cache ([`recent`]).
+    pub(super) id: u64,
+}
+
+/// The endpoints a thread looked up last, per [`RequestMetrics`] instance: a request to one of
+/// them finds its series by a string compare, without the map's lock and hash. A route's series
+/// is never removed from the map, so a remembered one stays the right one.
+mod recent {
+    use std::cell::RefCell;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use super::EndpointSeries;
+
+    const SLOTS: usize = 4;
+
+    /// A new instance's id (never 0, the id of an empty slot).
+    pub(super) fn next_id() -> u64 {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+
+    #[derive(Default)]
+    struct Recent {
+        slots: [(u64, Option<Arc<EndpointSeries>>); SLOTS],
+        next: usize,
+    }
+
+    thread_local!(static RECENT: RefCell<Recent> = RefCell::default());
+
+    /// The series of `endpoint` in instance `id`, if this thread looked it up lately.
+    #[inline]
+    pub(super) fn find(id: u64, endpoint: &str) -> Option<Arc<EndpointSeries>> {
+        RECENT
+            .try_with(|r| {
+                r.borrow().slots.iter().find_map(|(slot_id, s)| {
+                    s.as_ref()
+                        .filter(|s| *slot_id == id && *s.endpoint == *endpoint)
+                        .cloned()
+                })
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Remember `series` of instance `id` for this thread (the oldest slot goes).
+    pub(super) fn remember(id: u64, series: &Arc<EndpointSeries>) {
+        let _ = RECENT.try_with(|r| {
+            let mut r = r.borrow_mut();
+            let at = r.next;
+            r.slots[at] = (id, Some(Arc::clone(series)));
+            r.next = (at + 1) % SLOTS;
+        });
+    }
 }
 
 /// The cached handles of one endpoint.
@@ -651,13 +706,18 @@ impl RequestMetrics {
                 .get_or_init(|| Arc::new(EndpointSeries::new(UNMATCHED)))
                 .clone();
         }
-        if let Some(s) = i
+        if let Some(s) = recent::find(i.id, endpoint) {
+            return s;
+        }
+        let found = i
             .endpoints
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(endpoint)
-        {
-            return s.clone();
+            .cloned();
+        if let Some(s) = found {
+            recent::remember(i.id, &s);
+            return s;
         }
         let mut map = i.endpoints.write().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = map.get(endpoint) {
@@ -942,5 +1002,34 @@ mod tests {
             r#"endpoint="/greet.Greeter/SayHello",method="POST""#,
             1,
         );
+    }
+
+    #[test]
+    fn a_thread_remembers_each_instance_s_series_apart() {
+        // Two instances, one endpoint name, one thread: each request lands in its own store,
+        // however the per-thread cache of recent series was filled.
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (s1, s2) = (
+            Store::open(d1.path()).unwrap(),
+            Store::open(d2.path()).unwrap(),
+        );
+        let m1 = with_labels(&[]).build(&s1).unwrap();
+        let m2 = with_labels(&[]).build(&s2).unwrap();
+        for _ in 0..3 {
+            finish(m1.start("GET", "/same"), 200);
+            finish(m2.start("GET", "/same"), 200);
+            finish(m2.start("GET", "/same"), 200);
+        }
+        // More endpoints than the cache holds, then the first again.
+        for e in ["/a", "/b", "/c", "/d", "/e", "/same"] {
+            finish(m1.start("GET", e), 200);
+        }
+        let line = |n| {
+            format!(
+                r#"gunicorn_worker_requests_total{{endpoint="/same",method="GET",status="200",worker_id="1"}} {n}"#
+            )
+        };
+        assert!(text(d1.path()).contains(&line(4)), "{}", text(d1.path()));
+        assert!(text(d2.path()).contains(&line(6)), "{}", text(d2.path()));
     }
 }
