@@ -297,6 +297,8 @@ struct Sources {
 impl Sources {
     /// gunicorn: a list setting (`--bind`, `-e`) is set whole by the heaviest source that names it.
     fn lists_from_one_source(mut self) -> Self {
+        // Parsed once: taking one list's words out changes no other list's presence.
+        let (args, env) = (peek(&self.args), peek(&self.env));
         for s in settings::SETTINGS
             .iter()
             .filter(|s| s.kind == Kind::List && s.used == Use::Master)
@@ -309,8 +311,7 @@ impl Sources {
                 .iter()
                 .find(|f| f.len() == 2)
                 .and_then(|f| f.chars().nth(1));
-            let in_args = peek(&self.args).contains_id(id);
-            let in_env = peek(&self.env).contains_id(id);
+            let (in_args, in_env) = (args.contains_id(id), env.contains_id(id));
             if in_args {
                 self.env = without_list(std::mem::take(&mut self.env), long, short);
             }
