@@ -28,10 +28,10 @@ impl Proc {
     pub fn spawn(cmd: &mut Command) -> Proc {
         let child = cmd
             .stdin(Stdio::null())
-            // GPE_TEST_LOG=info shows what the master and its workers log, when debugging.
+            // TEST_MASTER_LOG=info shows what the master and its workers log, when debugging.
             .env(
                 "RUST_LOG",
-                std::env::var("GPE_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+                std::env::var("TEST_MASTER_LOG").unwrap_or_else(|_| "warn".to_owned()),
             )
             // The examples' /panic route panics on purpose: one line each, not a backtrace.
             .env("RUST_BACKTRACE", "0")

@@ -59,7 +59,7 @@ def main():
     print(f"python prometheus_client {importlib.metadata.version('prometheus_client')}: "
           f"{py_ms:.2f} ms per scrape ({size} bytes)")
 
-    env = dict(os.environ, GPE_SCRAPE_DIR=directory)
+    env = dict(os.environ, SCRAPE_BENCH_DIR=directory)
     subprocess.run(["cargo", "bench", "-p", "gpe-core", "--bench", "store", "--", "scrape_16x1000"],
                    cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))

@@ -1,7 +1,7 @@
 //! Hot-path and scrape benchmarks, each against a baseline measured in the same run.
 //!
 //! Run with: `cargo bench -p gpe-core --bench store`
-//! (set `GPE_SCRAPE_DIR` to scrape an existing directory instead of a generated one;
+//! (set `SCRAPE_BENCH_DIR` to scrape an existing directory instead of a generated one;
 //! `gpe-core/benches/scrape_vs_python.py` does that to compare with Python on the same files).
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
@@ -151,7 +151,7 @@ fn pids_in(dir: &Path) -> Vec<u32> {
 
 fn scrape(c: &mut Criterion) {
     let tmp = tempfile::tempdir().unwrap();
-    let (dir, pids): (PathBuf, Vec<u32>) = match std::env::var_os("GPE_SCRAPE_DIR") {
+    let (dir, pids): (PathBuf, Vec<u32>) = match std::env::var_os("SCRAPE_BENCH_DIR") {
         Some(d) => {
             let d = PathBuf::from(d);
             let p = pids_in(&d);

@@ -314,9 +314,9 @@ fn hup_rereads_an_edited_config_file() {
     m.wait_for("3 workers with the new timeout", |m| {
         let pids = m.workers();
         (pids.len() == 3
-            && pids
-                .iter()
-                .all(|p| common::environ(*p, "GPE_TIMEOUT").as_deref() == Some("40")))
+            && pids.iter().all(|p| {
+                common::environ(*p, gpe_core::worker::env::TIMEOUT).as_deref() == Some("40")
+            }))
         .then_some(())
     });
     // The log level changed with the file.

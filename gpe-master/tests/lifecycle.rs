@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{running, Master, Options, PATIENCE};
+use gpe_core::worker::env::WORKER_ID;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -27,7 +28,8 @@ fn three_workers_then_graceful_term() {
     assert_eq!(m.sample("gunicorn_master_workers"), Some(3.0));
     assert_eq!(m.sample("gunicorn_master_worker_spawns_total"), Some(3.0));
     for pid in &pids {
-        let id = common::worker_id(*pid).expect("GPE_WORKER_ID in the worker's environment");
+        let id = common::worker_id(*pid)
+            .unwrap_or_else(|| panic!("{WORKER_ID} in the environment of worker {pid}"));
         assert!((1..=3).contains(&id), "worker ids are 1..=3, got {id}");
     }
 

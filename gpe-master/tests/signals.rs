@@ -10,11 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{running, worker_id, Master, Options, PATIENCE};
+use gpe_core::worker::env::WORKER_ID;
 use nix::sys::signal::Signal;
 
 fn ids(pids: &[i32]) -> BTreeMap<u64, i32> {
     pids.iter()
-        .map(|p| (worker_id(*p).expect("GPE_WORKER_ID"), *p))
+        .map(|p| {
+            let id = worker_id(*p).unwrap_or_else(|| panic!("{WORKER_ID} of worker {p}"));
+            (id, *p)
+        })
         .collect()
 }
 

@@ -13,7 +13,7 @@ pub type Labels = BTreeMap<String, String>;
 pub type Samples = BTreeMap<(String, Labels), f64>;
 
 /// The env var a re-executed test binary reads to know it is a child, and what to do.
-pub const CHILD_ENV: &str = "GPE_TEST_CHILD";
+pub const CHILD_ENV: &str = "TEST_CHILD_ROLE";
 
 /// Re-run this test binary as a child process running the test `child_test` with `action`.
 pub fn spawn_child(child_test: &str, dir: &Path, action: &str, stdin_piped: bool) -> Child {

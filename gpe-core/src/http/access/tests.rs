@@ -121,7 +121,7 @@ fn environment_variables_are_read_when_parsed() {
     );
     assert_eq!(
         line(
-            "%({GPE_SURELY_UNSET_VARIABLE}e)s",
+            "%({SURELY_UNSET_ACCESS_LOG_TEST_VARIABLE}e)s",
             &head(),
             ok(0, Duration::ZERO)
         ),
@@ -291,13 +291,14 @@ fn the_environment_names_the_variable_at_fault() {
     assert_eq!(stdout.format().to_string(), DEFAULT_FORMAT);
     let err = super::AccessLog::from_lookup(lookup("-", "%(nope)s")).unwrap_err();
     assert!(
-        err.to_string().starts_with("GPE_ACCESS_LOGFORMAT: "),
+        err.to_string()
+            .starts_with(&format!("{}: ", env::ACCESS_LOGFORMAT)),
         "{err}"
     );
     let err = super::AccessLog::from_lookup(lookup("/nonexistent-dir/a.log", "")).unwrap_err();
     assert!(
         err.to_string()
-            .starts_with("GPE_ACCESS_LOGFILE: cannot open"),
+            .starts_with(&format!("{}: cannot open", env::ACCESS_LOGFILE)),
         "{err}"
     );
 }
