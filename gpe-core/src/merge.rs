@@ -110,12 +110,55 @@ impl Merged {
 
 /// The number of the group a series belongs to (the series of one sample, or the buckets and
 /// sum of one histogram), given the first time its key is seen: merging then hashes a `u32`.
-pub(crate) fn group_number<K: std::hash::Hash + Eq>(
+fn group_number<K: std::hash::Hash + Eq>(
     groups: &mut std::collections::HashMap<K, u32>,
     key: K,
 ) -> u32 {
     let next = u32::try_from(groups.len()).unwrap_or(u32::MAX);
     *groups.entry(key).or_insert(next)
+}
+
+/// Where one decoded sample merges (both collectors decode their keys through here).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct SampleGroup {
+    /// The number of its group ([`group_number`]): a histogram's buckets and sum
+    /// (`{metric}_bucket` with a numeric `le`, `{metric}_sum`) share the group of
+    /// (metric, labels without `le`); any other sample is in the group of (sample, labels).
+    pub(crate) group: u32,
+    /// A `_bucket` sample's `le`, parsed; `None` for other samples and for a bucket without a
+    /// numeric one.
+    pub(crate) le: Option<f64>,
+    /// The sample is `{metric}_sum` (a histogram's sum when the metric is a histogram).
+    pub(crate) hist_sum: bool,
+}
+
+/// The [`SampleGroup`] of the sample `sample` of `metric` with `labels`, numbered in `groups`.
+pub(crate) fn sample_group(
+    groups: &mut std::collections::HashMap<(String, Vec<(String, String)>), u32>,
+    metric: &str,
+    sample: &str,
+    labels: &[(String, String)],
+) -> SampleGroup {
+    let le = if sample.ends_with("_bucket") {
+        labels
+            .iter()
+            .find(|(n, _)| n == "le")
+            .and_then(|(_, v)| v.parse::<f64>().ok())
+    } else {
+        None
+    };
+    let hist_sum = sample.strip_suffix("_sum") == Some(metric);
+    let key = if le.is_some() || hist_sum {
+        let rest = labels.iter().filter(|(n, _)| n != "le").cloned().collect();
+        (format!("{metric}\0h"), rest)
+    } else {
+        (sample.to_owned(), labels.to_vec())
+    };
+    SampleGroup {
+        group: group_number(groups, key),
+        le,
+        hist_sum,
+    }
 }
 
 /// Whether values written as `b` can merge into a family first seen as `a`: the same type, and
@@ -332,5 +375,32 @@ mod tests {
         assert_eq!(family("jobs", "h", Kind::Counter).name(), "jobs_total");
         let g = family("temp", "h", Kind::Gauge(GaugeMode::Max));
         assert_eq!((g.name(), g.get_field_type()), ("temp", MetricType::GAUGE));
+    }
+
+    #[test]
+    fn a_histograms_buckets_and_sum_share_a_group() {
+        let mut groups = std::collections::HashMap::new();
+        let labels = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let mut group = |sample: &str, pairs: &[(&str, &str)]| {
+            sample_group(&mut groups, "h", sample, &labels(pairs))
+        };
+        let bucket = group("h_bucket", &[("a", "1"), ("le", "0.5")]);
+        assert_eq!((bucket.le, bucket.hist_sum), (Some(0.5), false));
+        let inf = group("h_bucket", &[("a", "1"), ("le", "+Inf")]);
+        let sum = group("h_sum", &[("a", "1")]);
+        assert!(sum.hist_sum);
+        assert_eq!((inf.group, sum.group), (bucket.group, bucket.group));
+        assert_ne!(group("h_sum", &[("a", "2")]).group, bucket.group);
+        let count = group("h_count", &[("a", "1")]);
+        assert_eq!((count.le, count.hist_sum), (None, false));
+        assert_ne!(count.group, bucket.group);
+        let no_le = group("h_bucket", &[("a", "1"), ("le", "x")]);
+        assert_eq!(no_le.le, None);
+        assert_ne!(no_le.group, bucket.group);
     }
 }

@@ -378,34 +378,23 @@ fn decode(
 ) -> Option<Arc<Decoded>> {
     let k = key::decode(raw)?;
     let labels: Vec<(String, String)> = k.labels.into_iter().collect();
-    let le = if k.sample.ends_with("_bucket") {
-        let le = labels
-            .iter()
-            .find(|(n, _)| n == "le")?
-            .1
-            .parse::<f64>()
-            .ok()?;
-        let rest: Vec<(String, String)> =
-            labels.iter().filter(|(n, _)| n != "le").cloned().collect();
-        Some((rest, le))
-    } else {
-        None
+    let g = merge::sample_group(groups, &k.metric, &k.sample, &labels);
+    let le = match g.le {
+        Some(le) => Some((
+            labels.iter().filter(|(n, _)| n != "le").cloned().collect(),
+            le,
+        )),
+        // A bucket without a numeric `le` is skipped.
+        None if k.sample.ends_with("_bucket") => return None,
+        None => None,
     };
-    // Histogram buckets and sums group by (metric, labels without le); the rest by sample.
-    let is_hist_sum = k.sample.strip_suffix("_sum") == Some(k.metric.as_str());
-    let group_key = match &le {
-        Some((rest, _)) => (format!("{}\0h", k.metric), rest.clone()),
-        None if is_hist_sum => (format!("{}\0h", k.metric), labels.clone()),
-        None => (k.sample.clone(), labels.clone()),
-    };
-    let group = merge::group_number(groups, group_key);
     Some(Arc::new(Decoded {
         metric: k.metric,
         sample: k.sample,
         labels,
         le,
         help: k.help,
-        group,
+        group: g.group,
     }))
 }
 

@@ -283,30 +283,15 @@ impl KeyCache {
 fn decode(raw: &str, groups: &mut HashMap<(String, Labels), u32>) -> Option<Arc<Decoded>> {
     let k = key::decode(raw)?;
     let labels: Labels = k.labels.into_iter().collect();
-    let le = if k.sample.ends_with("_bucket") {
-        labels
-            .iter()
-            .find(|(n, _)| n == "le")
-            .and_then(|(_, v)| v.parse::<f64>().ok())
-    } else {
-        None
-    };
-    let hist_sum = k.sample.strip_suffix("_sum") == Some(k.metric.as_str());
-    let group_key = if le.is_some() || hist_sum {
-        let rest: Labels = labels.iter().filter(|(n, _)| n != "le").cloned().collect();
-        (format!("{}\0h", k.metric), rest)
-    } else {
-        (k.sample.clone(), labels.clone())
-    };
-    let group = merge::group_number(groups, group_key);
+    let g = merge::sample_group(groups, &k.metric, &k.sample, &labels);
     Some(Arc::new(Decoded {
         metric: k.metric,
         sample: k.sample,
         labels,
-        le,
-        hist_sum,
+        le: g.le,
+        hist_sum: g.hist_sum,
         help: k.help,
-        group,
+        group: g.group,
     }))
 }
 
