@@ -1,22 +1,25 @@
 //! [`RequestMetrics`]: the request families of one process, their cached series, and how a
-//! finished request is recorded; [`RequestMetricsBuilder`] sets them up.
+//! finished request is recorded; [`RequestMetricsBuilder`] (`builder.rs`) sets them up, and
+//! `recent.rs` is the per-thread cache of the endpoints looked up last.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use foldhash::fast::RandomState;
-use prometheus::{HistogramOpts, Opts};
 
 use super::budget::SeriesBudget;
 use super::grpc::{self, GrpcCode};
 use super::tracker::{InFlight, RequestSize, RequestTracker, Stage};
-use super::{
-    RequestMetricsError, DEFAULT_DURATION_BUCKETS, DEFAULT_MAX_SERIES, DEFAULT_PREFIX,
-    DEFAULT_SIZE_BUCKETS, OVERFLOW, STATUS_CLIENT_CLOSED, STATUS_NO_RESPONSE, UNMATCHED, UNROUTED,
-};
+use super::{RequestMetricsError, STATUS_CLIENT_CLOSED, STATUS_NO_RESPONSE, UNMATCHED};
 use crate::clock::Clock;
 use crate::metrics::{Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramVec};
-use crate::store::{GaugeMode, Store};
+
+mod builder;
+mod recent;
+#[cfg(test)]
+mod tests;
+
+pub use builder::RequestMetricsBuilder;
 
 const METHODS: [&str; 10] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "OTHER",
@@ -26,311 +29,6 @@ const METHODS: [&str; 10] = [
 /// sending made-up methods cannot grow the series count.
 fn method_index(method: &str) -> u8 {
     METHODS[..9].iter().position(|m| *m == method).unwrap_or(9) as u8
-}
-
-/// Builds [`RequestMetrics`]: prefix, buckets, series cap, worker id and excluded paths.
-///
-/// ```
-/// # fn main() -> Result<(), gpe_core::http::RequestMetricsError> {
-/// # let dir = tempfile::tempdir().unwrap();
-/// let store = gpe_core::Store::open(dir.path())?;
-/// let metrics = gpe_core::http::RequestMetrics::builder()
-///     .duration_buckets(vec![0.005, 0.05, 0.5])?
-///     .exclude_path("/health")
-///     .exclude_path("/static/*")
-///     .max_series(500)?
-///     .build(&store)?;
-/// assert!(metrics.is_excluded("/static/app.js"));
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug, Clone)]
-pub struct RequestMetricsBuilder {
-    prefix: String,
-    duration_buckets: Vec<f64>,
-    size_buckets: Vec<f64>,
-    max_series: usize,
-    worker_id: Option<String>,
-    exclude: Vec<PathMatch>,
-    labels: Vec<String>,
-}
-
-impl Default for RequestMetricsBuilder {
-    fn default() -> Self {
-        RequestMetricsBuilder {
-            prefix: DEFAULT_PREFIX.to_owned(),
-            duration_buckets: DEFAULT_DURATION_BUCKETS.to_vec(),
-            size_buckets: DEFAULT_SIZE_BUCKETS.to_vec(),
-            max_series: DEFAULT_MAX_SERIES,
-            worker_id: None,
-            exclude: Vec::new(),
-            labels: Vec::new(),
-        }
-    }
-}
-
-fn check_buckets(what: &'static str, buckets: &[f64]) -> Result<(), RequestMetricsError> {
-    let ok = !buckets.is_empty()
-        && buckets.iter().all(|b| b.is_finite())
-        && buckets.windows(2).all(|w| w[0] < w[1]);
-    if ok {
-        Ok(())
-    } else {
-        Err(RequestMetricsError::InvalidBuckets {
-            what,
-            buckets: buckets.to_vec(),
-        })
-    }
-}
-
-impl RequestMetricsBuilder {
-    /// The metric name prefix (default `gunicorn_worker_`). It must be a valid metric name start
-    /// (`[a-zA-Z_:][a-zA-Z0-9_:]*`) and may be empty.
-    ///
-    /// # Errors
-    /// [`RequestMetricsError::InvalidPrefix`] for other characters.
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Result<Self, RequestMetricsError> {
-        let prefix = prefix.into();
-        let ok = prefix.chars().enumerate().all(|(i, c)| {
-            c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
-        });
-        if !ok {
-            return Err(RequestMetricsError::InvalidPrefix(prefix));
-        }
-        self.prefix = prefix;
-        Ok(self)
-    }
-
-    /// The request duration buckets in seconds (default [`DEFAULT_DURATION_BUCKETS`]).
-    ///
-    /// # Errors
-    /// [`RequestMetricsError::InvalidBuckets`] unless non-empty, finite and strictly increasing.
-    pub fn duration_buckets(mut self, buckets: Vec<f64>) -> Result<Self, RequestMetricsError> {
-        check_buckets("duration", &buckets)?;
-        self.duration_buckets = buckets;
-        Ok(self)
-    }
-
-    /// The request and response size buckets in bytes (default [`DEFAULT_SIZE_BUCKETS`]).
-    ///
-    /// # Errors
-    /// [`RequestMetricsError::InvalidBuckets`] unless non-empty, finite and strictly increasing.
-    pub fn size_buckets(mut self, buckets: Vec<f64>) -> Result<Self, RequestMetricsError> {
-        check_buckets("size", &buckets)?;
-        self.size_buckets = buckets;
-        Ok(self)
-    }
-
-    /// The per-family cap on label combinations in this process (default
-    /// [`DEFAULT_MAX_SERIES`]). Past it, new combinations are recorded under
-    /// `endpoint="<overflow>"` (method and status are kept: both are bounded sets).
-    ///
-    /// # Errors
-    /// [`RequestMetricsError::ZeroSeriesCap`] for 0.
-    pub fn max_series(mut self, max: usize) -> Result<Self, RequestMetricsError> {
-        if max == 0 {
-            return Err(RequestMetricsError::ZeroSeriesCap);
-        }
-        self.max_series = max;
-        Ok(self)
-    }
-
-    /// The `worker_id` label value (default: `GPE_WORKER_ID` from the environment, set by
-    /// gpe-master, else `0`).
-    #[must_use]
-    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
-        self.worker_id = Some(id.into());
-        self
-    }
-
-    /// The `worker_id` label value unless [`worker_id`](Self::worker_id) set one (for a server
-    /// that knows its worker's id, as `gpe_tower::serve` does).
-    #[must_use]
-    pub fn worker_id_or(mut self, id: String) -> Self {
-        if self.worker_id.is_none() {
-            self.worker_id = Some(id);
-        }
-        self
-    }
-
-    /// Do not record requests to `path`: an exact path, or a prefix when it ends in `*`
-    /// (`/static/*`).
-    #[must_use]
-    pub fn exclude_path(mut self, path: impl Into<String>) -> Self {
-        let path = path.into();
-        self.exclude.push(match path.strip_suffix('*') {
-            Some(prefix) => PathMatch::Prefix(prefix.to_owned()),
-            None => PathMatch::Exact(path),
-        });
-        self
-    }
-
-    /// Add a label of your own to every request family, whose value an adapter computes from
-    /// each request (a tenant, an API version: see gpe-tower's `MetricsLayer::request_labels`
-    /// and gpe-actix's `ActixMetrics::request_labels`), in the order the labels are added.
-    ///
-    /// The series cap ([`max_series`](Self::max_series)) counts every combination, these values
-    /// included: past it, new combinations go to the overflow series, where `endpoint` and each
-    /// of these labels is `<overflow>`. Keep the set of values small and fixed. The cost: one
-    /// hash of the endpoint and the values per request (instead of the endpoint alone), and
-    /// the allocations of the adapter's hook.
-    ///
-    /// ```
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// let store = gpe_core::Store::open(dir.path())?;
-    /// let metrics = gpe_core::http::RequestMetrics::builder()
-    ///     .worker_id("1")
-    ///     .label("tenant")?
-    ///     .build(&store)?;
-    /// let mut t = metrics.start_labelled("GET", "/users/{id}", &["acme"]);
-    /// t.set_status(200);
-    /// t.complete();
-    /// drop(t);
-    /// let text = gpe_core::expose::encode_text(&gpe_core::MultiProcessCollector::new(dir.path()).gather())?;
-    /// assert!(text.contains(
-    ///     r#"gunicorn_worker_requests_total{endpoint="/users/{id}",method="GET",status="200",tenant="acme",worker_id="1"} 1"#
-    /// ));
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    /// [`RequestMetricsError::InvalidLabel`] for a name that is not a label name, starts with
-    /// `__`, is given twice, or is one the families already have (`worker_id`, `method`,
-    /// `endpoint`, `status`, `error_type`, `le`, `pid`).
-    pub fn label(mut self, name: impl Into<String>) -> Result<Self, RequestMetricsError> {
-        let name = name.into();
-        let valid = name
-            .chars()
-            .enumerate()
-            .all(|(i, c)| c.is_ascii_alphabetic() || c == '_' || (i > 0 && c.is_ascii_digit()));
-        const TAKEN: [&str; 7] = [
-            "worker_id",
-            "method",
-            "endpoint",
-            "status",
-            "error_type",
-            "le",
-            "pid",
-        ];
-        if !valid
-            || name.is_empty()
-            || name.starts_with("__")
-            || TAKEN.contains(&name.as_str())
-            || self.labels.contains(&name)
-        {
-            return Err(RequestMetricsError::InvalidLabel(name));
-        }
-        self.labels.push(name);
-        Ok(self)
-    }
-
-    /// Register the families in `store`.
-    ///
-    /// # Errors
-    /// When the store rejects a family (for example, the same name registered with another
-    /// shape) or cannot write its files.
-    pub fn build(self, store: &Store) -> Result<RequestMetrics, RequestMetricsError> {
-        let p = &self.prefix;
-        let own: Vec<&str> = self.labels.iter().map(String::as_str).collect();
-        let with_own = |base: &[&'static str]| -> Vec<&str> {
-            base.iter().copied().chain(own.iter().copied()).collect()
-        };
-        let labels = with_own(&["worker_id", "method", "endpoint", "status"]);
-        let failure_labels = with_own(&["worker_id", "method", "endpoint", "status", "error_type"]);
-        let endpoint_labels = with_own(&["worker_id", "method", "endpoint"]);
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            CounterVec::new(Opts::new(format!("{p}{name}"), help), labels, store)
-        };
-        let histogram = |name: &str, help: &str, buckets: &[f64]| {
-            HistogramVec::new(
-                HistogramOpts::new(format!("{p}{name}"), help).buckets(buckets.to_vec()),
-                &labels,
-                store,
-            )
-        };
-        let worker_id = self
-            .worker_id
-            .unwrap_or_else(crate::worker::env::worker_id_label);
-        let inner = Inner {
-            requests: counter("requests_total", "Total HTTP requests handled.", &labels)?,
-            duration: histogram(
-                "request_duration_seconds",
-                "HTTP request duration in seconds, until the response body was sent.",
-                &self.duration_buckets,
-            )?,
-            request_size: histogram(
-                "request_size_bytes",
-                "HTTP request body size in bytes (from Content-Length).",
-                &self.size_buckets,
-            )?,
-            response_size: histogram(
-                "response_size_bytes",
-                "HTTP response body size in bytes, as sent.",
-                &self.size_buckets,
-            )?,
-            in_flight: GaugeVec::new(
-                Opts::new(format!("{p}requests_in_flight"), "HTTP requests in flight."),
-                &endpoint_labels,
-                GaugeMode::LiveSum,
-                store,
-            )?,
-            failed: counter(
-                "failed_requests_total",
-                "Failed HTTP requests (5xx responses, service errors, panics, body errors).",
-                &failure_labels,
-            )?,
-            error_handling: counter(
-                "error_handling_total",
-                "HTTP request failures handled by the stack (5xx responses, service errors, panics, body errors).",
-                &failure_labels,
-            )?,
-            disconnects: counter(
-                "client_disconnects_total",
-                "Requests whose client went away before the response body was complete.",
-                &endpoint_labels,
-            )?,
-            capped: CounterVec::new(
-                Opts::new(
-                    crate::health::SERIES_CAPPED,
-                    "Requests whose label combination a series cap refused (recorded under <overflow>), by family.",
-                ),
-                &["family"],
-                store,
-            )?,
-            capped_family: format!("{p}requests_total"),
-            capped_handle: OnceLock::new(),
-            worker_id,
-            series: SeriesBudget::new(self.max_series),
-            endpoints: RwLock::new(HashMap::default()),
-            overflow: Arc::new(EndpointSeries::with_values(
-                OVERFLOW,
-                own.iter().map(|_| OVERFLOW.into()).collect(),
-            )),
-            unmatched: OnceLock::new(),
-            unrouted: EndpointSeries::with_values(
-                UNROUTED,
-                own.iter().map(|_| UNROUTED.into()).collect(),
-            ),
-            labels: own.len(),
-            exclude: self.exclude,
-            clock: Clock::new(),
-            id: recent::next_id(),
-        };
-        Ok(RequestMetrics {
-            inner: Arc::new(inner),
-        })
-    }
-
-    /// [`build`](Self::build) into [`Store::from_env`] (`PROMETHEUS_MULTIPROC_DIR`).
-    ///
-    /// # Errors
-    /// As [`build`](Self::build), or when the store directory cannot be opened.
-    pub fn build_from_env(self) -> Result<RequestMetrics, RequestMetricsError> {
-        let store = Store::from_env()?;
-        self.build(&store)
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -357,7 +55,7 @@ pub(super) enum PathMatch {
 /// `status` is the response status code, `499` when the client went away before the response,
 /// `none` when the service returned an error instead of a response, and the gRPC status's name
 /// (`OK`, `NOT_FOUND`, …) for a gRPC call (see [`grpc`](super::grpc)). `endpoint` is
-/// [`UNROUTED`] (empty) in the in-flight gauge of requests started with
+/// [`UNROUTED`](super::UNROUTED) (empty) in the in-flight gauge of requests started with
 /// [`start_unrouted`](RequestMetrics::start_unrouted), as gpe-actix does by default, and in every
 /// family for such a request that ended before its route was known.
 #[derive(Debug, Clone)]
@@ -397,58 +95,6 @@ pub(super) struct Inner {
     pub(super) clock: Clock,
     /// Tells this instance's series apart in the per-thread cache ([`recent`]).
     pub(super) id: u64,
-}
-
-/// The endpoints a thread looked up last, per [`RequestMetrics`] instance: a request to one of
-/// them finds its series by a string compare, without the map's lock and hash. A route's series
-/// is never removed from the map, so a remembered one stays the right one.
-mod recent {
-    use std::cell::RefCell;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
-
-    use super::EndpointSeries;
-
-    const SLOTS: usize = 4;
-
-    /// A new instance's id (never 0, the id of an empty slot).
-    pub(super) fn next_id() -> u64 {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    }
-
-    #[derive(Default)]
-    struct Recent {
-        slots: [(u64, Option<Arc<EndpointSeries>>); SLOTS],
-        next: usize,
-    }
-
-    thread_local!(static RECENT: RefCell<Recent> = RefCell::default());
-
-    /// The series of `endpoint` in instance `id`, if this thread looked it up lately.
-    #[inline]
-    pub(super) fn find(id: u64, endpoint: &str) -> Option<Arc<EndpointSeries>> {
-        RECENT
-            .try_with(|r| {
-                r.borrow().slots.iter().find_map(|(slot_id, s)| {
-                    s.as_ref()
-                        .filter(|s| *slot_id == id && *s.endpoint == *endpoint)
-                        .cloned()
-                })
-            })
-            .ok()
-            .flatten()
-    }
-
-    /// Remember `series` of instance `id` for this thread (the oldest slot goes).
-    pub(super) fn remember(id: u64, series: &Arc<EndpointSeries>) {
-        let _ = RECENT.try_with(|r| {
-            let mut r = r.borrow_mut();
-            let at = r.next;
-            r.slots[at] = (id, Some(Arc::clone(series)));
-            r.next = (at + 1) % SLOTS;
-        });
-    }
 }
 
 /// The cached handles of one endpoint.
@@ -516,7 +162,7 @@ impl RequestMetrics {
         RequestMetricsBuilder::default()
     }
 
-    /// The families with the defaults, in [`Store::from_env`].
+    /// The families with the defaults, in [`Store::from_env`](crate::Store::from_env).
     ///
     /// # Errors
     /// As [`RequestMetricsBuilder::build_from_env`].
@@ -586,7 +232,7 @@ impl RequestMetrics {
 
     /// Start tracking a request whose endpoint is not known yet: an actix-web middleware runs
     /// before the app routes the request, and resolving the route template there would route it
-    /// twice. The in-flight gauge goes up under `endpoint=""` ([`UNROUTED`]); call
+    /// twice. The in-flight gauge goes up under `endpoint=""` ([`UNROUTED`](super::UNROUTED)); call
     /// [`RequestTracker::set_endpoint`] once the route is known, else the request is recorded
     /// under `endpoint=""` too.
     ///
@@ -854,182 +500,5 @@ impl RequestMetrics {
                 c.inc();
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn text(dir: &std::path::Path) -> String {
-        crate::expose::encode_text(&crate::collect::MultiProcessCollector::new(dir).gather())
-            .unwrap()
-    }
-
-    /// A builder for worker "1" with `labels` of its own.
-    fn with_labels(labels: &[&str]) -> RequestMetricsBuilder {
-        labels
-            .iter()
-            .fold(RequestMetrics::builder().worker_id("1"), |b, l| {
-                b.label(*l).unwrap()
-            })
-    }
-
-    fn finish(mut t: RequestTracker, status: u16) {
-        t.set_status(status);
-        t.complete();
-    }
-
-    #[test]
-    fn own_labels_are_bounded_by_the_series_cap() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let metrics = with_labels(&["tenant"])
-            .max_series(2)
-            .unwrap()
-            .build(&store)
-            .unwrap();
-        assert_eq!(metrics.own_labels(), 1);
-        for tenant in ["a", "b", "c", "d", "a"] {
-            finish(metrics.start_labelled("GET", "/x", &[tenant]), 200);
-        }
-        let t = text(dir.path());
-        let series = |tenant: &str| {
-            format!(
-                r#"gunicorn_worker_requests_total{{endpoint="/x",method="GET",status="200",tenant="{tenant}",worker_id="1"}}"#
-            )
-        };
-        assert!(t.contains(&format!("{} 2", series("a"))), "{t}");
-        assert!(t.contains(&format!("{} 1", series("b"))), "{t}");
-        assert!(!t.contains(&series("c")), "{t}");
-        // Past the cap, the endpoint and the label both say so.
-        assert!(
-            t.contains(r#"gunicorn_worker_requests_total{endpoint="<overflow>",method="GET",status="200",tenant="<overflow>",worker_id="1"} 2"#),
-            "{t}"
-        );
-        // And gpe counts what the cap turned away, for an alert.
-        assert!(
-            t.contains(r#"gpe_series_capped_total{family="gunicorn_worker_requests_total"} 2"#),
-            "{t}"
-        );
-    }
-
-    #[test]
-    fn an_unrouted_request_gets_its_labels_with_its_endpoint() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let metrics = with_labels(&["tenant", "version"]).build(&store).unwrap();
-        let mut t = metrics.start_unrouted_labelled("POST", &["acme", "v2"]);
-        t.set_endpoint("/orders");
-        finish(t, 503);
-        let t = text(dir.path());
-        assert!(
-            t.contains(r#"gunicorn_worker_failed_requests_total{endpoint="/orders",error_type="status_5xx",method="POST",status="503",tenant="acme",version="v2",worker_id="1"} 1"#),
-            "{t}"
-        );
-        assert!(
-            t.contains(r#"gunicorn_worker_requests_in_flight{endpoint="",method="POST",tenant="",version="",worker_id="1"} 0"#),
-            "{t}"
-        );
-    }
-
-    #[test]
-    fn label_names_are_checked() {
-        let b = || RequestMetrics::builder();
-        for bad in ["", "1x", "a-b", "__x", "status", "endpoint", "le"] {
-            assert!(
-                matches!(b().label(bad), Err(RequestMetricsError::InvalidLabel(n)) if n == bad),
-                "{bad:?}"
-            );
-        }
-        assert!(b().label("tenant").unwrap().label("tenant").is_err());
-    }
-
-    #[test]
-    fn grpc_calls_are_labelled_by_their_grpc_status() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let metrics = with_labels(&[]).build(&store).unwrap();
-        let call = |code: Option<GrpcCode>, complete: bool| {
-            let mut t = metrics.start("POST", "/greet.Greeter/SayHello");
-            t.set_grpc();
-            t.set_status(200); // the head: gRPC answers 200 whatever happens
-            if let Some(code) = code {
-                t.set_grpc_status(code);
-            }
-            if complete {
-                t.complete();
-            }
-        };
-        call(Some(GrpcCode::Ok), true);
-        call(Some(GrpcCode::Ok), true);
-        call(Some(GrpcCode::InvalidArgument), true);
-        call(Some(GrpcCode::Internal), true);
-        call(None, false); // the client cancelled before the status
-        call(Some(GrpcCode::Unimplemented), true);
-        let t = text(dir.path());
-        let series = |family: &str, labels: &str, v: u32| {
-            let line = format!("gunicorn_worker_{family}{{{labels},worker_id=\"1\"}} {v}");
-            assert!(t.contains(&line), "no {line} in\n{t}");
-        };
-        let call_labels = |status: &str| {
-            format!(r#"endpoint="/greet.Greeter/SayHello",method="POST",status="{status}""#)
-        };
-        series("requests_total", &call_labels("OK"), 2);
-        series("requests_total", &call_labels("INVALID_ARGUMENT"), 1);
-        series("requests_total", &call_labels("INTERNAL"), 1);
-        series("requests_total", &call_labels("CANCELLED"), 1);
-        // Made-up method names make no series of their own.
-        series(
-            "requests_total",
-            r#"endpoint="<unmatched>",method="POST",status="UNIMPLEMENTED""#,
-            1,
-        );
-        assert!(!t.contains(r#"status="200""#), "{t}");
-        // Only the server's faults are failures.
-        series(
-            "failed_requests_total",
-            r#"endpoint="/greet.Greeter/SayHello",error_type="grpc_server_error",method="POST",status="INTERNAL""#,
-            1,
-        );
-        assert_eq!(
-            t.matches("gunicorn_worker_failed_requests_total{").count(),
-            2,
-            "{t}"
-        );
-        series(
-            "client_disconnects_total",
-            r#"endpoint="/greet.Greeter/SayHello",method="POST""#,
-            1,
-        );
-    }
-
-    #[test]
-    fn a_thread_remembers_each_instance_s_series_apart() {
-        // Two instances, one endpoint name, one thread: each request lands in its own store,
-        // however the per-thread cache of recent series was filled.
-        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (s1, s2) = (
-            Store::open(d1.path()).unwrap(),
-            Store::open(d2.path()).unwrap(),
-        );
-        let m1 = with_labels(&[]).build(&s1).unwrap();
-        let m2 = with_labels(&[]).build(&s2).unwrap();
-        for _ in 0..3 {
-            finish(m1.start("GET", "/same"), 200);
-            finish(m2.start("GET", "/same"), 200);
-            finish(m2.start("GET", "/same"), 200);
-        }
-        // More endpoints than the cache holds, then the first again.
-        for e in ["/a", "/b", "/c", "/d", "/e", "/same"] {
-            finish(m1.start("GET", e), 200);
-        }
-        let line = |n| {
-            format!(
-                r#"gunicorn_worker_requests_total{{endpoint="/same",method="GET",status="200",worker_id="1"}} {n}"#
-            )
-        };
-        assert!(text(d1.path()).contains(&line(4)), "{}", text(d1.path()));
-        assert!(text(d2.path()).contains(&line(6)), "{}", text(d2.path()));
     }
 }
