@@ -38,6 +38,10 @@ pub enum Error {
         buckets: Vec<f64>,
     },
 
+    /// A native histogram's options are out of range ([`NativeOpts`](crate::native::NativeOpts)).
+    #[error("invalid native histogram options: {0}")]
+    InvalidNative(String),
+
     /// A gauge multiprocess mode name was not recognised.
     #[error("unknown gauge multiprocess mode {0:?}: expected one of all, liveall, min, max, sum, mostrecent, livemin, livemax, livesum, livemostrecent")]
     UnknownGaugeMode(String),

@@ -39,6 +39,7 @@
 //! |---|---|
 //! | [`store`] | the per-process value store: [`Store`], the `.db` file format, keys, [`GaugeMode`] |
 //! | [`metrics`] | [`Counter`], [`Gauge`], [`Histogram`] and their `Vec`s; adopting a `prometheus` registry |
+//! | [`native`] | native histograms: exponential buckets, per process and merged |
 //! | [`merge`] | the Python rules that add up one series across processes |
 //! | [`collect`] | the file collector, process liveness, compaction of dead processes' files |
 //! | [`expose`] | text and OpenMetrics exposition, the exporter's configuration, the `/metrics` server |
@@ -60,6 +61,7 @@ pub mod health;
 pub mod http;
 pub mod merge;
 pub mod metrics;
+pub mod native;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;

@@ -71,7 +71,7 @@ impl Rule {
     pub(crate) fn of(kind: Kind) -> Rule {
         match kind {
             Kind::Gauge(mode) => Rule::for_gauge(mode),
-            Kind::Counter | Kind::Histogram | Kind::Summary => Rule::Sum,
+            Kind::Counter | Kind::Histogram | Kind::Summary | Kind::Native => Rule::Sum,
         }
     }
 }
@@ -148,17 +148,27 @@ pub(crate) fn sample_group(
         None
     };
     let hist_sum = sample.strip_suffix("_sum") == Some(metric);
-    let key = if le.is_some() || hist_sum {
+    let group = if le.is_some() || hist_sum {
         let rest = labels.iter().filter(|(n, _)| n != "le").cloned().collect();
-        (format!("{metric}\0h"), rest)
+        histogram_group(groups, metric, rest)
     } else {
-        (sample.to_owned(), labels.to_vec())
+        group_number(groups, (sample.to_owned(), labels.to_vec()))
     };
     SampleGroup {
-        group: group_number(groups, key),
+        group,
         le,
         hist_sum,
     }
+}
+
+/// The group of histogram `metric`'s series with `labels` (without `le`): its classic buckets,
+/// its sum and its native buckets.
+pub(crate) fn histogram_group(
+    groups: &mut std::collections::HashMap<(String, Vec<(String, String)>), u32>,
+    metric: &str,
+    labels: Vec<(String, String)>,
+) -> u32 {
+    group_number(groups, (format!("{metric}\0h"), labels))
 }
 
 /// Whether values written as `b` can merge into a family first seen as `a`: the same type, and
@@ -251,7 +261,7 @@ pub(crate) fn family(metric: &str, help: &str, kind: Kind) -> MetricFamily {
         Kind::Counter => (format!("{metric}_total"), MetricType::COUNTER),
         Kind::Gauge(_) => (metric.to_owned(), MetricType::GAUGE),
         Kind::Summary => (metric.to_owned(), MetricType::SUMMARY),
-        Kind::Histogram => (metric.to_owned(), MetricType::HISTOGRAM),
+        Kind::Histogram | Kind::Native => (metric.to_owned(), MetricType::HISTOGRAM),
     };
     mf.set_name(name);
     mf.set_field_type(ty);

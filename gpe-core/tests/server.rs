@@ -60,7 +60,7 @@ fn populated_store(dir: &Path) -> Store {
 
 fn serve(dir: &Path, config: ServerConfig) -> ServerHandle {
     let collector = MultiProcessCollector::new(dir);
-    MetricsServer::bind(config, Arc::new(move || collector.gather()))
+    MetricsServer::bind(config, Arc::new(move || collector.scrape()))
         .unwrap()
         .spawn_thread()
         .unwrap()
@@ -289,7 +289,7 @@ fn serve_tls(files: TlsFiles) -> (tempfile::TempDir, ServerHandle) {
 fn tls_bind_error(files: TlsFiles) -> String {
     MetricsServer::bind(
         ServerConfig::new(localhost()).tls(Some(files)),
-        Arc::new(Vec::new),
+        Arc::new(gpe_core::expose::Scrape::default),
     )
     .unwrap_err()
     .to_string()
@@ -466,7 +466,7 @@ fn probes_answer_without_credentials_unless_told_otherwise() {
     let _store = populated_store(dir.path());
     let serve_with = |config: ServerConfig, ready: Option<gpe_core::expose::server::Readiness>| {
         let collector = MultiProcessCollector::new(dir.path());
-        let mut server = MetricsServer::bind(config, Arc::new(move || collector.gather())).unwrap();
+        let mut server = MetricsServer::bind(config, Arc::new(move || collector.scrape())).unwrap();
         if let Some(r) = ready {
             server = server.readiness(r);
         }

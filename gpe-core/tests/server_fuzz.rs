@@ -147,7 +147,7 @@ fn random_and_mutated_requests_never_break_the_server() {
             password: "q".into(),
         }))
         .header_timeout(Duration::from_millis(500));
-    let server = MetricsServer::bind(config, Arc::new(move || collector.gather()))
+    let server = MetricsServer::bind(config, Arc::new(move || collector.scrape()))
         .unwrap()
         .spawn_thread()
         .unwrap();

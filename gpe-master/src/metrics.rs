@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use gpe_core::prometheus::proto::MetricFamily;
 use gpe_core::{LivePids, Liveness, MultiProcessCollector};
 use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
@@ -76,11 +75,11 @@ impl MasterMetrics {
         &self,
         dir: &std::path::Path,
         live: LivePids,
-    ) -> Arc<dyn Fn() -> Vec<MetricFamily> + Send + Sync> {
+    ) -> gpe_core::expose::server::Source {
         let collector = MultiProcessCollector::new(dir)
             .with_liveness(Liveness::Pids(live))
             .with_registry(self.registry.clone())
             .with_self_metrics();
-        Arc::new(move || collector.gather())
+        Arc::new(move || collector.scrape())
     }
 }

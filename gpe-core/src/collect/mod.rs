@@ -10,6 +10,7 @@ use prometheus::proto::{self, MetricFamily, MetricType};
 
 use crate::error::Error;
 use crate::merge::{self, label_key, Buckets, Merged, Rule, Summary};
+use crate::native::{self, NativeBuckets, NativeSet};
 use crate::store::dbfile::{self, FileName, Kind, Owner};
 use crate::store::key;
 use compact::{CompactReport, DirLock};
@@ -114,6 +115,9 @@ struct Decoded {
     /// For `_bucket` samples: the labels without `le`, and `le` parsed.
     le: Option<(Vec<(String, String)>, f64)>,
     help: String,
+    /// For the entries of native histogram files: which bucket (or the zero bucket) it is;
+    /// `labels` are then the series' labels, without the store's.
+    native: Option<native::Part>,
     /// Interned identity of the series this sample belongs to: (sample, labels) for scalars,
     /// (metric, labels without `le`) for histogram buckets and sums. Samples of different
     /// processes with the same id are merged.
@@ -248,17 +252,23 @@ impl MultiProcessCollector {
     ///
     /// Never fails: a file that cannot be read is skipped with a warning naming it.
     pub fn gather(&self) -> Vec<MetricFamily> {
+        self.scrape().families
+    }
+
+    /// [`gather`](Self::gather), with the native buckets of the histograms that have them
+    /// (see [`native`](crate::native)): what the `/metrics` server exposes.
+    pub fn scrape(&self) -> crate::expose::Scrape {
         let started = std::time::Instant::now();
         if self.auto_compact {
             if let Err(e) = compact::compact(&self.dir, |pid| self.liveness.is_live(pid), false) {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "compaction failed; scraping without it");
             }
         }
-        let mut families = match self.read_files() {
+        let (mut families, natives) = match self.read_files() {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read the metrics directory");
-                BTreeMap::new()
+                (BTreeMap::new(), NativeSet::default())
             }
         };
         if let Some(registry) = &self.registry {
@@ -277,13 +287,14 @@ impl MultiProcessCollector {
                 merge_family(&mut families, mf);
             }
         }
-        families
+        let families = families
             .into_values()
             .filter(|f| !f.get_metric().is_empty())
-            .collect()
+            .collect();
+        crate::expose::Scrape::new(families, natives)
     }
 
-    fn read_files(&self) -> Result<BTreeMap<String, MetricFamily>, Error> {
+    fn read_files(&self) -> Result<(BTreeMap<String, MetricFamily>, NativeSet), Error> {
         let _lock = DirLock::shared(&self.dir);
         let mut files = Vec::new();
         let listing = std::fs::read_dir(&self.dir)
@@ -376,7 +387,22 @@ fn decode(
     raw: &str,
     groups: &mut HashMap<(String, Vec<(String, String)>), u32>,
 ) -> Option<Arc<Decoded>> {
-    let k = key::decode(raw)?;
+    let mut k = key::decode(raw)?;
+    if k.labels.contains_key(native::labels::SCHEMA) {
+        // A native histogram's bucket: in the group of its histogram series.
+        let part = native::Part::take(&k.metric, &k.sample, &mut k.labels)?;
+        let labels: Vec<(String, String)> = k.labels.into_iter().collect();
+        let group = merge::histogram_group(groups, &k.metric, labels.clone());
+        return Some(Arc::new(Decoded {
+            metric: k.metric,
+            sample: k.sample,
+            labels,
+            le: None,
+            help: k.help,
+            native: Some(part),
+            group,
+        }));
+    }
     let labels: Vec<(String, String)> = k.labels.into_iter().collect();
     let g = merge::sample_group(groups, &k.metric, &k.sample, &labels);
     let le = match g.le {
@@ -394,6 +420,7 @@ fn decode(
         labels,
         le,
         help: k.help,
+        native: None,
         group: g.group,
     }))
 }
@@ -410,9 +437,44 @@ struct FamAcc<'a> {
 
 type Sample = (Kind, Arc<str>, Arc<Decoded>, f64, f64);
 
-fn accumulate(samples: &[Sample]) -> BTreeMap<String, MetricFamily> {
+/// One native histogram series being merged, and its bucket limit (the smallest any process
+/// asked for).
+type NativeAcc<'a> = (&'a Decoded, NativeBuckets, Option<u32>);
+
+fn accumulate(samples: &[Sample]) -> (BTreeMap<String, MetricFamily>, NativeSet) {
     let mut fams: HashMap<&str, FamAcc<'_>> = HashMap::new();
+    let mut natives: HashMap<u32, NativeAcc<'_>> = HashMap::new();
     for (kind, owner, d, value, ts) in samples {
+        if let Some(part) = &d.native {
+            let (_, buckets, limit) = natives
+                .entry(d.group)
+                .or_insert_with(|| (d, NativeBuckets::new(native::MAX_SCHEMA, 0.0), None));
+            match *part {
+                native::Part::Bucket {
+                    positive,
+                    schema,
+                    index,
+                } => buckets.add_bucket(positive, schema, index, *value),
+                native::Part::Zero {
+                    schema,
+                    threshold,
+                    max_buckets,
+                } => {
+                    buckets.reduce_to(schema);
+                    buckets.add_zero(threshold, *value);
+                    let max = if max_buckets == 0 {
+                        u32::MAX
+                    } else {
+                        max_buckets
+                    };
+                    *limit = Some(limit.map_or(max, |l| l.min(max)));
+                }
+            }
+            continue;
+        }
+        if *kind == Kind::Native {
+            continue; // a key without the store's labels: not ours to read
+        }
         let fam = match fams.entry(d.metric.as_str()) {
             MapEntry::Occupied(o) => o.into_mut(),
             MapEntry::Vacant(v) => v.insert(FamAcc {
@@ -455,7 +517,19 @@ fn accumulate(samples: &[Sample]) -> BTreeMap<String, MetricFamily> {
         let mf = build_family(metric, fam);
         out.insert(mf.name().to_owned(), mf);
     }
-    out
+    let mut set = NativeSet::default();
+    for (d, mut buckets, limit) in natives.into_values() {
+        let limit = limit.map_or(native::DEFAULT_MAX_BUCKETS, |l| {
+            if l == u32::MAX {
+                0
+            } else {
+                l
+            }
+        });
+        buckets.finish(limit as usize);
+        set.insert(&d.metric, d.labels.clone(), buckets);
+    }
+    (out, set)
 }
 
 /// A series with `labels`, plus `pid` when given, sorted by name.
@@ -500,6 +574,8 @@ fn build_family(metric: &str, fam: FamAcc<'_>) -> MetricFamily {
                 metrics.push(m);
             }
         }
+        // Native buckets are not families of their own (see `accumulate`).
+        Kind::Native => {}
         Kind::Histogram => {
             for (d, h) in fam.hists.into_values() {
                 let labels = match &d.le {

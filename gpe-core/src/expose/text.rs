@@ -13,6 +13,9 @@ use std::io::Write as _;
 
 use prometheus::proto::{MetricFamily, MetricType};
 
+use super::{protobuf, Scrape};
+use crate::native::NativeSet;
+
 /// Content type of the text format.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Content type of OpenMetrics.
@@ -39,6 +42,9 @@ pub enum Format {
     Text,
     /// OpenMetrics 1.0.0 text.
     OpenMetrics,
+    /// Prometheus's delimited protobuf (`io.prometheus.client.MetricFamily`), the format of
+    /// native histograms.
+    Protobuf,
 }
 
 /// An encoded scrape body.
@@ -72,13 +78,55 @@ fn quality(header: &str, media: &str) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// OpenMetrics when the scraper lists it with a q-value not lower than text/plain's.
+/// The q-value of the delimited `MetricFamily` protobuf in `header` (0 when absent, or when it
+/// names another message or encoding).
+fn protobuf_quality(header: &str) -> f32 {
+    header
+        .split(',')
+        .filter_map(|part| {
+            let mut it = part.split(';').map(str::trim);
+            if !it
+                .next()?
+                .eq_ignore_ascii_case("application/vnd.google.protobuf")
+            {
+                return None;
+            }
+            let mut q = 1.0;
+            for p in it {
+                let (k, v) = p.split_once('=')?;
+                match k.trim() {
+                    "proto" if v.trim() != "io.prometheus.client.MetricFamily" => return None,
+                    "encoding" if v.trim() != "delimited" => return None,
+                    "q" => q = v.trim().parse::<f32>().ok()?,
+                    _ => {}
+                }
+            }
+            Some(q)
+        })
+        .fold(0.0, f32::max)
+}
+
+/// The format the scraper prefers: protobuf or OpenMetrics when it lists them with a q-value not
+/// lower than text/plain's (protobuf first on a tie), else text.
+///
+/// ```
+/// use gpe_core::expose::{negotiate, Format};
+/// // What Prometheus sends with `--enable-feature=native-histograms`.
+/// let accept = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;\
+///               encoding=delimited;q=0.8,application/openmetrics-text;version=1.0.0;q=0.7,\
+///               text/plain;version=0.0.4;q=0.3,*/*;q=0.1";
+/// assert_eq!(negotiate(Some(accept)), Format::Protobuf);
+/// ```
 pub fn negotiate(accept: Option<&str>) -> Format {
     let Some(accept) = accept else {
         return Format::Text;
     };
+    let text = quality(accept, "text/plain").max(quality(accept, "*/*") * 0.999);
     let om = quality(accept, "application/openmetrics-text");
-    if om > 0.0 && om >= quality(accept, "text/plain").max(quality(accept, "*/*") * 0.999) {
+    let pb = protobuf_quality(accept);
+    if pb > 0.0 && pb >= om && pb >= text {
+        Format::Protobuf
+    } else if om > 0.0 && om >= text {
         Format::OpenMetrics
     } else {
         Format::Text
@@ -86,7 +134,7 @@ pub fn negotiate(accept: Option<&str>) -> Format {
 }
 
 /// Merge families of one name (and type), drop empty and nameless ones, sort by name.
-fn dedup(families: &[MetricFamily]) -> Vec<MetricFamily> {
+pub(super) fn dedup(families: &[MetricFamily]) -> Vec<MetricFamily> {
     let mut by_name: BTreeMap<&str, MetricFamily> = BTreeMap::new();
     for mf in families.iter().filter(|f| !f.get_metric().is_empty()) {
         if mf.name().is_empty() {
@@ -310,20 +358,45 @@ pub fn encode(
     accept: Option<&str>,
     accept_encoding: Option<&str>,
 ) -> Result<Encoded, ExpositionError> {
+    encode_parts(families, &NativeSet::default(), accept, accept_encoding)
+}
+
+/// [`Scrape::encode`]: [`encode`] with the native buckets for the protobuf format.
+pub(super) fn encode_scrape(
+    scrape: &Scrape,
+    accept: Option<&str>,
+    accept_encoding: Option<&str>,
+) -> Result<Encoded, ExpositionError> {
+    encode_parts(&scrape.families, &scrape.native, accept, accept_encoding)
+}
+
+fn encode_parts(
+    families: &[MetricFamily],
+    native: &NativeSet,
+    accept: Option<&str>,
+    accept_encoding: Option<&str>,
+) -> Result<Encoded, ExpositionError> {
     let (content_type, text) = match negotiate(accept) {
-        Format::OpenMetrics => (OPENMETRICS_CONTENT_TYPE, encode_openmetrics(families)?),
-        Format::Text => (TEXT_CONTENT_TYPE, encode_text(families)?),
+        Format::OpenMetrics => (
+            OPENMETRICS_CONTENT_TYPE,
+            encode_openmetrics(families)?.into_bytes(),
+        ),
+        Format::Text => (TEXT_CONTENT_TYPE, encode_text(families)?.into_bytes()),
+        Format::Protobuf => (
+            protobuf::PROTOBUF_CONTENT_TYPE,
+            protobuf::encode_families(families, native),
+        ),
     };
     let gzip = accept_encoding.is_some_and(|h| quality(h, "gzip") > 0.0);
     if !gzip {
         return Ok(Encoded {
             content_type,
             content_encoding: None,
-            body: text.into_bytes(),
+            body: text,
         });
     }
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(text.as_bytes())?;
+    enc.write_all(&text)?;
     Ok(Encoded {
         content_type,
         content_encoding: Some("gzip"),

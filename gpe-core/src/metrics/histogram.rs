@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::vec::{Children, Def};
 use crate::error::Error;
+use crate::native::{NativeBuckets, NativeOpts, NativeSeries};
 use crate::store::dbfile::Kind;
 use crate::store::key;
 use crate::store::Store;
@@ -45,6 +46,8 @@ struct Series {
     upper: Arc<[f64]>,
     /// One per bound, then +Inf.
     buckets: Box<[Slot]>,
+    /// The native buckets, for a histogram made [`with_native`](HistogramVec::with_native).
+    native: Option<NativeSeries>,
 }
 
 impl Histogram {
@@ -77,6 +80,15 @@ impl Histogram {
         if v != 0.0 {
             s.sum.add(v);
         }
+        if let Some(native) = &s.native {
+            native.observe(v);
+        }
+    }
+
+    /// This process's native buckets, for a histogram made
+    /// [`with_native`](HistogramVec::with_native).
+    pub fn native_buckets(&self) -> Option<NativeBuckets> {
+        self.inner.native.as_ref().map(NativeSeries::snapshot)
     }
 
     /// This process's observation count.
@@ -109,6 +121,7 @@ struct VecInner {
     def: Def,
     upper: Arc<[f64]>,
     bounds: Vec<String>,
+    native: Option<NativeOpts>,
     store: Store,
     children: Children<Histogram>,
 }
@@ -121,6 +134,31 @@ impl HistogramVec {
     /// Invalid names or buckets, or a name already registered with another shape.
     pub fn new(
         opts: prometheus::HistogramOpts,
+        label_names: &[&str],
+        store: &Store,
+    ) -> Result<HistogramVec, Error> {
+        HistogramVec::make(opts, None, label_names, store)
+    }
+
+    /// A histogram family with native buckets beside its classic ones (see
+    /// [`native`](crate::native)). With no classic buckets in `opts` (an empty `buckets`), the
+    /// classic part is the `+Inf` bucket alone, as client_golang exposes a native-only histogram
+    /// in the text formats.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn with_native(
+        opts: prometheus::HistogramOpts,
+        native: NativeOpts,
+        label_names: &[&str],
+        store: &Store,
+    ) -> Result<HistogramVec, Error> {
+        HistogramVec::make(opts, Some(native), label_names, store)
+    }
+
+    fn make(
+        opts: prometheus::HistogramOpts,
+        native: Option<NativeOpts>,
         label_names: &[&str],
         store: &Store,
     ) -> Result<HistogramVec, Error> {
@@ -137,7 +175,11 @@ impl HistogramVec {
                 buckets: opts.buckets,
             });
         }
-        store.register(&def.name, def.signature(&format!("histogram{buckets:?}")))?;
+        let shape = match &native {
+            Some(n) => format!("histogram{buckets:?}{}", n.signature()),
+            None => format!("histogram{buckets:?}"),
+        };
+        store.register(&def.name, def.signature(&shape))?;
         let mut bounds: Vec<String> = buckets
             .iter()
             .map(|b| key::float_to_go_string(*b))
@@ -148,6 +190,7 @@ impl HistogramVec {
                 def,
                 upper: buckets.into(),
                 bounds,
+                native,
                 store: store.clone(),
                 children: Children::new(),
             }),
@@ -177,6 +220,16 @@ impl HistogramVec {
                 &i.def.help,
             );
             let sum = i.store.slot(Kind::Histogram, &k)?;
+            let native = match i.native {
+                Some(opts) => Some(NativeSeries::new(
+                    &i.store,
+                    name,
+                    &i.def.help,
+                    &labels,
+                    opts,
+                )?),
+                None => None,
+            };
             Ok(Histogram {
                 inner: Arc::new(Series {
                     // With no bounds, every observation is in +Inf: the fast path never applies.
@@ -185,6 +238,7 @@ impl HistogramVec {
                     sum,
                     upper: Arc::clone(&i.upper),
                     buckets: buckets.into(),
+                    native,
                 }),
             })
         })

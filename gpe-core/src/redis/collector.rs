@@ -418,6 +418,8 @@ impl Acc {
                         metrics.push(m);
                     }
                 }
+                // Native buckets are not families of their own (see `accumulate`).
+                Kind::Native => {}
                 Kind::Histogram => {
                     for ((_, host), (d, buckets)) in fam.hists {
                         let mut m = metric_with(&d.labels, &(host, None), true);

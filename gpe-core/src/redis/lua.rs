@@ -19,7 +19,7 @@ fn common() -> String {
     for kind in super::keys::all_kinds() {
         order.push_str(&format!("'{}', ", kind.prefix()));
         let rule = match kind {
-            Kind::Counter | Kind::Histogram | Kind::Summary => "sum",
+            Kind::Counter | Kind::Histogram | Kind::Summary | Kind::Native => "sum",
             Kind::Gauge(m) if m.is_live() || m == crate::store::GaugeMode::All => "drop",
             Kind::Gauge(m) => m.combining().as_str(),
         };

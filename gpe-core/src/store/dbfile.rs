@@ -189,6 +189,8 @@ pub(crate) enum Kind {
     Histogram,
     Summary,
     Gauge(GaugeMode),
+    /// Native histogram buckets (`native_<pid>.ndb`: Python does not read them).
+    Native,
 }
 
 impl Kind {
@@ -199,6 +201,16 @@ impl Kind {
             Kind::Histogram => "histogram".to_owned(),
             Kind::Summary => "summary".to_owned(),
             Kind::Gauge(m) => format!("gauge_{m}"),
+            Kind::Native => "native".to_owned(),
+        }
+    }
+
+    /// The file name extension: `db`, or `ndb` for the kinds Python must not read (its
+    /// collector reads `*.db` and would not know their samples).
+    pub(crate) fn extension(self) -> &'static str {
+        match self {
+            Kind::Native => "ndb",
+            _ => "db",
         }
     }
 }
@@ -211,6 +223,18 @@ pub(crate) enum Owner {
     Archive,
     /// Anything else Python would also read (`counter_foo.db`).
     Other(String),
+}
+
+impl Owner {
+    fn parse(owner: &str) -> Owner {
+        match owner {
+            "archive" => Owner::Archive,
+            o => match o.parse::<u32>() {
+                Ok(pid) => Owner::Pid(pid),
+                Err(_) => Owner::Other(o.to_owned()),
+            },
+        }
+    }
 }
 
 impl fmt::Display for Owner {
@@ -236,12 +260,23 @@ impl FileName {
     }
 
     pub(crate) fn file_name(&self) -> String {
-        format!("{}_{}.db", self.kind.prefix(), self.owner)
+        format!(
+            "{}_{}.{}",
+            self.kind.prefix(),
+            self.owner,
+            self.kind.extension()
+        )
     }
 
-    /// Parse `counter_123.db`, `gauge_livesum_123.db`, `histogram_archive.db`.
+    /// Parse `counter_123.db`, `gauge_livesum_123.db`, `histogram_archive.db`,
+    /// `native_123.ndb`.
     pub(crate) fn parse(path: &Path) -> Option<FileName> {
-        let name = path.file_name()?.to_str()?.strip_suffix(".db")?;
+        let name = path.file_name()?.to_str()?;
+        if let Some(rest) = name.strip_suffix(".ndb") {
+            let owner = rest.strip_prefix("native_")?;
+            return Some(FileName::new(Kind::Native, Owner::parse(owner)));
+        }
+        let name = name.strip_suffix(".db")?;
         let (typ, rest) = name.split_once('_')?;
         let (kind, owner) = match typ {
             "counter" => (Kind::Counter, rest),
@@ -253,14 +288,10 @@ impl FileName {
             }
             _ => return None,
         };
-        let owner = match owner {
-            "archive" => Owner::Archive,
-            o => match o.parse::<u32>() {
-                Ok(pid) => Owner::Pid(pid),
-                Err(_) => Owner::Other(o.to_owned()),
-            },
-        };
-        Some(FileName { kind, owner })
+        Some(FileName {
+            kind,
+            owner: Owner::parse(owner),
+        })
     }
 }
 
@@ -331,5 +362,10 @@ mod tests {
         assert!(FileName::parse(Path::new("counter_1.db.tmp")).is_none());
         assert!(FileName::parse(Path::new("gauge_bogus_1.db")).is_none());
         assert!(FileName::parse(Path::new("foo_1.db")).is_none());
+        let f = FileName::parse(Path::new("native_7.ndb")).unwrap();
+        assert_eq!((f.kind, &f.owner), (Kind::Native, &Owner::Pid(7)));
+        assert_eq!(f.file_name(), "native_7.ndb");
+        assert!(FileName::parse(Path::new("native_7.db")).is_none());
+        assert!(FileName::parse(Path::new("native_7.ndb.tmp")).is_none());
     }
 }

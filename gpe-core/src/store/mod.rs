@@ -257,8 +257,8 @@ impl DbFile {
     }
 }
 
-/// Prepare a store directory for a fresh server start: create it, and remove the `.db` files a
-/// previous run left (their counts would otherwise be added to the new run's).
+/// Prepare a store directory for a fresh server start: create it, and remove the `.db` (and
+/// gpe's `.ndb`) files a previous run left (their counts would otherwise be added to the new run's).
 ///
 /// # Errors
 /// When the directory cannot be created or a file cannot be removed.
@@ -270,7 +270,8 @@ pub fn prepare_dir(dir: impl AsRef<Path>) -> Result<(), Error> {
     for entry in entries.flatten() {
         let path = entry.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.ends_with(".db") || name.ends_with(".db.tmp") {
+        let ours = [".db", ".db.tmp", ".ndb", ".ndb.tmp"];
+        if ours.iter().any(|end| name.ends_with(end)) {
             std::fs::remove_file(&path).map_err(|e| Error::io("removing stale file", &path, e))?;
             removed += 1;
         }

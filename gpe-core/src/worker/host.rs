@@ -375,7 +375,7 @@ impl HostBuilder {
             Some(config) => {
                 let collector = MultiProcessCollector::new(store.dir()).with_self_metrics();
                 // `/ready` while the store directory is writable.
-                let server = MetricsServer::bind(config, Arc::new(move || collector.gather()))?
+                let server = MetricsServer::bind(config, Arc::new(move || collector.scrape()))?
                     .readiness(crate::expose::server::store_writable(store.dir()));
                 if let Ok(addr) = server.local_addr() {
                     tracing::info!(%addr, "metrics on http://{addr}/metrics");

@@ -23,7 +23,7 @@
 //! hits.inc();
 //!
 //! let config = ServerConfig::new("127.0.0.1:0".parse()?);
-//! let server = MetricsServer::bind(config, Arc::new(move || registry.gather()))?;
+//! let server = MetricsServer::bind(config, Arc::new(move || registry.gather().into()))?;
 //! let handle = server.spawn_thread()?;
 //!
 //! use std::io::{Read, Write};
@@ -51,18 +51,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use prometheus::proto::MetricFamily;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use config::ServerConfig;
 
 use super::config::ConfigError;
+use super::Scrape;
 use admission::{Admission, Ticket};
 use respond::{expected_authorization, respond, Shared};
 use tls::tls_acceptor;
 
 /// What the server exposes: called (on a blocking thread) for every scrape.
-pub type Source = Arc<dyn Fn() -> Vec<MetricFamily> + Send + Sync>;
+pub type Source = Arc<dyn Fn() -> Scrape + Send + Sync>;
 
 /// What `/ready` asks (on a blocking thread): `Err` says why the process is not ready, and
 /// `/ready` answers 503 with it. See [`MetricsServer::readiness`] and [`store_writable`].
@@ -370,7 +370,8 @@ mod tests {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
         let start = std::time::Instant::now();
-        let err = MetricsServer::bind(ServerConfig::new(addr), Arc::new(Vec::new)).unwrap_err();
+        let err =
+            MetricsServer::bind(ServerConfig::new(addr), Arc::new(Scrape::default)).unwrap_err();
         assert!(matches!(err, ServerError::Bind { .. }), "{err}");
         assert!(err.to_string().contains(&addr.to_string()), "{err}");
         assert!(start.elapsed() < Duration::from_secs(2));

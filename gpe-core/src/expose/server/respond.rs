@@ -93,7 +93,7 @@ pub(super) async fn respond(req: Request<Incoming>, shared: &Shared) -> Response
     let source = Arc::clone(&shared.source);
     // Reading every process's files is blocking work: keep it off the reactor.
     let encoded = tokio::task::spawn_blocking(move || {
-        crate::expose::encode(&source(), accept.as_deref(), accept_encoding.as_deref())
+        source().encode(accept.as_deref(), accept_encoding.as_deref())
     })
     .await;
     match encoded {
