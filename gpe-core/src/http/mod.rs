@@ -52,6 +52,9 @@ pub use tracker::{FailureKind, RequestTracker};
 
 /// The duration buckets of the Python exporter, in seconds (`+Inf` is added).
 pub const DEFAULT_DURATION_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+/// The native buckets the request duration histogram has beside its classic ones by default
+/// (see [`RequestMetricsBuilder::duration_native`]).
+pub const DEFAULT_DURATION_NATIVE: crate::native::NativeOpts = crate::native::NativeOpts::DEFAULT;
 
 /// The size buckets of the Python exporter, in bytes: 1 KiB to 4 MiB (`+Inf` is added).
 pub const DEFAULT_SIZE_BUCKETS: &[f64] = &[

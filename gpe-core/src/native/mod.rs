@@ -70,7 +70,21 @@ pub struct NativeOpts {
     max_buckets: u32,
 }
 
+impl Default for NativeOpts {
+    fn default() -> Self {
+        NativeOpts::DEFAULT
+    }
+}
+
 impl NativeOpts {
+    /// Schema 3 (each bucket about 9 % wider than the one before), client_golang's zero bucket,
+    /// at most [`DEFAULT_MAX_BUCKETS`] buckets.
+    pub const DEFAULT: NativeOpts = NativeOpts {
+        schema: 3,
+        zero_threshold: DEFAULT_ZERO_THRESHOLD,
+        max_buckets: DEFAULT_MAX_BUCKETS,
+    };
+
     /// Buckets at `schema` (from [`MIN_SCHEMA`] to [`MAX_SCHEMA`]): each power of two is split
     /// into `2^schema` buckets, so each bucket is `2^(2^-schema)` times as wide as the one
     /// before (schema 3: 1.09, about the 10 % resolution client_golang's

@@ -2,7 +2,7 @@
 //! observation and then found without a lock.
 //!
 //! Indices of values between 2^-64 and 2^64 (the range of any duration or size) live in a table
-//! of lazily made chunks of 64 slots: an observation there is two loads and the slot's atomic
+//! of lazily made chunks of 32 slots: an observation there is two loads and the slot's atomic
 //! add. Other indices go to a map behind a mutex.
 
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use std::sync::{Mutex, OnceLock};
 use crate::error::Error;
 use crate::sys::mmap::Slot;
 
-const CHUNK: usize = 64;
+const CHUNK: usize = 32;
 /// The table covers the values whose binary exponent is within this much of 0.
 const EXPONENT_SPAN: i32 = 64;
 

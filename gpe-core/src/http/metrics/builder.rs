@@ -10,10 +10,11 @@ use super::{recent, EndpointSeries, Inner, PathMatch, RequestMetrics};
 use crate::clock::Clock;
 use crate::http::budget::SeriesBudget;
 use crate::http::{
-    RequestMetricsError, DEFAULT_DURATION_BUCKETS, DEFAULT_MAX_SERIES, DEFAULT_PREFIX,
-    DEFAULT_SIZE_BUCKETS, OVERFLOW, UNROUTED,
+    RequestMetricsError, DEFAULT_DURATION_BUCKETS, DEFAULT_DURATION_NATIVE, DEFAULT_MAX_SERIES,
+    DEFAULT_PREFIX, DEFAULT_SIZE_BUCKETS, OVERFLOW, UNROUTED,
 };
 use crate::metrics::{CounterVec, GaugeVec, HistogramVec};
+use crate::native::NativeOpts;
 use crate::store::{GaugeMode, Store};
 
 /// Builds [`RequestMetrics`]: prefix, buckets, series cap, worker id and excluded paths.
@@ -36,6 +37,7 @@ use crate::store::{GaugeMode, Store};
 pub struct RequestMetricsBuilder {
     prefix: String,
     duration_buckets: Vec<f64>,
+    duration_native: Option<NativeOpts>,
     size_buckets: Vec<f64>,
     max_series: usize,
     worker_id: Option<String>,
@@ -48,6 +50,7 @@ impl Default for RequestMetricsBuilder {
         RequestMetricsBuilder {
             prefix: DEFAULT_PREFIX.to_owned(),
             duration_buckets: DEFAULT_DURATION_BUCKETS.to_vec(),
+            duration_native: Some(DEFAULT_DURATION_NATIVE),
             size_buckets: DEFAULT_SIZE_BUCKETS.to_vec(),
             max_series: DEFAULT_MAX_SERIES,
             worker_id: None,
@@ -87,6 +90,25 @@ impl RequestMetricsBuilder {
         }
         self.prefix = prefix;
         Ok(self)
+    }
+
+    /// The native buckets of the request duration histogram, beside its classic ones (see
+    /// [`native`](crate::native)); `None` turns them off. Default: schema 3 (8 buckets per power
+    /// of two, each 9 % wider than the one before), client_golang's zero bucket, 160 buckets at
+    /// most. A Prometheus started with `--enable-feature=native-histograms` reads them; others
+    /// keep reading the classic buckets.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let finer = gpe_core::native::NativeOpts::new(5)?;
+    /// let builder = gpe_core::http::RequestMetrics::builder().duration_native(Some(finer));
+    /// let off = gpe_core::http::RequestMetrics::builder().duration_native(None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn duration_native(mut self, native: Option<NativeOpts>) -> Self {
+        self.duration_native = native;
+        self
     }
 
     /// The request duration buckets in seconds (default [`DEFAULT_DURATION_BUCKETS`]).
@@ -231,12 +253,12 @@ impl RequestMetricsBuilder {
         let counter = |name: &str, help: &str, labels: &[&str]| {
             CounterVec::new(Opts::new(format!("{p}{name}"), help), labels, store)
         };
-        let histogram = |name: &str, help: &str, buckets: &[f64]| {
-            HistogramVec::new(
-                HistogramOpts::new(format!("{p}{name}"), help).buckets(buckets.to_vec()),
-                &labels,
-                store,
-            )
+        let histogram = |name: &str, help: &str, buckets: &[f64], native: Option<NativeOpts>| {
+            let opts = HistogramOpts::new(format!("{p}{name}"), help).buckets(buckets.to_vec());
+            match native {
+                Some(native) => HistogramVec::with_native(opts, native, &labels, store),
+                None => HistogramVec::new(opts, &labels, store),
+            }
         };
         let worker_id = self
             .worker_id
@@ -247,16 +269,19 @@ impl RequestMetricsBuilder {
                 "request_duration_seconds",
                 "HTTP request duration in seconds, until the response body was sent.",
                 &self.duration_buckets,
+                self.duration_native,
             )?,
             request_size: histogram(
                 "request_size_bytes",
                 "HTTP request body size in bytes (from Content-Length).",
                 &self.size_buckets,
+                None,
             )?,
             response_size: histogram(
                 "response_size_bytes",
                 "HTTP response body size in bytes, as sent.",
                 &self.size_buckets,
+                None,
             )?,
             in_flight: GaugeVec::new(
                 Opts::new(format!("{p}requests_in_flight"), "HTTP requests in flight."),
