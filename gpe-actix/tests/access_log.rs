@@ -8,14 +8,13 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::{test, web, App, HttpResponse};
 use gpe_actix::serve::Worker;
-use gpe_actix::{ActixMetrics, RequestMetrics};
-use gpe_core::http::access::{AccessLog, AccessLogFormat};
+use gpe_actix::ActixMetrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[path = "../../gpe-core/tests/shared/access_log.rs"]
 mod access_log;
 
-use access_log::{assert_scenario, wait_for_lines, FORMAT};
+use access_log::{assert_scenario, log_in, scenario_metrics, wait_for_lines};
 
 fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/users/{id}", web::get().to(|| async { "user" }))
@@ -27,22 +26,10 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/health", web::get().to(|| async { "ok" }));
 }
 
-fn log_in(dir: &std::path::Path) -> AccessLog {
-    AccessLog::open(
-        dir.join("access.log"),
-        AccessLogFormat::parse(FORMAT).unwrap(),
-    )
-    .unwrap()
-}
-
 #[actix_web::test]
 async fn one_line_per_request_with_every_atom() {
     let dir = tempfile::tempdir().unwrap();
-    let store = gpe_core::Store::open(dir.path()).unwrap();
-    let metrics = RequestMetrics::builder()
-        .exclude_path("/health")
-        .build(&store)
-        .unwrap();
+    let metrics = scenario_metrics(dir.path());
     let app = test::init_service(
         App::new()
             .wrap(ActixMetrics::new(metrics).access_log(log_in(dir.path())))

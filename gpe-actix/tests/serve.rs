@@ -18,6 +18,11 @@ use gpe_core::worker::shutdown::StopReason;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+#[path = "../../gpe-core/tests/shared/exposition.rs"]
+mod exposition;
+
+use exposition::assert_stop_recorded;
+
 /// An endless response body: a chunk every 20 ms.
 struct Ticks(tokio::time::Interval);
 
@@ -124,16 +129,5 @@ async fn serves_counts_a_hang_up_apart_and_stops_gracefully() {
         .unwrap()
         .unwrap();
     assert!(stopped_at.elapsed() < Duration::from_secs(3));
-    let t = text(dir.path());
-    assert!(
-        t.contains(r#"gunicorn_worker_restart_total{reason="term",worker_id="0"} 1"#),
-        "{t}"
-    );
-    let pid = std::process::id();
-    assert!(
-        t.contains(&format!(
-            r#"gunicorn_worker_state{{pid="{pid}",state="stopping",worker_id="0"}} 1"#
-        )),
-        "{t}"
-    );
+    assert_stop_recorded(&text(dir.path()), "term", "stopping");
 }

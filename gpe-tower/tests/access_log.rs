@@ -8,8 +8,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::routing::get;
 use axum::Router;
-use gpe_core::http::access::{AccessLog, AccessLogFormat};
-use gpe_tower::serve::{LocalAddr, Worker};
+use gpe_tower::serve::LocalAddr;
 use gpe_tower::{MetricsLayer, RequestMetrics};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
@@ -18,35 +17,18 @@ use tower::ServiceExt;
 
 #[path = "../../gpe-core/tests/shared/access_log.rs"]
 mod access_log;
+mod common;
 
-use access_log::{assert_scenario, parse_all, wait_for_lines, FORMAT};
+use access_log::{assert_scenario, log_in, parse_all, scenario_metrics, wait_for_lines};
 
 fn routes() -> Router {
-    Router::new()
-        .route(
-            "/users/{id}",
-            get(|| async { "user" }).post(|| async { "made" }),
-        )
-        .route(
-            "/fail",
-            get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "down") }),
-        )
-        .route(
-            "/slow",
-            get(|| async {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                "late"
-            }),
-        )
-        .route("/health", get(|| async { "ok" }))
-}
-
-fn log_in(dir: &std::path::Path) -> AccessLog {
-    AccessLog::open(
-        dir.join("access.log"),
-        AccessLogFormat::parse(FORMAT).unwrap(),
+    common::scenario_routes().route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            "late"
+        }),
     )
-    .unwrap()
 }
 
 async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Vec<u8>) {
@@ -59,11 +41,7 @@ async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Vec<u8>) {
 #[tokio::test]
 async fn one_line_per_request_with_every_atom() {
     let dir = tempfile::tempdir().unwrap();
-    let store = gpe_core::Store::open(dir.path()).unwrap();
-    let metrics = RequestMetrics::builder()
-        .exclude_path("/health")
-        .build(&store)
-        .unwrap();
+    let metrics = scenario_metrics(dir.path());
     let log = log_in(dir.path());
     let app = routes().layer(MetricsLayer::new(metrics).access_log(log));
     let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
@@ -115,11 +93,7 @@ async fn no_access_log_writes_nothing() {
 async fn serve_logs_the_clients_address_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
-    let worker = Worker::builder()
-        .bind("127.0.0.1:0")
-        .unwrap()
-        .store(gpe_core::Store::open(dir.path()).unwrap())
-        .no_metrics_server()
+    let worker = common::standalone(dir.path())
         .access_log(log_in(dir.path()))
         .build()
         .unwrap();

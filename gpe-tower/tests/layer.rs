@@ -16,22 +16,15 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
+mod common;
 #[path = "../../gpe-core/tests/shared/request_metrics.rs"]
 mod request_metrics;
 
 use request_metrics::{fixture, series_count, slow_body_fixture, sum, tenant_fixture, TENANTS};
 
 fn app(metrics: RequestMetrics) -> Router {
-    Router::new()
+    common::scenario_routes()
         .route("/", get(|| async { "hello" }))
-        .route(
-            "/users/{id}",
-            get(|| async { "user" }).post(|| async { "made" }),
-        )
-        .route(
-            "/fail",
-            get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "down") }),
-        )
         .route(
             "/panic",
             get(|| async {
@@ -50,7 +43,6 @@ fn app(metrics: RequestMetrics) -> Router {
                 ])))
             }),
         )
-        .route("/health", get(|| async { "ok" }))
         .layer(MetricsLayer::new(metrics))
 }
 

@@ -15,6 +15,12 @@ use gpe_tower::{BuildError, RequestMetrics};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+mod common;
+#[path = "../../gpe-core/tests/shared/exposition.rs"]
+mod exposition;
+
+use exposition::assert_stop_recorded;
+
 fn app() -> Router {
     Router::new()
         .route("/users/{id}", get(|| async { "user\n" }))
@@ -115,13 +121,7 @@ async fn connect(addr: SocketAddr) -> BufReader<TcpStream> {
 
 /// A standalone worker on 127.0.0.1:0 writing into `dir`, without its own `/metrics` server.
 fn standalone(dir: &std::path::Path) -> Worker {
-    Worker::builder()
-        .bind("127.0.0.1:0")
-        .unwrap()
-        .store(gpe_core::Store::open(dir).unwrap())
-        .no_metrics_server()
-        .build()
-        .unwrap()
+    common::standalone(dir).build().unwrap()
 }
 
 fn tcp_addr(worker: &Worker) -> SocketAddr {
@@ -241,20 +241,10 @@ async fn serves_counts_and_drains_on_a_graceful_stop() {
     assert!(stopped_at.elapsed() >= gpe_core::worker::shutdown::ACCEPT_SETTLE);
 
     let t = text(dir.path());
-    assert!(
-        t.contains(r#"gunicorn_worker_restart_total{reason="term",worker_id="0"} 1"#),
-        "{t}"
-    );
+    assert_stop_recorded(&t, "term", "stopping");
     assert!(
         t.contains(r#"gunicorn_worker_restart_total{reason="quit",worker_id="0"} 0"#)
             || !t.contains(r#"reason="quit""#),
-        "{t}"
-    );
-    let pid = std::process::id();
-    assert!(
-        t.contains(&format!(
-            r#"gunicorn_worker_state{{pid="{pid}",state="stopping",worker_id="0"}} 1"#
-        )),
         "{t}"
     );
     assert!(
@@ -291,18 +281,8 @@ async fn a_fast_stop_ends_serve_at_once() {
 
     let t = text(dir.path());
     // Fast from the start: recorded once, as quit.
-    assert!(
-        t.contains(r#"gunicorn_worker_restart_total{reason="quit",worker_id="0"} 1"#),
-        "{t}"
-    );
+    assert_stop_recorded(&t, "quit", "quitting");
     assert!(!t.contains(r#"{reason="term",worker_id="0"} 1"#), "{t}");
-    let pid = std::process::id();
-    assert!(
-        t.contains(&format!(
-            r#"gunicorn_worker_state{{pid="{pid}",state="quitting",worker_id="0"}} 1"#
-        )),
-        "{t}"
-    );
 }
 
 #[tokio::test(flavor = "current_thread")]

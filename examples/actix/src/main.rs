@@ -28,6 +28,7 @@ use gpe_actix::serve::Worker;
 use gpe_actix::{BuildError, RequestMetrics};
 use gpe_core::worker::host::Exit;
 use gpe_core::worker::BindAddr;
+use tracing_subscriber::EnvFilter;
 
 /// An example actix-web service: run it under gpe-master, or standalone with --bind.
 #[derive(Debug, Parser)]
@@ -82,10 +83,9 @@ async fn main() -> Exit {
 }
 
 async fn serve() -> Result<(), BuildError> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();

@@ -35,6 +35,7 @@ use gpe_core::worker::host::Exit;
 use gpe_core::worker::BindAddr;
 use gpe_tower::serve::Worker;
 use gpe_tower::{BuildError, RequestMetrics};
+use tracing_subscriber::EnvFilter;
 
 /// An example axum service: run it under gpe-master, or standalone with --bind.
 #[derive(Debug, Parser)]
@@ -89,10 +90,9 @@ async fn main() -> Exit {
 }
 
 async fn serve() -> Result<(), BuildError> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     worker(&Args::parse())?.serve(app()).await

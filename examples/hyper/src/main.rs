@@ -31,6 +31,7 @@ use gpe_tower::{BuildError, MetricsLayer, RequestMetrics, RouteTemplate};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::ServiceBuilder;
+use tracing_subscriber::EnvFilter;
 
 /// An example hyper service: run it under gpe-master, or standalone with --bind.
 #[derive(Debug, Parser)]
@@ -101,10 +102,9 @@ async fn main() -> Exit {
 }
 
 async fn serve() -> Result<(), BuildError> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();

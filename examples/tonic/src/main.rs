@@ -25,6 +25,7 @@ use gpe_core::worker::BindAddr;
 use gpe_tower::serve::Worker;
 use gpe_tower::BuildError;
 use tonic::{Request, Response, Status};
+use tracing_subscriber::EnvFilter;
 
 /// The code generated from `proto/greeter.proto` (by `build.rs`).
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -73,10 +74,9 @@ async fn main() -> Exit {
 }
 
 async fn serve() -> Result<(), BuildError> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();

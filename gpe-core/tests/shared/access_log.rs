@@ -6,6 +6,22 @@
 /// and a response header.
 pub(crate) const FORMAT: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(p)s %(D)s %({x-request-id}i)s %({content-type}o)s"#;
 
+/// An access log in `dir/access.log`, in [`FORMAT`].
+pub(crate) fn log_in(dir: &std::path::Path) -> gpe_core::http::access::AccessLog {
+    let format = gpe_core::http::access::AccessLogFormat::parse(FORMAT).unwrap();
+    gpe_core::http::access::AccessLog::open(dir.join("access.log"), format).unwrap()
+}
+
+/// The request metrics of the app [`assert_scenario`] checks, over a store in `dir`: `/health`
+/// excluded (so it is not logged either).
+pub(crate) fn scenario_metrics(dir: &std::path::Path) -> gpe_core::http::RequestMetrics {
+    let store = gpe_core::Store::open(dir).unwrap();
+    gpe_core::http::RequestMetrics::builder()
+        .exclude_path("/health")
+        .build(&store)
+        .unwrap()
+}
+
 /// One parsed line of [`FORMAT`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Line {

@@ -36,3 +36,13 @@ pub fn label_values<'a>(text: &'a str, name: &str, label: &str) -> HashSet<&'a s
         .filter_map(|l| l.split(key.as_str()).nth(1)?.split('"').next())
         .collect()
 }
+
+/// Assert that `text` holds the stop record of a standalone worker (worker id 0) in this
+/// process: its restart counted once under `reason`, its state `state`.
+pub fn assert_stop_recorded(text: &str, reason: &str, state: &str) {
+    let restart = format!(r#"gunicorn_worker_restart_total{{reason="{reason}",worker_id="0"}} 1"#);
+    assert!(text.contains(&restart), "no {restart} in\n{text}");
+    let pid = std::process::id();
+    let state = format!(r#"gunicorn_worker_state{{pid="{pid}",state="{state}",worker_id="0"}} 1"#);
+    assert!(text.contains(&state), "no {state} in\n{text}");
+}
