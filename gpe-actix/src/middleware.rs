@@ -293,6 +293,8 @@ where
             if let Some(log) = &c.access_log {
                 t.log_access(access_entry(log, &req));
             }
+            // The trace of the request, for the exemplars (`traceparent` by default).
+            t.trace_from(&ActixHeaders(req.headers()));
             Some(t)
         };
         match catch_unwind(AssertUnwindSafe(|| self.service.call(req))) {
@@ -408,5 +410,14 @@ where
                 Err(e)
             }
         })
+    }
+}
+
+/// actix-web's header map as the request-metrics engine reads headers.
+struct ActixHeaders<'a>(&'a actix_web::http::header::HeaderMap);
+
+impl gpe_core::exemplar::Headers for ActixHeaders<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.0.get(name)?.to_str().ok()
     }
 }

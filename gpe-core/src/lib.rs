@@ -40,6 +40,7 @@
 //! | [`store`] | the per-process value store: [`Store`], the `.db` file format, keys, [`GaugeMode`] |
 //! | [`metrics`] | [`Counter`], [`Gauge`], [`Histogram`] and their `Vec`s; adopting a `prometheus` registry |
 //! | [`native`] | native histograms: exponential buckets, per process and merged |
+//! | [`exemplar`] | exemplars: the trace of a request beside the bucket it was counted in |
 //! | [`merge`] | the Python rules that add up one series across processes |
 //! | [`collect`] | the file collector, process liveness, compaction of dead processes' files |
 //! | [`expose`] | text and OpenMetrics exposition, the exporter's configuration, the `/metrics` server |
@@ -56,6 +57,7 @@ mod sys;
 pub mod clock;
 pub mod collect;
 mod error;
+pub mod exemplar;
 pub mod expose;
 pub mod health;
 pub mod http;

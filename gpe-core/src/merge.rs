@@ -72,6 +72,8 @@ impl Rule {
         match kind {
             Kind::Gauge(mode) => Rule::for_gauge(mode),
             Kind::Counter | Kind::Histogram | Kind::Summary | Kind::Native => Rule::Sum,
+            // Exemplars are not added up: the collector keeps the newest (see `exemplar`).
+            Kind::Exemplar => Rule::MostRecent,
         }
     }
 }
@@ -159,6 +161,15 @@ pub(crate) fn sample_group(
         le,
         hist_sum,
     }
+}
+
+/// The group of the exemplar of sample `sample` with `labels` (a bucket's include `le`).
+pub(crate) fn exemplar_group(
+    groups: &mut std::collections::HashMap<(String, Vec<(String, String)>), u32>,
+    sample: &str,
+    labels: Vec<(String, String)>,
+) -> u32 {
+    group_number(groups, (format!("{sample}\0x"), labels))
 }
 
 /// The group of histogram `metric`'s series with `labels` (without `le`): its classic buckets,
@@ -261,7 +272,9 @@ pub(crate) fn family(metric: &str, help: &str, kind: Kind) -> MetricFamily {
         Kind::Counter => (format!("{metric}_total"), MetricType::COUNTER),
         Kind::Gauge(_) => (metric.to_owned(), MetricType::GAUGE),
         Kind::Summary => (metric.to_owned(), MetricType::SUMMARY),
-        Kind::Histogram | Kind::Native => (metric.to_owned(), MetricType::HISTOGRAM),
+        Kind::Histogram | Kind::Native | Kind::Exemplar => {
+            (metric.to_owned(), MetricType::HISTOGRAM)
+        }
     };
     mf.set_name(name);
     mf.set_field_type(ty);

@@ -175,6 +175,8 @@ where
             if grpc {
                 t.set_grpc();
             }
+            // The trace of the request, for the exemplars (`traceparent` by default).
+            t.trace_from(req.headers());
             if let Some(log) = &self.access_log {
                 t.log_access(access_entry(log, &req));
             }

@@ -112,6 +112,12 @@ pub(crate) fn compact(
     let mut groups: BTreeMap<Kind, Vec<PathBuf>> = BTreeMap::new();
     for (path, name) in dead(dir)? {
         match name.kind {
+            // A dead process's exemplars are dropped: they are samples of recent requests, and
+            // the living processes write newer ones.
+            Kind::Exemplar => {
+                remove(&path);
+                report.dropped += 1;
+            }
             Kind::Gauge(mode) if mode.is_live() || mode == GaugeMode::All => {
                 remove(&path);
                 report.dropped += 1;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use prometheus::proto::{self, MetricFamily, MetricType};
 
 use crate::error::Error;
+use crate::exemplar::ExemplarSet;
 use crate::merge::{self, label_key, Buckets, Merged, Rule, Summary};
 use crate::native::{self, NativeBuckets, NativeSet};
 use crate::store::dbfile::{self, FileName, Kind, Owner};
@@ -118,6 +119,9 @@ struct Decoded {
     /// For the entries of native histogram files: which bucket (or the zero bucket) it is;
     /// `labels` are then the series' labels, without the store's.
     native: Option<native::Part>,
+    /// For the entries of exemplar files: which of an exemplar's four entries it is; `labels`
+    /// are then the decorated sample's (a bucket's include `le`).
+    exemplar: Option<usize>,
     /// Interned identity of the series this sample belongs to: (sample, labels) for scalars,
     /// (metric, labels without `le`) for histogram buckets and sums. Samples of different
     /// processes with the same id are merged.
@@ -264,11 +268,11 @@ impl MultiProcessCollector {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "compaction failed; scraping without it");
             }
         }
-        let (mut families, natives) = match self.read_files() {
+        let (mut families, natives, exemplars) = match self.read_files() {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read the metrics directory");
-                (BTreeMap::new(), NativeSet::default())
+                Read::default()
             }
         };
         if let Some(registry) = &self.registry {
@@ -291,10 +295,10 @@ impl MultiProcessCollector {
             .into_values()
             .filter(|f| !f.get_metric().is_empty())
             .collect();
-        crate::expose::Scrape::new(families, natives)
+        crate::expose::Scrape::new(families, natives).with_exemplars(exemplars)
     }
 
-    fn read_files(&self) -> Result<(BTreeMap<String, MetricFamily>, NativeSet), Error> {
+    fn read_files(&self) -> Result<Read, Error> {
         let _lock = DirLock::shared(&self.dir);
         let mut files = Vec::new();
         let listing = std::fs::read_dir(&self.dir)
@@ -400,6 +404,23 @@ fn decode(
             le: None,
             help: k.help,
             native: Some(part),
+            exemplar: None,
+            group,
+        }));
+    }
+    if let Some(part) = k.labels.remove(crate::exemplar::PART) {
+        // One of the four entries of an exemplar: grouped by the sample it decorates.
+        let part: usize = part.parse().ok().filter(|p| *p < 4)?;
+        let labels: Vec<(String, String)> = k.labels.into_iter().collect();
+        let group = merge::exemplar_group(groups, &k.sample, labels.clone());
+        return Some(Arc::new(Decoded {
+            metric: k.metric,
+            sample: k.sample,
+            labels,
+            le: None,
+            help: k.help,
+            native: None,
+            exemplar: Some(part),
             group,
         }));
     }
@@ -421,6 +442,7 @@ fn decode(
         le,
         help: k.help,
         native: None,
+        exemplar: None,
         group: g.group,
     }))
 }
@@ -441,10 +463,24 @@ type Sample = (Kind, Arc<str>, Arc<Decoded>, f64, f64);
 /// asked for).
 type NativeAcc<'a> = (&'a Decoded, NativeBuckets, Option<u32>);
 
-fn accumulate(samples: &[Sample]) -> (BTreeMap<String, MetricFamily>, NativeSet) {
+/// One process's exemplar being read: its four entries as they come.
+type ExemplarAcc<'a> = (&'a Decoded, [(f64, f64); 4]);
+
+/// What the files of one scrape hold: families by name, native buckets and exemplars.
+type Read = (BTreeMap<String, MetricFamily>, NativeSet, ExemplarSet);
+
+fn accumulate(samples: &[Sample]) -> Read {
     let mut fams: HashMap<&str, FamAcc<'_>> = HashMap::new();
     let mut natives: HashMap<u32, NativeAcc<'_>> = HashMap::new();
+    let mut exemplars: HashMap<(&str, u32), ExemplarAcc<'_>> = HashMap::new();
     for (kind, owner, d, value, ts) in samples {
+        if let Some(part) = d.exemplar {
+            let (_, parts) = exemplars
+                .entry((&**owner, d.group))
+                .or_insert_with(|| (d, [(0.0, 0.0); 4]));
+            parts[part] = (*value, *ts);
+            continue;
+        }
         if let Some(part) = &d.native {
             let (_, buckets, limit) = natives
                 .entry(d.group)
@@ -472,7 +508,7 @@ fn accumulate(samples: &[Sample]) -> (BTreeMap<String, MetricFamily>, NativeSet)
             }
             continue;
         }
-        if *kind == Kind::Native {
+        if matches!(kind, Kind::Native | Kind::Exemplar) {
             continue; // a key without the store's labels: not ours to read
         }
         let fam = match fams.entry(d.metric.as_str()) {
@@ -529,7 +565,32 @@ fn accumulate(samples: &[Sample]) -> (BTreeMap<String, MetricFamily>, NativeSet)
         buckets.finish(limit as usize);
         set.insert(&d.metric, d.labels.clone(), buckets);
     }
-    (out, set)
+    let mut exemplar_set = ExemplarSet::default();
+    for (d, parts) in exemplars.into_values() {
+        let Some(e) = crate::exemplar::assemble(parts) else {
+            continue;
+        };
+        // A bucket's exemplar belongs to the histogram family; a counter's to `<name>_total`.
+        let (family, le) = match d.sample.strip_suffix("_bucket") {
+            Some(m) if m == d.metric => (d.metric.as_str(), Some(())),
+            _ => (d.sample.as_str(), None),
+        };
+        let mut labels = d.labels.clone();
+        let le = match le {
+            Some(()) => {
+                let Some(at) = labels.iter().position(|(n, _)| n == "le") else {
+                    continue;
+                };
+                let Ok(le) = labels.remove(at).1.parse::<f64>() else {
+                    continue;
+                };
+                Some(le)
+            }
+            None => None,
+        };
+        exemplar_set.insert(family, labels, le, e);
+    }
+    (out, set, exemplar_set)
 }
 
 /// A series with `labels`, plus `pid` when given, sorted by name.
@@ -575,7 +636,7 @@ fn build_family(metric: &str, fam: FamAcc<'_>) -> MetricFamily {
             }
         }
         // Native buckets are not families of their own (see `accumulate`).
-        Kind::Native => {}
+        Kind::Native | Kind::Exemplar => {}
         Kind::Histogram => {
             for (d, h) in fam.hists.into_values() {
                 let labels = match &d.le {

@@ -11,12 +11,13 @@ pub mod server;
 mod text;
 
 pub use text::{
-    encode, encode_openmetrics, encode_text, negotiate, Encoded, ExpositionError, Format,
-    OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE,
+    encode, encode_openmetrics, encode_openmetrics_scrape, encode_text, negotiate, Encoded,
+    ExpositionError, Format, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE,
 };
 
 use prometheus::proto::MetricFamily;
 
+use crate::exemplar::ExemplarSet;
 use crate::native::NativeSet;
 
 /// What one scrape exposes: the metric families, and the native buckets of the histograms that
@@ -28,12 +29,24 @@ pub struct Scrape {
     pub families: Vec<MetricFamily>,
     /// The native buckets, by family and series.
     pub native: NativeSet,
+    /// The exemplars, by family, series and bucket (only OpenMetrics and protobuf show them).
+    pub exemplars: ExemplarSet,
 }
 
 impl Scrape {
     /// A scrape of `families` with native buckets.
     pub fn new(families: Vec<MetricFamily>, native: NativeSet) -> Scrape {
-        Scrape { families, native }
+        Scrape {
+            families,
+            native,
+            exemplars: ExemplarSet::default(),
+        }
+    }
+
+    /// This scrape with `exemplars`.
+    pub fn with_exemplars(mut self, exemplars: ExemplarSet) -> Scrape {
+        self.exemplars = exemplars;
+        self
     }
 
     /// Encode for a scraper: the format from `accept`, gzip if `accept_encoding` allows it.
@@ -51,9 +64,6 @@ impl Scrape {
 
 impl From<Vec<MetricFamily>> for Scrape {
     fn from(families: Vec<MetricFamily>) -> Scrape {
-        Scrape {
-            families,
-            native: NativeSet::default(),
-        }
+        Scrape::new(families, NativeSet::default())
     }
 }

@@ -14,6 +14,7 @@ use std::io::Write as _;
 use prometheus::proto::{MetricFamily, MetricType};
 
 use super::{protobuf, Scrape};
+use crate::exemplar::{Exemplar, ExemplarSet};
 use crate::native::NativeSet;
 
 /// Content type of the text format.
@@ -282,8 +283,39 @@ fn sample(out: &mut String, name: &str, labels: &[(&str, String)], value: &str) 
 /// # Errors
 /// Never at present; the `Result` leaves room for validation.
 pub fn encode_openmetrics(families: &[MetricFamily]) -> Result<String, ExpositionError> {
+    openmetrics(families, &ExemplarSet::default())
+}
+
+/// OpenMetrics 1.0.0 text of a [`Scrape`], with its exemplars.
+///
+/// # Errors
+/// As [`encode_openmetrics`].
+pub fn encode_openmetrics_scrape(scrape: &Scrape) -> Result<String, ExpositionError> {
+    openmetrics(&scrape.families, &scrape.exemplars)
+}
+
+/// `value`, followed by `exemplar` in OpenMetrics' syntax when there is one.
+fn with_exemplar(mut value: String, exemplar: Option<&Exemplar>) -> String {
+    if let Some(e) = exemplar {
+        let _ = write!(
+            value,
+            " # {{trace_id=\"{}\",span_id=\"{}\"}} {} {}",
+            e.trace.trace_id_hex(),
+            e.trace.span_id_hex(),
+            float(e.value),
+            float(e.timestamp)
+        );
+    }
+    value
+}
+
+fn openmetrics(
+    families: &[MetricFamily],
+    exemplars: &ExemplarSet,
+) -> Result<String, ExpositionError> {
     let mut out = String::new();
     for mf in dedup(families) {
+        let with_exemplars = exemplars.has_family(mf.name());
         let (typ, base) = match mf.get_field_type() {
             MetricType::COUNTER => (
                 "counter",
@@ -299,12 +331,21 @@ pub fn encode_openmetrics(families: &[MetricFamily]) -> Result<String, Expositio
         out.push('\n');
         for m in mf.get_metric() {
             let labels = labels_of(m);
+            let owned: Vec<(String, String)> = if with_exemplars {
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let exemplar = |le: Option<f64>| exemplars.get(mf.name(), &owned, le);
             match mf.get_field_type() {
                 MetricType::COUNTER => sample(
                     &mut out,
                     &format!("{base}_total"),
                     &labels,
-                    &float(m.get_counter().get_value()),
+                    &with_exemplar(float(m.get_counter().get_value()), exemplar(None)),
                 ),
                 MetricType::GAUGE => {
                     sample(&mut out, base, &labels, &float(m.get_gauge().get_value()))
@@ -320,11 +361,15 @@ pub fn encode_openmetrics(families: &[MetricFamily]) -> Result<String, Expositio
                     for b in h.get_bucket() {
                         let mut l = labels.clone();
                         l.push(("le", crate::store::key::float_to_go_string(b.upper_bound())));
-                        sample(&mut out, &bucket, &l, &b.cumulative_count().to_string());
+                        let value = b.cumulative_count().to_string();
+                        let value = with_exemplar(value, exemplar(Some(b.upper_bound())));
+                        sample(&mut out, &bucket, &l, &value);
                     }
                     let mut l = labels.clone();
                     l.push(("le", "+Inf".to_owned()));
-                    sample(&mut out, &bucket, &l, &h.get_sample_count().to_string());
+                    let value = h.get_sample_count().to_string();
+                    let value = with_exemplar(value, exemplar(Some(f64::INFINITY)));
+                    sample(&mut out, &bucket, &l, &value);
                     count_and_sum(
                         &mut out,
                         base,
@@ -358,7 +403,8 @@ pub fn encode(
     accept: Option<&str>,
     accept_encoding: Option<&str>,
 ) -> Result<Encoded, ExpositionError> {
-    encode_parts(families, &NativeSet::default(), accept, accept_encoding)
+    let none = (NativeSet::default(), ExemplarSet::default());
+    encode_parts(families, &none.0, &none.1, accept, accept_encoding)
 }
 
 /// [`Scrape::encode`]: [`encode`] with the native buckets for the protobuf format.
@@ -367,24 +413,30 @@ pub(super) fn encode_scrape(
     accept: Option<&str>,
     accept_encoding: Option<&str>,
 ) -> Result<Encoded, ExpositionError> {
-    encode_parts(&scrape.families, &scrape.native, accept, accept_encoding)
+    let Scrape {
+        families,
+        native,
+        exemplars,
+    } = scrape;
+    encode_parts(families, native, exemplars, accept, accept_encoding)
 }
 
 fn encode_parts(
     families: &[MetricFamily],
     native: &NativeSet,
+    exemplars: &ExemplarSet,
     accept: Option<&str>,
     accept_encoding: Option<&str>,
 ) -> Result<Encoded, ExpositionError> {
     let (content_type, text) = match negotiate(accept) {
         Format::OpenMetrics => (
             OPENMETRICS_CONTENT_TYPE,
-            encode_openmetrics(families)?.into_bytes(),
+            openmetrics(families, exemplars)?.into_bytes(),
         ),
         Format::Text => (TEXT_CONTENT_TYPE, encode_text(families)?.into_bytes()),
         Format::Protobuf => (
             protobuf::PROTOBUF_CONTENT_TYPE,
-            protobuf::encode_families(families, native),
+            protobuf::encode_families(families, native, exemplars),
         ),
     };
     let gzip = accept_encoding.is_some_and(|h| quality(h, "gzip") > 0.0);

@@ -10,6 +10,7 @@ use super::grpc::{self, GrpcCode};
 use super::metrics::{EndpointSeries, RequestMetrics};
 use super::RequestBodyBytes;
 use crate::clock::Stamp;
+use crate::exemplar::{Headers, TraceContext};
 
 /// Why a request counts as failed (the `error_type` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,6 +101,8 @@ pub struct RequestTracker {
     pub(super) grpc: bool,
     /// The request's access log line, written after the metrics ([`log_access`](Self::log_access)).
     pub(super) access: Option<Box<AccessEntry>>,
+    /// The request's trace, for exemplars ([`trace_from`](Self::trace_from)).
+    pub(super) trace: Option<TraceContext>,
 }
 
 /// Where a request's in-flight gauge went up.
@@ -145,6 +148,19 @@ impl RequestTracker {
     /// goes away before it.
     pub fn set_grpc(&mut self) {
         self.grpc = true;
+    }
+
+    /// Take the request's trace from its `headers`, as the metrics'
+    /// [`TraceSource`](crate::exemplar::TraceSource) says (by default the `traceparent` header):
+    /// its exemplar is then recorded with the request.
+    #[inline]
+    pub fn trace_from(&mut self, headers: &dyn Headers) {
+        self.trace = self.metrics.inner.traces.trace(headers);
+    }
+
+    /// Set the request's trace, for its exemplars.
+    pub fn set_trace(&mut self, trace: TraceContext) {
+        self.trace = Some(trace);
     }
 
     /// Whether the request is a gRPC call ([`set_grpc`](Self::set_grpc)).

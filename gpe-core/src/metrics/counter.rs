@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::vec::{Children, Def};
 use crate::error::Error;
+use crate::exemplar::LazyExemplars;
 use crate::store::dbfile::Kind;
 use crate::store::key;
 use crate::store::Store;
@@ -27,6 +28,7 @@ use crate::sys::mmap::Slot;
 #[derive(Debug, Clone)]
 pub struct Counter {
     slot: Slot,
+    exemplar: Arc<LazyExemplars>,
 }
 
 impl Counter {
@@ -58,6 +60,20 @@ impl Counter {
         if v >= 0.0 {
             self.slot.add(v);
         }
+    }
+
+    /// Add `v` (ignored unless `v >= 0`) and keep `trace` as this series' exemplar (see
+    /// [`exemplar`](crate::exemplar)).
+    pub fn inc_by_with_exemplar(&self, v: f64, trace: &crate::exemplar::TraceContext) {
+        if v >= 0.0 {
+            self.slot.add(v);
+            self.exemplar.record(0, trace, v);
+        }
+    }
+
+    /// This process's exemplar.
+    pub fn exemplar(&self) -> Option<crate::exemplar::Exemplar> {
+        self.exemplar.get(0)
     }
 
     /// This process's value.
@@ -126,9 +142,17 @@ impl CounterVec {
         let i = &self.inner;
         i.children.get_or_try_insert(values, || {
             let labels = i.def.labels(values)?;
-            let k = key::encode(&i.base, &i.sample, labels, &i.def.help);
+            let k = key::encode(&i.base, &i.sample, labels.iter().copied(), &i.def.help);
             Ok(Counter {
                 slot: i.store.slot(Kind::Counter, &k)?,
+                exemplar: Arc::new(LazyExemplars::new(
+                    &i.store,
+                    &i.base,
+                    &i.sample,
+                    &i.def.help,
+                    &labels,
+                    Arc::from([]),
+                )),
             })
         })
     }

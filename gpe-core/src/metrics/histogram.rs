@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::vec::{Children, Def};
 use crate::error::Error;
+use crate::exemplar::LazyExemplars;
 use crate::native::{NativeBuckets, NativeOpts, NativeSeries};
 use crate::store::dbfile::Kind;
 use crate::store::key;
@@ -48,6 +49,7 @@ struct Series {
     buckets: Box<[Slot]>,
     /// The native buckets, for a histogram made [`with_native`](HistogramVec::with_native).
     native: Option<NativeSeries>,
+    exemplars: LazyExemplars,
 }
 
 impl Histogram {
@@ -62,12 +64,33 @@ impl Histogram {
     /// Record `v`. NaN is ignored.
     #[inline]
     pub fn observe(&self, v: f64) {
+        self.observe_in_bucket(v);
+    }
+
+    /// Record `v` and keep `trace` as the exemplar of the bucket it falls in (see
+    /// [`exemplar`](crate::exemplar)): the classic bucket's, and with it the native
+    /// histogram's. NaN is ignored.
+    pub fn observe_with_exemplar(&self, v: f64, trace: &crate::exemplar::TraceContext) {
+        if let Some(bucket) = self.observe_in_bucket(v) {
+            self.inner.exemplars.record(bucket, trace, v);
+        }
+    }
+
+    /// This process's exemplar of classic bucket `bucket` (0 is the first bound, `+Inf` last).
+    pub fn exemplar(&self, bucket: usize) -> Option<crate::exemplar::Exemplar> {
+        self.inner.exemplars.get(bucket)
+    }
+
+    /// Record `v`; the index of its classic bucket.
+    #[inline]
+    fn observe_in_bucket(&self, v: f64) -> Option<usize> {
         if v.is_nan() {
-            return;
+            return None;
         }
         let s = &self.inner;
-        if v <= s.first_upper {
+        let bucket = if v <= s.first_upper {
             s.first.add(1.0);
+            0
         } else {
             let i = s
                 .upper
@@ -75,7 +98,8 @@ impl Histogram {
                 .position(|&b| v <= b)
                 .unwrap_or(s.upper.len());
             s.buckets[i].add(1.0);
-        }
+            i
+        };
         // Adding 0 leaves the sum as it is (a bodyless request's size): save the atomic add.
         if v != 0.0 {
             s.sum.add(v);
@@ -83,6 +107,7 @@ impl Histogram {
         if let Some(native) = &s.native {
             native.observe(v);
         }
+        Some(bucket)
     }
 
     /// This process's native buckets, for a histogram made
@@ -120,7 +145,7 @@ pub struct HistogramVec {
 struct VecInner {
     def: Def,
     upper: Arc<[f64]>,
-    bounds: Vec<String>,
+    bounds: Arc<[String]>,
     native: Option<NativeOpts>,
     store: Store,
     children: Children<Histogram>,
@@ -189,7 +214,7 @@ impl HistogramVec {
             inner: Arc::new(VecInner {
                 def,
                 upper: buckets.into(),
-                bounds,
+                bounds: bounds.into(),
                 native,
                 store: store.clone(),
                 children: Children::new(),
@@ -208,7 +233,7 @@ impl HistogramVec {
             let name = &i.def.name;
             let bucket_sample = format!("{name}_bucket");
             let mut buckets = Vec::with_capacity(i.bounds.len());
-            for le in &i.bounds {
+            for le in i.bounds.iter() {
                 let with_le = labels.iter().copied().chain([("le", le.as_str())]);
                 let k = key::encode(name, &bucket_sample, with_le, &i.def.help);
                 buckets.push(i.store.slot(Kind::Histogram, &k)?);
@@ -239,6 +264,14 @@ impl HistogramVec {
                     upper: Arc::clone(&i.upper),
                     buckets: buckets.into(),
                     native,
+                    exemplars: LazyExemplars::new(
+                        &i.store,
+                        name,
+                        &bucket_sample,
+                        &i.def.help,
+                        &labels,
+                        Arc::clone(&i.bounds),
+                    ),
                 }),
             })
         })

@@ -419,7 +419,7 @@ impl Acc {
                     }
                 }
                 // Native buckets are not families of their own (see `accumulate`).
-                Kind::Native => {}
+                Kind::Native | Kind::Exemplar => {}
                 Kind::Histogram => {
                     for ((_, host), (d, buckets)) in fam.hists {
                         let mut m = metric_with(&d.labels, &(host, None), true);

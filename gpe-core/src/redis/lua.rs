@@ -20,6 +20,7 @@ fn common() -> String {
         order.push_str(&format!("'{}', ", kind.prefix()));
         let rule = match kind {
             Kind::Counter | Kind::Histogram | Kind::Summary | Kind::Native => "sum",
+            Kind::Exemplar => "drop",
             Kind::Gauge(m) if m.is_live() || m == crate::store::GaugeMode::All => "drop",
             Kind::Gauge(m) => m.combining().as_str(),
         };

@@ -191,6 +191,8 @@ pub(crate) enum Kind {
     Gauge(GaugeMode),
     /// Native histogram buckets (`native_<pid>.ndb`: Python does not read them).
     Native,
+    /// Exemplars (`exemplar_<pid>.ndb`).
+    Exemplar,
 }
 
 impl Kind {
@@ -202,6 +204,7 @@ impl Kind {
             Kind::Summary => "summary".to_owned(),
             Kind::Gauge(m) => format!("gauge_{m}"),
             Kind::Native => "native".to_owned(),
+            Kind::Exemplar => "exemplar".to_owned(),
         }
     }
 
@@ -209,7 +212,7 @@ impl Kind {
     /// collector reads `*.db` and would not know their samples).
     pub(crate) fn extension(self) -> &'static str {
         match self {
-            Kind::Native => "ndb",
+            Kind::Native | Kind::Exemplar => "ndb",
             _ => "db",
         }
     }
@@ -273,8 +276,12 @@ impl FileName {
     pub(crate) fn parse(path: &Path) -> Option<FileName> {
         let name = path.file_name()?.to_str()?;
         if let Some(rest) = name.strip_suffix(".ndb") {
-            let owner = rest.strip_prefix("native_")?;
-            return Some(FileName::new(Kind::Native, Owner::parse(owner)));
+            let (kind, owner) = match rest.split_once('_')? {
+                ("native", owner) => (Kind::Native, owner),
+                ("exemplar", owner) => (Kind::Exemplar, owner),
+                _ => return None,
+            };
+            return Some(FileName::new(kind, Owner::parse(owner)));
         }
         let name = name.strip_suffix(".db")?;
         let (typ, rest) = name.split_once('_')?;

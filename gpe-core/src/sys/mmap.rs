@@ -151,6 +151,26 @@ impl Slot {
         self.atomic(8).store(ts.to_bits(), Ordering::Relaxed);
     }
 
+    /// The raw bits of word `word` (0: the value, 1: the timestamp), read with `order`.
+    #[inline]
+    pub(crate) fn load_word(&self, word: usize, order: Ordering) -> u64 {
+        self.atomic(word * 8).load(order)
+    }
+
+    /// Store raw bits into word `word` (0: the value, 1: the timestamp) with `order`.
+    #[inline]
+    pub(crate) fn store_word(&self, word: usize, bits: u64, order: Ordering) {
+        self.atomic(word * 8).store(bits, order);
+    }
+
+    /// Compare-and-swap the raw bits of the value word: `true` when it held `current`.
+    #[inline]
+    pub(crate) fn claim_word(&self, current: u64, new: u64) -> bool {
+        self.atomic(0)
+            .compare_exchange(current, new, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
     /// The current value.
     #[inline]
     pub(crate) fn get(&self) -> f64 {

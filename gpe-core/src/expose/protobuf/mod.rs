@@ -28,6 +28,7 @@ use prometheus::proto::{self, MetricType};
 use prost::Message;
 
 use super::Scrape;
+use crate::exemplar::{Exemplar, ExemplarSet};
 use crate::native::{NativeBuckets, NativeSet};
 use client_model as pb;
 
@@ -37,20 +38,28 @@ pub const PROTOBUF_CONTENT_TYPE: &str =
 
 /// Every family of `scrape` as one length-delimited message each, native buckets included.
 pub fn encode(scrape: &Scrape) -> Vec<u8> {
-    encode_families(&scrape.families, &scrape.native)
+    encode_families(&scrape.families, &scrape.native, &scrape.exemplars)
 }
 
-pub(super) fn encode_families(families: &[proto::MetricFamily], native: &NativeSet) -> Vec<u8> {
+pub(super) fn encode_families(
+    families: &[proto::MetricFamily],
+    native: &NativeSet,
+    exemplars: &ExemplarSet,
+) -> Vec<u8> {
     let mut out = Vec::new();
     for mf in super::text::dedup(families) {
-        let message = family(&mf, native);
+        let message = family(&mf, native, exemplars);
         // Writing into a Vec cannot fail.
         let _ = message.encode_length_delimited(&mut out);
     }
     out
 }
 
-fn family(mf: &proto::MetricFamily, native: &NativeSet) -> pb::MetricFamily {
+fn family(
+    mf: &proto::MetricFamily,
+    native: &NativeSet,
+    exemplars: &ExemplarSet,
+) -> pb::MetricFamily {
     let kind = match mf.get_field_type() {
         MetricType::COUNTER => pb::MetricType::Counter,
         MetricType::GAUGE => pb::MetricType::Gauge,
@@ -59,6 +68,7 @@ fn family(mf: &proto::MetricFamily, native: &NativeSet) -> pb::MetricFamily {
         MetricType::UNTYPED => pb::MetricType::Untyped,
     };
     let natives = native.has_family(mf.name());
+    let with_exemplars = exemplars.has_family(mf.name());
     pb::MetricFamily {
         name: Some(mf.name().to_owned()),
         help: Some(mf.help().to_owned()),
@@ -68,15 +78,16 @@ fn family(mf: &proto::MetricFamily, native: &NativeSet) -> pb::MetricFamily {
             .iter()
             .map(|m| {
                 let mut out = metric(m, kind);
-                if natives {
+                if natives || with_exemplars {
                     let labels: Vec<(String, String)> = m
                         .get_label()
                         .iter()
                         .map(|l| (l.name().to_owned(), l.value().to_owned()))
                         .collect();
-                    if let (Some(h), Some(n)) =
-                        (out.histogram.as_mut(), native.get(mf.name(), &labels))
-                    {
+                    let native = native.get(mf.name(), &labels);
+                    let found = exemplars.series(mf.name(), &labels);
+                    add_exemplars(&mut out, found, native.is_some());
+                    if let (Some(h), Some(n)) = (out.histogram.as_mut(), native) {
                         add_native(h, n);
                     }
                 }
@@ -153,6 +164,61 @@ fn metric(m: &proto::Metric, kind: pb::MetricType) -> pb::Metric {
         }
     }
     out
+}
+
+/// An exemplar as client_model has it: `trace_id` and `span_id` labels, value, timestamp.
+fn exemplar(e: &Exemplar) -> pb::Exemplar {
+    let label = |name: &str, value: String| pb::LabelPair {
+        name: Some(name.to_owned()),
+        value: Some(value),
+    };
+    let seconds = e.timestamp.floor();
+    pb::Exemplar {
+        label: vec![
+            label("trace_id", e.trace.trace_id_hex()),
+            label("span_id", e.trace.span_id_hex()),
+        ],
+        value: Some(e.value),
+        timestamp: Some(prost_types::Timestamp {
+            seconds: seconds as i64,
+            nanos: ((e.timestamp - seconds) * 1e9) as i32,
+        }),
+    }
+}
+
+/// Put a series' exemplars where client_model wants them: a counter's on the counter, a
+/// histogram's on its classic buckets (an explicit `+Inf` bucket for the exemplar of `+Inf`)
+/// and, for a native histogram, all of them in its `exemplars` too.
+fn add_exemplars(m: &mut pb::Metric, found: &[(Option<f64>, Exemplar)], native: bool) {
+    if found.is_empty() {
+        return;
+    }
+    if let Some(c) = m.counter.as_mut() {
+        c.exemplar = found
+            .iter()
+            .find(|(le, _)| le.is_none())
+            .map(|(_, e)| exemplar(e));
+    }
+    let Some(h) = m.histogram.as_mut() else {
+        return;
+    };
+    for b in &mut h.bucket {
+        b.exemplar = found
+            .iter()
+            .find(|(le, _)| *le == Some(b.upper_bound()))
+            .map(|(_, e)| exemplar(e));
+    }
+    if let Some((_, e)) = found.iter().find(|(le, _)| *le == Some(f64::INFINITY)) {
+        h.bucket.push(pb::Bucket {
+            cumulative_count: h.sample_count,
+            upper_bound: Some(f64::INFINITY),
+            exemplar: Some(exemplar(e)),
+            ..pb::Bucket::default()
+        });
+    }
+    if native {
+        h.exemplars = found.iter().map(|(_, e)| exemplar(e)).collect();
+    }
 }
 
 /// Put the native buckets beside the classic ones. The count is the larger of the two reads

@@ -8,6 +8,7 @@ use prometheus::{HistogramOpts, Opts};
 
 use super::{recent, EndpointSeries, Inner, PathMatch, RequestMetrics};
 use crate::clock::Clock;
+use crate::exemplar::TraceSource;
 use crate::http::budget::SeriesBudget;
 use crate::http::{
     RequestMetricsError, DEFAULT_DURATION_BUCKETS, DEFAULT_DURATION_NATIVE, DEFAULT_MAX_SERIES,
@@ -43,6 +44,7 @@ pub struct RequestMetricsBuilder {
     worker_id: Option<String>,
     exclude: Vec<PathMatch>,
     labels: Vec<String>,
+    traces: TraceSource,
 }
 
 impl Default for RequestMetricsBuilder {
@@ -56,6 +58,7 @@ impl Default for RequestMetricsBuilder {
             worker_id: None,
             exclude: Vec::new(),
             labels: Vec::new(),
+            traces: TraceSource::default(),
         }
     }
 }
@@ -108,6 +111,24 @@ impl RequestMetricsBuilder {
     /// ```
     pub fn duration_native(mut self, native: Option<NativeOpts>) -> Self {
         self.duration_native = native;
+        self
+    }
+
+    /// Where a request's trace comes from: its exemplar goes on the duration bucket (classic
+    /// and native) and the requests counter it was counted in (see
+    /// [`exemplar`](crate::exemplar)). Default: the W3C `traceparent` header of sampled traces;
+    /// [`TraceSource::Off`] turns exemplars off (and saves the header lookup on every request).
+    ///
+    /// ```
+    /// use gpe_core::exemplar::{TraceContext, TraceSource};
+    /// // A trace id from another header, for example a load balancer's.
+    /// let source = TraceSource::Custom(std::sync::Arc::new(|headers| {
+    ///     TraceContext::from_traceparent(headers.header("x-my-traceparent")?)
+    /// }));
+    /// let builder = gpe_core::http::RequestMetrics::builder().exemplars(source);
+    /// ```
+    pub fn exemplars(mut self, source: TraceSource) -> Self {
+        self.traces = source;
         self
     }
 
@@ -330,6 +351,7 @@ impl RequestMetricsBuilder {
             exclude: self.exclude,
             clock: Clock::new(),
             id: recent::next_id(),
+            traces: self.traces,
         };
         Ok(RequestMetrics {
             inner: Arc::new(inner),

@@ -12,6 +12,7 @@ use super::grpc::{self, GrpcCode};
 use super::tracker::{InFlight, RequestSize, RequestTracker, Stage};
 use super::{RequestMetricsError, STATUS_CLIENT_CLOSED, STATUS_NO_RESPONSE, UNMATCHED};
 use crate::clock::Clock;
+use crate::exemplar::TraceSource;
 use crate::metrics::{Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramVec};
 
 mod builder;
@@ -95,6 +96,8 @@ pub(super) struct Inner {
     pub(super) clock: Clock,
     /// Tells this instance's series apart in the per-thread cache ([`recent`]).
     pub(super) id: u64,
+    /// Where a request's trace comes from, for the exemplars.
+    pub(super) traces: TraceSource,
 }
 
 /// The cached handles of one endpoint.
@@ -273,6 +276,7 @@ impl RequestMetrics {
             failure: None,
             stage: Stage::Pending,
             grpc: false,
+            trace: None,
             access: None,
         }
     }
@@ -469,8 +473,17 @@ impl RequestMetrics {
             },
         };
         if let Some(d) = done {
-            d.requests.inc();
-            d.duration.observe(t.elapsed().as_secs_f64());
+            match &t.trace {
+                None => {
+                    d.requests.inc();
+                    d.duration.observe(t.elapsed().as_secs_f64());
+                }
+                Some(trace) => {
+                    d.requests.inc_by_with_exemplar(1.0, trace);
+                    d.duration
+                        .observe_with_exemplar(t.elapsed().as_secs_f64(), trace);
+                }
+            }
             let request_size = match &t.request_size {
                 RequestSize::Known(n) => *n,
                 RequestSize::Counted(c) => c.get(),
