@@ -1,0 +1,793 @@
+//! Native histograms against the real thing: the demo (gpe-master + 4 example-axum workers)
+//! scraped at once by two Prometheus (Debian's 2.42): one with
+//! `--enable-feature=native-histograms`, which negotiates the delimited protobuf format and
+//! stores `gunicorn_worker_request_duration_seconds` as a native histogram, and one without,
+//! which scrapes text and stores the classic buckets. A known number of requests with a known
+//! latency mix: both must count every one of them, and their 0.99 quantiles must fall in the
+//! classic bucket the mix predicts.
+
+#[path = "../../support/tests_common.rs"]
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::exposition::{label_values, series_count, sum};
+use common::{free_port, get, target_bin, Proc};
+
+const FAMILY: &str = "gunicorn_worker_request_duration_seconds";
+const WORKERS: usize = 4;
+
+// The latency mix. Every request is counted in N, the warm-up's included (`/health`, the only
+// route the app does not record, is used only before anything is counted).
+/// Requests in all.
+const N: usize = 2_000;
+/// `/slow?ms=150..=400`: the classic bucket (0.1, 0.5].
+const MID: usize = 100;
+/// `/slow?ms=600..=800`: the classic bucket (0.5, 1].
+const SLOW: usize = 100;
+/// `/` and, in the warm-up, `/slow?ms=0`: the classic bucket (0, 0.1].
+const FAST: usize = N - MID - SLOW;
+// So 1,900 requests take at most 0.5 s, and the 0.99 quantile (rank 1,980) is the 80th of the
+// 100 slow ones (~0.76 s): in the classic bucket (0.5, 1], 80 requests above its lower edge and
+// nothing above its upper edge. rate()'s extrapolation skews buckets against each other by a few
+// per mille here, far from moving the rank across an edge.
+/// The classic bucket both quantiles must fall in.
+const EXPECTED_BUCKET: (f64, f64) = (0.5, 1.0);
+/// gpe's default classic buckets (the example's).
+const CLASSIC_BOUNDS: [f64; 8] = [0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+/// How many requests a loaded machine may delay by 100 ms or more (one classic bucket up),
+/// for the per-bucket counts; the quantile margins above are far wider.
+const DELAYED: f64 = 10.0;
+
+fn mid_ms(j: usize) -> usize {
+    150 + (j * 53) % 251
+}
+
+fn slow_ms(j: usize) -> usize {
+    600 + (j * 41) % 201
+}
+
+/// One HTTP/1.1 response: status, headers, body (de-chunked).
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// `GET path` with `Connection: close` (and `Accept` if given); a chunked body is decoded
+/// (Prometheus's API answers large results chunked).
+fn http_get(port: u16, path: &str, accept: Option<&str>) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{accept}Connection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let bad =
+        |what: &str| std::io::Error::other(format!("{what}: {:?}", String::from_utf8_lossy(&raw)));
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of the headers"))?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut resp = Response {
+        status,
+        headers,
+        body: raw[end + 4..].to_vec(),
+    };
+    if resp
+        .header("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
+        resp.body = dechunk(&resp.body).ok_or_else(|| bad("a bad chunked body"))?;
+    }
+    Ok(resp)
+}
+
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n")?;
+        let size = std::str::from_utf8(&b[..eol]).ok()?.split(';').next()?;
+        let size = usize::from_str_radix(size.trim(), 16).ok()?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Poll `f` until it returns `Ok`, at most `timeout`; on timeout, panic with what `f` last said.
+fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() > end => {
+                panic!("timed out ({timeout:?}) waiting for {what}; last:\n{e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// A Prometheus scraping the master's `/metrics` every second, killed when dropped.
+struct Prometheus {
+    name: &'static str,
+    port: u16,
+    log: PathBuf,
+    _proc: Proc,
+}
+
+impl Prometheus {
+    fn start(name: &'static str, dir: &Path, port: u16, metrics_port: u16, native: bool) -> Self {
+        let config = dir.join(format!("prometheus-{name}.yml"));
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: gpe\n    static_configs:\n      \
+                 - targets: [\"127.0.0.1:{metrics_port}\"]\n"
+            ),
+        )
+        .unwrap();
+        let log = dir.join(format!("prometheus-{name}.log"));
+        let mut cmd = Command::new("prometheus");
+        cmd.arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join(format!("data-{name}")).display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if native {
+            cmd.arg("--enable-feature=native-histograms");
+        }
+        let prom = Prometheus {
+            name,
+            port,
+            log,
+            _proc: Proc::spawn(&mut cmd),
+        };
+        poll(
+            &format!("the {name} Prometheus to be ready"),
+            Duration::from_secs(30),
+            || match http_get(port, "/-/ready", None) {
+                Ok(r) if r.status == 200 => Ok(()),
+                other => Err(format!("{other:?}\n{}", prom.log_tail())),
+            },
+        );
+        prom
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        format!(
+            "{} Prometheus log (last lines):\n{}",
+            self.name,
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        )
+    }
+
+    fn api(&self, path: &str) -> Result<serde_json::Value, String> {
+        let r = http_get(self.port, path, None).map_err(|e| format!("GET {path}: {e}"))?;
+        let v: serde_json::Value = serde_json::from_slice(&r.body)
+            .map_err(|e| format!("GET {path}: {} {e}: {}", r.status, r.text()))?;
+        if r.status == 200 && v["status"] == "success" {
+            Ok(v)
+        } else {
+            Err(format!("GET {path}: {} {v}", r.status))
+        }
+    }
+
+    /// The result vector of an instant query, or what came back instead.
+    fn try_query(&self, expr: &str) -> Result<Vec<serde_json::Value>, String> {
+        let v = self
+            .api(&format!("/api/v1/query?query={}", percent_encode(expr)))
+            .map_err(|e| format!("{} Prometheus, query `{expr}`: {e}", self.name))?;
+        v["data"]["result"]
+            .as_array()
+            .cloned()
+            .ok_or_else(|| format!("{} Prometheus, query `{expr}`: {v}", self.name))
+    }
+
+    fn query(&self, expr: &str) -> Vec<serde_json::Value> {
+        self.try_query(expr).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The single float value of `expr`.
+    fn value(&self, expr: &str) -> f64 {
+        let result = self.query(expr);
+        let [one] = &result[..] else {
+            panic!(
+                "{} Prometheus, query `{expr}`: expected one float sample, got {}",
+                self.name,
+                serde_json::Value::from(result.clone())
+            );
+        };
+        one["value"][1]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} Prometheus, query `{expr}`: expected a float sample, got {one}",
+                    self.name
+                )
+            })
+    }
+
+    /// The one target is up and its last scrape had no error.
+    fn target_healthy(&self) -> Result<(), String> {
+        let v = self.api("/api/v1/targets")?;
+        let targets = v["data"]["activeTargets"].as_array().cloned();
+        match targets.as_deref() {
+            Some([t]) if t["health"] == "up" && t["lastError"] == "" => Ok(()),
+            _ => Err(format!(
+                "{} Prometheus: expected its one target up with lastError \"\", got {}",
+                self.name, v["data"]["activeTargets"]
+            )),
+        }
+    }
+
+    /// The time of its last scrape (seconds since the epoch), once the target is healthy.
+    fn last_scrape(&self) -> Result<f64, String> {
+        self.target_healthy()?;
+        // Of a selector: `timestamp(up == 1)` would be the evaluation time.
+        let expr = "timestamp(up{job=\"gpe\"})";
+        let result = self.try_query(expr)?;
+        result
+            .first()
+            .and_then(|s| s["value"][1].as_str()?.parse().ok())
+            .ok_or_else(|| format!("{} Prometheus, `{expr}`: {result:?}", self.name))
+    }
+}
+
+/// Wait until each Prometheus has scraped the master, without errors, after `t`.
+fn scraped_after(proms: &[&Prometheus], t: f64) {
+    // Prometheus moves a scrape's timestamp by up to 2 ms to align it with the interval
+    // (`--scrape.timestamp-tolerance`).
+    let t = t + 0.005;
+    for p in proms {
+        poll(
+            &format!("a scrape by the {} Prometheus", p.name),
+            Duration::from_secs(20),
+            || match p.last_scrape() {
+                Ok(at) if at > t => Ok(()),
+                Ok(at) => Err(format!("last scrape at {at}, waiting for one after {t}")),
+                Err(e) => Err(format!("{e}\n{}", p.log_tail())),
+            },
+        );
+    }
+}
+
+/// GET every path from `threads` connections at a time (one connection per request, as they come
+/// from the shared queue); every answer must be a 200. How many were answered.
+fn send_all(port: u16, paths: &[String], threads: usize) -> usize {
+    let next = AtomicUsize::new(0);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let answered: Result<Vec<usize>, String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let next = &next;
+                s.spawn(move || {
+                    let mut answered = 0;
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(path) = paths.get(i) else {
+                            return Ok(answered);
+                        };
+                        if Instant::now() > deadline {
+                            return Err(format!("the load took over 40 s (at {i})"));
+                        }
+                        match get(port, path) {
+                            Ok((200, _)) => answered += 1,
+                            other => {
+                                return Err(format!("GET {path}: expected 200, got {other:?}"))
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    answered.unwrap_or_else(|e| panic!("{e}")).into_iter().sum()
+}
+
+/// The master's text `/metrics`.
+fn master_text(metrics_port: u16) -> String {
+    let r = http_get(metrics_port, "/metrics", None).expect("the master's /metrics");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text()
+}
+
+/// Wait until the master's `/metrics` counts `n` requests, in both the request counter and the
+/// duration histogram (a worker records a request after its response is sent).
+fn master_counts(metrics_port: u16, n: usize) -> String {
+    poll(
+        &format!("the master's /metrics to count {n} requests"),
+        Duration::from_secs(20),
+        || {
+            let text = master_text(metrics_port);
+            let requests = sum(&text, "gunicorn_worker_requests_total", &[]);
+            let observed = sum(&text, &format!("{FAMILY}_count"), &[]);
+            if requests == n as f64 && observed == n as f64 {
+                Ok(text)
+            } else {
+                Err(format!(
+                    "expected {n}, got gunicorn_worker_requests_total {requests}, \
+                     {FAMILY}_count {observed}"
+                ))
+            }
+        },
+    )
+}
+
+fn varint(b: &[u8], i: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*i)?;
+        *i += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// The family names of a delimited stream of `MetricFamily` messages (the name is field 1), or
+/// `None` when its framing is broken.
+fn family_names(b: &[u8]) -> Option<Vec<String>> {
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let len = usize::try_from(varint(b, &mut i)?).ok()?;
+        let msg = b.get(i..i.checked_add(len)?)?;
+        i += len;
+        let (mut j, mut name) = (0, None);
+        while j < msg.len() {
+            let key = varint(msg, &mut j)?;
+            match key & 7 {
+                0 => {
+                    varint(msg, &mut j)?;
+                }
+                1 => j += 8,
+                5 => j += 4,
+                2 => {
+                    let l = usize::try_from(varint(msg, &mut j)?).ok()?;
+                    let field = msg.get(j..j.checked_add(l)?)?;
+                    j += l;
+                    if key >> 3 == 1 {
+                        name = Some(String::from_utf8(field.to_vec()).ok()?);
+                    }
+                }
+                _ => return None,
+            }
+        }
+        names.push(name?);
+    }
+    Some(names)
+}
+
+/// A deterministic shuffle (xorshift), so that slow requests are spread over the run.
+fn shuffle<T>(v: &mut [T]) {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let j = usize::try_from(x % (i as u64 + 1)).unwrap();
+        v.swap(i, j);
+    }
+}
+
+/// The classic bucket `(lower, upper]` of gpe's defaults that `q` falls in.
+fn classic_bucket(q: f64) -> (f64, f64) {
+    let mut lower = 0.0;
+    for upper in CLASSIC_BOUNDS {
+        if q <= upper {
+            return (lower, upper);
+        }
+        lower = upper;
+    }
+    (lower, f64::INFINITY)
+}
+
+#[test]
+fn native_and_classic_prometheus_agree_on_the_demo() {
+    let started = Instant::now();
+    let (Some(master), Some(app)) = (target_bin("gpe-master"), target_bin("example-axum")) else {
+        panic!("gpe-master and example-axum must be built in this target directory: `cargo build --workspace --bins` (.ci/test does)");
+    };
+    assert!(
+        Command::new("prometheus").arg("--version").output().is_ok(),
+        "no prometheus binary: `bash .ci/deps` installs Debian's prometheus package"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let mut ports: Vec<u16> = Vec::new();
+    while ports.len() < 4 {
+        let p = free_port();
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    let [port, metrics_port, native_port, classic_port] = ports[..] else {
+        unreachable!()
+    };
+    let _master = Proc::spawn(
+        Command::new(master)
+            .args(["--workers", &WORKERS.to_string()])
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .arg(app)
+            .env("PROMETHEUS_MULTIPROC_DIR", &store)
+            .env("PROMETHEUS_BIND_ADDRESS", "127.0.0.1")
+            .env("PROMETHEUS_METRICS_PORT", metrics_port.to_string()),
+    );
+    // `/health` is not recorded: polling it leaves N exact.
+    poll("the app", Duration::from_secs(30), || {
+        match get(port, "/health") {
+            Ok((200, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    poll(
+        "the master's /metrics",
+        Duration::from_secs(30),
+        || match http_get(metrics_port, "/metrics", None) {
+            Ok(r) if r.status == 200 => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+
+    let native = Prometheus::start("native", dir.path(), native_port, metrics_port, true);
+    let classic = Prometheus::start("classic", dir.path(), classic_port, metrics_port, false);
+    let both = [&native, &classic];
+    scraped_after(&both, 0.0);
+
+    // Warm-up: fast requests until every (worker, endpoint) series exists, and then a scrape of
+    // them by both Prometheus. rate() counts only what a series gains after its first sample:
+    // the measured traffic must not create series.
+    let mut sent = 0;
+    let mut rounds = 0;
+    loop {
+        let batch: Vec<String> = (0..8)
+            .map(|i| if i % 2 == 0 { "/" } else { "/slow?ms=0" }.to_owned())
+            .collect();
+        sent += send_all(port, &batch, batch.len());
+        rounds += 1;
+        let text = master_counts(metrics_port, sent);
+        let series = series_count(&text, "gunicorn_worker_requests_total");
+        if series == 2 * WORKERS {
+            break;
+        }
+        assert!(
+            rounds < 20,
+            "after {sent} requests, {series} series of gunicorn_worker_requests_total rather \
+             than 2 endpoints x {WORKERS} workers (does every worker get connections?):\n{text}"
+        );
+    }
+    assert!(sent < FAST / 4, "{sent} warm-up requests");
+    scraped_after(&both, now_unix());
+
+    // The measured traffic: the rest of the fast requests, and the slow ones, shuffled.
+    let mut sleeps: Vec<usize> = vec![0; sent];
+    let mut paths: Vec<String> = Vec::new();
+    for _ in sent..FAST {
+        paths.push("/".to_owned());
+        sleeps.push(0);
+    }
+    for ms in (0..MID).map(mid_ms).chain((0..SLOW).map(slow_ms)) {
+        paths.push(format!("/slow?ms={ms}"));
+        sleeps.push(ms);
+    }
+    shuffle(&mut paths);
+    let load_started = Instant::now();
+    let answered = send_all(port, &paths, 24);
+    let load_time = load_started.elapsed();
+    assert_eq!(answered, paths.len(), "requests answered 200");
+    assert_eq!(sent + answered, N);
+    // The workers recorded them all (in the master's own text exposition), all of them served
+    // some.
+    let text = master_counts(metrics_port, N);
+    let per_worker: Vec<(String, f64)> = {
+        let mut ids: Vec<&str> = label_values(&text, "gunicorn_worker_requests_total", "worker_id")
+            .into_iter()
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .map(|id| {
+                let n = sum(
+                    &text,
+                    "gunicorn_worker_requests_total",
+                    &[("worker_id", id)],
+                );
+                (id.to_owned(), n)
+            })
+            .collect()
+    };
+    assert!(
+        per_worker.len() == WORKERS && per_worker.iter().all(|(_, n)| *n > 0.0),
+        "requests per worker: {per_worker:?}"
+    );
+
+    // The master's own negotiation: protobuf when asked for as Prometheus asks, text otherwise.
+    let accept = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited";
+    let pb = http_get(metrics_port, "/metrics", Some(accept)).unwrap();
+    let content_type = pb.header("content-type").unwrap_or_default().to_owned();
+    assert!(
+        pb.status == 200 && content_type.starts_with("application/vnd.google.protobuf"),
+        "Accept: {accept}: expected a 200 of application/vnd.google.protobuf, got {} {content_type:?}: {:?}",
+        pb.status,
+        pb.text()
+    );
+    let names = family_names(&pb.body).unwrap_or_else(|| {
+        panic!(
+            "the protobuf body is not a delimited stream of MetricFamily: {:?}",
+            pb.body
+        )
+    });
+    assert!(
+        names.iter().any(|n| n == FAMILY),
+        "no {FAMILY} family in the protobuf exposition: {names:?}"
+    );
+    let text = http_get(metrics_port, "/metrics", None).unwrap();
+    let content_type = text.header("content-type").unwrap_or_default();
+    assert!(
+        text.status == 200 && content_type.starts_with("text/plain"),
+        "no Accept: expected a 200 of text/plain, got {} {content_type:?}",
+        text.status
+    );
+
+    // Every Prometheus has it all once it has scraped after this.
+    scraped_after(&both, now_unix());
+
+    // The native Prometheus stores the family as a native histogram; the classic one as the
+    // classic series only.
+    let stored = native.query(FAMILY);
+    assert!(
+        !stored.is_empty()
+            && stored
+                .iter()
+                .all(|s| s.get("histogram").is_some() && s.get("value").is_none()),
+        "native Prometheus, query `{FAMILY}`: expected native histograms (a `histogram` field), \
+         got {}",
+        serde_json::Value::from(stored)
+    );
+    let stored = classic.query(FAMILY);
+    assert!(
+        stored.is_empty(),
+        "classic Prometheus, query `{FAMILY}`: expected nothing (text has no native histogram), \
+         got {}",
+        serde_json::Value::from(stored)
+    );
+    let classic_series = classic.query(&format!("{FAMILY}_bucket"));
+    assert!(
+        classic_series.len() == 2 * WORKERS * (CLASSIC_BOUNDS.len() + 1),
+        "classic Prometheus, query `{FAMILY}_bucket`: expected 2 endpoints x {WORKERS} workers x \
+         {} buckets, got {}",
+        CLASSIC_BOUNDS.len() + 1,
+        serde_json::Value::from(classic_series)
+    );
+
+    // Counts: exact, in both.
+    let expr = format!("histogram_count(sum({FAMILY}))");
+    let native_count = native.value(&expr);
+    assert!(
+        native_count == N as f64,
+        "native Prometheus, `{expr}`: expected {N}, got {native_count}; per series: {}",
+        serde_json::Value::from(native.query(&format!("histogram_count({FAMILY})")))
+    );
+    let expr = format!("sum({FAMILY}_count)");
+    let classic_count = classic.value(&expr);
+    assert!(
+        classic_count == N as f64,
+        "classic Prometheus, `{expr}`: expected {N}, got {classic_count}; per series: {}",
+        serde_json::Value::from(classic.query(&format!("{FAMILY}_count")))
+    );
+
+    // Sums: the same observations; at least the time slept.
+    let expr = format!("histogram_sum(sum({FAMILY}))");
+    let native_sum = native.value(&expr);
+    let classic_expr = format!("sum({FAMILY}_sum)");
+    let classic_sum = classic.value(&classic_expr);
+    let slept = sleeps.iter().sum::<usize>() as f64 / 1000.0;
+    assert!(
+        (native_sum - classic_sum).abs() <= 1e-9 * classic_sum && native_sum >= slept,
+        "native `{expr}` = {native_sum}, classic `{classic_expr}` = {classic_sum}: expected \
+         equal, and at least the {slept} s slept"
+    );
+
+    // Classic buckets, as the mix has them (a request held up 100 ms by a loaded machine moves up
+    // a bucket: at most DELAYED of them).
+    let expr = format!("sum by (le) ({FAMILY}_bucket)");
+    let result = classic.query(&expr);
+    // Compared as numbers: OpenMetrics writes `le="1.0"`, text `le="1"`.
+    let le = |bound: &str| -> f64 {
+        let bound: f64 = bound.parse().unwrap();
+        result
+            .iter()
+            .find(|s| {
+                s["metric"]["le"]
+                    .as_str()
+                    .and_then(|l| l.parse::<f64>().ok())
+                    == Some(bound)
+            })
+            .and_then(|s| s["value"][1].as_str()?.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "classic Prometheus, `{expr}`: no le=\"{bound}\" in {}",
+                    serde_json::Value::from(result.clone())
+                )
+            })
+    };
+    let (le_01, le_05, le_1, le_inf) = (le("0.1"), le("0.5"), le("1"), le("+Inf"));
+    for (bound, got, expected) in [
+        ("0.1", le_01, FAST),
+        ("0.5", le_05, FAST + MID),
+        ("1", le_1, N),
+        ("+Inf", le_inf, N),
+    ] {
+        let expected = expected as f64;
+        assert!(
+            got <= expected && got >= expected - DELAYED && le_inf == N as f64,
+            "classic Prometheus, `{expr}`, le=\"{bound}\": expected {expected} (at most \
+             {DELAYED} fewer), got {got}: {}",
+            serde_json::Value::from(result.clone())
+        );
+    }
+    // Native buckets: 0.5 and 1 are bucket boundaries of every schema >= 0, so the native
+    // histogram splits exactly where the classic one does.
+    let expr = format!("sum({FAMILY})");
+    let result = native.query(&expr);
+    let hist = &result[0]["histogram"][1];
+    let buckets: Vec<(f64, f64, f64)> = hist["buckets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("native Prometheus, `{expr}`: no buckets in {hist}"))
+        .iter()
+        .map(|b| {
+            let f = |i: usize| b[i].as_str().and_then(|s| s.parse().ok()).unwrap();
+            (f(1), f(2), f(3))
+        })
+        .collect();
+    let up_to = |bound: f64| -> f64 {
+        buckets
+            .iter()
+            .map(|&(lo, hi, n)| {
+                assert!(
+                    hi <= bound || lo >= bound,
+                    "native Prometheus, `{expr}`: bucket ({lo}, {hi}] straddles {bound}: {hist}"
+                );
+                if hi <= bound {
+                    n
+                } else {
+                    0.0
+                }
+            })
+            .sum()
+    };
+    let (native_05, native_1) = (up_to(0.5), up_to(1.0));
+    assert!(
+        native_05 == le_05 && native_1 == le_1,
+        "observations <= 0.5 s and <= 1 s: native {native_05}, {native_1}, classic {le_05}, \
+         {le_1}; expected equal. Native `{expr}`: {hist}"
+    );
+
+    // The 0.99 quantile: both in the predicted classic bucket, so the native one within the
+    // classic bucket resolution of the classic one. Over the measured traffic (rate), as a
+    // dashboard has it, and over everything (the counters themselves, no extrapolation).
+    let truth = {
+        let mut s = sleeps.clone();
+        s.sort_unstable();
+        s[(N * 99).div_ceil(100) - 1] as f64 / 1000.0
+    };
+    let mut figures = Vec::new();
+    for (what, native_expr, classic_expr) in [
+        (
+            "rate[1m]",
+            format!("histogram_quantile(0.99, sum(rate({FAMILY}[1m])))"),
+            format!("histogram_quantile(0.99, sum by (le) (rate({FAMILY}_bucket[1m])))"),
+        ),
+        (
+            "counters",
+            format!("histogram_quantile(0.99, sum({FAMILY}))"),
+            format!("histogram_quantile(0.99, sum by (le) ({FAMILY}_bucket))"),
+        ),
+    ] {
+        let native_q = native.value(&native_expr);
+        let classic_q = classic.value(&classic_expr);
+        let bucket = classic_bucket(classic_q);
+        assert!(
+            bucket == EXPECTED_BUCKET,
+            "classic Prometheus, `{classic_expr}`: expected a quantile in {EXPECTED_BUCKET:?}, \
+             got {classic_q} (classic buckets le 0.1/0.5/1: {le_01}/{le_05}/{le_1} of {le_inf})"
+        );
+        assert!(
+            native_q > bucket.0 && native_q <= bucket.1,
+            "native Prometheus, `{native_expr}`: expected a quantile in the classic bucket \
+             {bucket:?} of the classic one ({classic_q}), got {native_q}. Native `sum({FAMILY})`: \
+             {hist}"
+        );
+        // Native buckets are ~9 % wide (schema 3): far closer to the truth than the classic.
+        assert!(
+            native_q > truth / 1.2 && native_q < truth * 1.2,
+            "native Prometheus, `{native_expr}`: expected about {truth} s (the slept 0.99 \
+             quantile), got {native_q}"
+        );
+        figures.push(format!(
+            "{what}: native {native_q:.4}, classic {classic_q:.4}"
+        ));
+    }
+
+    for p in both {
+        p.target_healthy()
+            .unwrap_or_else(|e| panic!("{e}\n{}", p.log_tail()));
+    }
+    eprintln!(
+        "N = {N} ({sent} warm-up; fast/mid/slow {FAST}/{MID}/{SLOW}), load {load_time:.1?}, \
+         per worker {per_worker:?}; classic le 0.1/0.5/1/+Inf {le_01}/{le_05}/{le_1}/{le_inf}; \
+         sum native {native_sum:.6} classic {classic_sum:.6} (slept {slept}); 0.99 quantile \
+         (slept: {truth}) {}; bucket {EXPECTED_BUCKET:?}; {} native buckets; test {:.1?}",
+        figures.join("; "),
+        buckets.len(),
+        started.elapsed()
+    );
+}
