@@ -42,7 +42,7 @@ fn hot_path(c: &mut Criterion) {
     .with_label_values(&[])
     .unwrap();
     let theirs = prometheus::Histogram::with_opts(
-        HistogramOpts::new("bench_seconds", "Bench.").buckets(buckets),
+        HistogramOpts::new("bench_seconds", "Bench.").buckets(buckets.clone()),
     )
     .unwrap();
     let mut g = c.benchmark_group("histogram_observe");
@@ -51,6 +51,35 @@ fn hot_path(c: &mut Criterion) {
         b.iter(|| {
             x = (x + 0.37) % 12.0;
             black_box(&ours).observe(x)
+        })
+    });
+    // The same histogram with native buckets beside the classic ones (schema 3), and an
+    // observation that also leaves an exemplar.
+    let native = HistogramVec::with_native(
+        HistogramOpts::new("bench_native_seconds", "Bench.").buckets(buckets.clone()),
+        gpe_core::native::NativeOpts::DEFAULT,
+        &[],
+        &store,
+    )
+    .unwrap()
+    .with_label_values(&[])
+    .unwrap();
+    let mut x = 0.0f64;
+    g.bench_function("gpe_histogram_native", |b| {
+        b.iter(|| {
+            x = (x + 0.37) % 12.0;
+            black_box(&native).observe(x)
+        })
+    });
+    let trace = gpe_core::exemplar::TraceContext {
+        trace_id: [7; 16],
+        span_id: [9; 8],
+    };
+    let mut x = 0.0f64;
+    g.bench_function("gpe_histogram_native_exemplar", |b| {
+        b.iter(|| {
+            x = (x + 0.37) % 12.0;
+            black_box(&native).observe_with_exemplar(x, &trace)
         })
     });
     let mut x = 0.0f64;
@@ -92,8 +121,9 @@ fn hot_path(c: &mut Criterion) {
     g.finish();
 }
 
-/// 16 processes x 1,000 series: 800 counters, 100 livesum gauges, 100 histograms (default buckets).
-fn generate(dir: &Path) -> Vec<u32> {
+/// 16 processes x 1,000 series: 800 counters, 100 livesum gauges, 100 histograms (default
+/// buckets; with `native`, native buckets too, 24 observations each from 1 ms to 10 s).
+fn generate(dir: &Path, native: bool) -> Vec<u32> {
     let pids: Vec<u32> = (0..16).map(|i| 3_000_000 + i).collect();
     for &pid in &pids {
         let store = Store::open_as(dir, pid).unwrap();
@@ -123,16 +153,27 @@ fn generate(dir: &Path) -> Vec<u32> {
                 .unwrap()
                 .set(i as f64);
         }
-        let h = HistogramVec::new(
-            HistogramOpts::new("bench_latency_seconds", "Latency."),
-            &["endpoint"],
-            &store,
-        )
+        let opts = HistogramOpts::new("bench_latency_seconds", "Latency.");
+        let h = if native {
+            HistogramVec::with_native(
+                opts,
+                gpe_core::native::NativeOpts::DEFAULT,
+                &["endpoint"],
+                &store,
+            )
+        } else {
+            HistogramVec::new(opts, &["endpoint"], &store)
+        }
         .unwrap();
         for i in 0..100 {
-            h.with_label_values(&[&format!("/e{i}")])
-                .unwrap()
-                .observe(i as f64 / 100.0);
+            let h = h.with_label_values(&[&format!("/e{i}")]).unwrap();
+            if native {
+                for k in 0..24 {
+                    h.observe(0.001 * 1.5f64.powi(k + i % 3));
+                }
+            } else {
+                h.observe(i as f64 / 100.0);
+            }
         }
     }
     pids
@@ -158,7 +199,7 @@ fn scrape(c: &mut Criterion) {
             (d, p)
         }
         None => {
-            let p = generate(tmp.path());
+            let p = generate(tmp.path(), false);
             (tmp.path().to_path_buf(), p)
         }
     };
@@ -188,6 +229,32 @@ fn scrape(c: &mut Criterion) {
                 .unwrap()
                 .len()
         })
+    });
+    g.finish();
+
+    // The same directory shape with native histograms, scraped as a Prometheus with
+    // `--enable-feature=native-histograms` does: the protobuf format.
+    let tmp = tempfile::tempdir().unwrap();
+    let live = LivePids::new();
+    live.replace(generate(tmp.path(), true));
+    let native = MultiProcessCollector::new(tmp.path())
+        .with_liveness(Liveness::Pids(live))
+        .with_auto_compact(false);
+    let accept = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited";
+    let mut g = c.benchmark_group("scrape_16x1000_native");
+    g.sample_size(30);
+    g.bench_function("gpe_scrape_encode_protobuf", |b| {
+        b.iter(|| {
+            native
+                .scrape()
+                .encode(Some(accept), None)
+                .unwrap()
+                .body
+                .len()
+        })
+    });
+    g.bench_function("gpe_scrape_encode_text", |b| {
+        b.iter(|| native.scrape().encode(None, None).unwrap().body.len())
     });
     g.finish();
 }
