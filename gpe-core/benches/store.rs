@@ -71,6 +71,23 @@ fn hot_path(c: &mut Criterion) {
             black_box(&native).observe(x)
         })
     });
+    // A native histogram without classic buckets (only `+Inf`, for the text formats).
+    let native_only = HistogramVec::with_native(
+        HistogramOpts::new("bench_native_only_seconds", "Bench.").buckets(vec![]),
+        gpe_core::native::NativeOpts::DEFAULT,
+        &[],
+        &store,
+    )
+    .unwrap()
+    .with_label_values(&[])
+    .unwrap();
+    let mut x = 0.0f64;
+    g.bench_function("gpe_native_only", |b| {
+        b.iter(|| {
+            x = (x + 0.37) % 12.0;
+            black_box(&native_only).observe(x)
+        })
+    });
     let trace = gpe_core::exemplar::TraceContext {
         trace_id: [7; 16],
         span_id: [9; 8],

@@ -53,6 +53,9 @@ pub enum Rule {
     MostRecent,
     /// Series kept apart per process: a second value of the same series replaces the first.
     Last,
+    /// Added up as whole counts: the value word holds a `u64`, not an `f64` (gpe's native
+    /// histogram files, which Python does not read; see [`native`](crate::native)).
+    Counts,
 }
 
 impl Rule {
@@ -71,7 +74,8 @@ impl Rule {
     pub(crate) fn of(kind: Kind) -> Rule {
         match kind {
             Kind::Gauge(mode) => Rule::for_gauge(mode),
-            Kind::Counter | Kind::Histogram | Kind::Summary | Kind::Native => Rule::Sum,
+            Kind::Counter | Kind::Histogram | Kind::Summary => Rule::Sum,
+            Kind::Native => Rule::Counts,
             // Exemplars are not added up: the collector keeps the newest (see `exemplar`).
             Kind::Exemplar => Rule::MostRecent,
         }
@@ -106,6 +110,10 @@ impl Merged {
                 }
             }
             Rule::Last => *self = Merged::new(value, timestamp),
+            Rule::Counts => {
+                let sum = self.value.to_bits().wrapping_add(value.to_bits());
+                self.value = f64::from_bits(sum);
+            }
         }
     }
 }

@@ -459,6 +459,11 @@ struct FamAcc<'a> {
 
 type Sample = (Kind, Arc<str>, Arc<Decoded>, f64, f64);
 
+/// A native histogram file's count: a `u64` in the value word (see [`Rule::Counts`]).
+fn count_of(value: f64) -> f64 {
+    value.to_bits() as f64
+}
+
 /// One native histogram series being merged, and its bucket limit (the smallest any process
 /// asked for).
 type NativeAcc<'a> = (&'a Decoded, NativeBuckets, Option<u32>);
@@ -490,14 +495,14 @@ fn accumulate(samples: &[Sample]) -> Read {
                     positive,
                     schema,
                     index,
-                } => buckets.add_bucket(positive, schema, index, *value),
+                } => buckets.add_bucket(positive, schema, index, count_of(*value)),
                 native::Part::Zero {
                     schema,
                     threshold,
                     max_buckets,
                 } => {
                     buckets.reduce_to(schema);
-                    buckets.add_zero(threshold, *value);
+                    buckets.add_zero(threshold, count_of(*value));
                     let max = if max_buckets == 0 {
                         u32::MAX
                     } else {

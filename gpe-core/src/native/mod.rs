@@ -36,6 +36,9 @@
 //! | `<name>_positive` / `<name>_negative` | `__schema`, `__index` | the bucket's count |
 //! | `<name>_zero` | `__schema`, `__threshold`, `__max_buckets` | the zero bucket's count |
 //!
+//! A count is a `u64` in the value word (one `fetch_add` per observation, where an `f64`
+//! needs a compare-and-swap loop), which only gpe reads: another reason the file is not `*.db`.
+//!
 //! The schema is in every key, so files written at different schemas (another build, an
 //! archive) still merge exactly: the collector folds finer buckets into the coarsest schema seen.
 
@@ -153,8 +156,8 @@ pub(crate) mod labels {
 #[derive(Debug)]
 pub(crate) struct NativeSeries {
     opts: NativeOpts,
-    /// For a positive schema, the bucket bounds of one power of two.
-    bounds: &'static [f64],
+    /// For a positive schema, where in a power of two a value falls.
+    lookup: Option<&'static schema::Lookup>,
     zero: Slot,
     positive: Table,
     negative: Table,
@@ -188,11 +191,7 @@ impl NativeSeries {
             help,
         );
         Ok(NativeSeries {
-            bounds: if opts.schema > 0 {
-                schema::bounds(opts.schema)
-            } else {
-                &[]
-            },
+            lookup: (opts.schema > 0).then(|| schema::lookup(opts.schema)),
             zero: store.slot(Kind::Native, &zero_key)?,
             positive: Table::new(opts.schema),
             negative: Table::new(opts.schema),
@@ -212,10 +211,10 @@ impl NativeSeries {
     pub(crate) fn observe(&self, v: f64) {
         let a = v.abs();
         if a <= self.opts.zero_threshold {
-            self.zero.add(1.0);
+            self.zero.inc_count();
             return;
         }
-        let i = schema::index(a, self.opts.schema, self.bounds);
+        let i = schema::index(a, self.opts.schema, self.lookup);
         if v > 0.0 {
             self.positive.inc(i, |i| self.bucket_slot(true, i));
         } else {
@@ -246,7 +245,7 @@ impl NativeSeries {
     /// This process's buckets.
     pub(crate) fn snapshot(&self) -> NativeBuckets {
         let mut out = NativeBuckets::new(self.opts.schema, self.opts.zero_threshold);
-        out.zero_count = self.zero.get();
+        out.zero_count = self.zero.count() as f64;
         let collect = |t: &Table| t.counts().into_iter().collect::<BTreeMap<i32, f64>>();
         out.positive = collect(&self.positive);
         out.negative = collect(&self.negative);

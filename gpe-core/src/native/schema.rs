@@ -28,39 +28,85 @@ pub(crate) fn frexp(v: f64) -> (f64, i32) {
     (frac, biased - 1022)
 }
 
-/// The lower bounds of the `2^s` buckets of one power of two, for schema `s > 0`, as fractions
-/// in `[0.5, 1)`: `0.5 · 2^(j / 2^s)`.
-pub(crate) fn bounds(schema: i8) -> &'static [f64] {
-    static TABLES: [OnceLock<Box<[f64]>>; MAX_SCHEMA as usize] =
-        [const { OnceLock::new() }; MAX_SCHEMA as usize];
-    debug_assert!((1..=MAX_SCHEMA).contains(&schema));
-    TABLES[schema as usize - 1].get_or_init(|| {
-        let n = 1u32 << schema;
-        (0..n)
-            .map(|j| 0.5 * (f64::from(j) / f64::from(n)).exp2())
-            .collect()
-    })
+/// For schema `s > 0`, where in a power of two a value falls, found with one table lookup and
+/// one comparison instead of a search.
+#[derive(Debug)]
+pub(crate) struct Lookup {
+    /// The lower bounds of the `2^s` buckets of one power of two, as fractions in `[0.5, 1)`
+    /// (`0.5 · 2^(j / 2^s)`), then 1.0 (above every fraction).
+    bounds: Box<[f64]>,
+    /// For each of the `2^(s+1)` equal slices of `[0.5, 1)` (by the top `s + 1` bits of the
+    /// mantissa): how many bounds lie below the slice's start. Slices are narrower than buckets
+    /// (a bucket is at least `ln 2 / 2^(s+1)` wide), so at most one bound lies inside a slice.
+    below: Box<[u16]>,
+    /// `52 - (s + 1)`: the shift that leaves a mantissa's top `s + 1` bits.
+    shift: u32,
 }
 
-/// The bucket index of `v` (`v > 0`, `+Inf` allowed) at `schema`. `bounds` is
-/// [`bounds(schema)`](bounds) for a positive schema (looked up once by the caller), unused
+impl Lookup {
+    fn new(schema: i8) -> Lookup {
+        let n = 1u32 << schema;
+        let mut bounds: Vec<f64> = (0..n)
+            .map(|j| 0.5 * (f64::from(j) / f64::from(n)).exp2())
+            .collect();
+        let slices = 2 * n;
+        let below = (0..slices)
+            .map(|t| {
+                let start = 0.5 + 0.5 * f64::from(t) / f64::from(slices);
+                bounds.iter().filter(|&&b| b < start).count() as u16
+            })
+            .collect();
+        bounds.push(1.0);
+        Lookup {
+            bounds: bounds.into(),
+            below,
+            shift: 52 - (u32::from(schema as u8) + 1),
+        }
+    }
+
+    /// How many bounds lie below `frac` (in `[0.5, 1)`, with mantissa bits `mantissa`).
+    #[inline]
+    fn position(&self, frac: f64, mantissa: u64) -> i32 {
+        let below = self.below[(mantissa >> self.shift) as usize & (self.below.len() - 1)];
+        let next = self.bounds[usize::from(below)];
+        i32::from(below) + i32::from(next < frac)
+    }
+
+    fn per_power(&self) -> i32 {
+        (self.bounds.len() - 1) as i32
+    }
+}
+
+/// The [`Lookup`] of schema `s > 0`, made once.
+pub(crate) fn lookup(schema: i8) -> &'static Lookup {
+    static TABLES: [OnceLock<Lookup>; MAX_SCHEMA as usize] =
+        [const { OnceLock::new() }; MAX_SCHEMA as usize];
+    debug_assert!((1..=MAX_SCHEMA).contains(&schema));
+    TABLES[schema as usize - 1].get_or_init(|| Lookup::new(schema))
+}
+
+/// The bucket index of `v` (`v > 0`, `+Inf` allowed) at `schema`. `lookup` is
+/// [`lookup(schema)`](lookup) for a positive schema (looked up once by the caller), unused
 /// otherwise.
 #[inline]
-pub(crate) fn index(v: f64, schema: i8, bounds: &[f64]) -> i32 {
+pub(crate) fn index(v: f64, schema: i8, lookup: Option<&Lookup>) -> i32 {
     if v.is_infinite() {
-        return index(f64::MAX, schema, bounds) + 1;
+        return index(f64::MAX, schema, lookup) + 1;
     }
     let (frac, exp) = frexp(v);
-    if schema > 0 {
-        // The first bound at or above `frac`: an exact power of two (frac 0.5) is the upper
-        // bound of its bucket.
-        let i = bounds.partition_point(|&b| b < frac) as i32;
-        i + (exp - 1) * bounds.len() as i32
-    } else {
-        let key = if frac == 0.5 { exp - 1 } else { exp };
-        let shift = -i32::from(schema);
-        let offset = (1 << shift) - 1;
-        (key + offset) >> shift
+    match lookup {
+        Some(l) if schema > 0 => {
+            // The first bound at or above `frac`: an exact power of two (frac 0.5) is the
+            // upper bound of its bucket.
+            let mantissa = frac.to_bits() & ((1 << 52) - 1);
+            l.position(frac, mantissa) + (exp - 1) * l.per_power()
+        }
+        _ => {
+            let key = if frac == 0.5 { exp - 1 } else { exp };
+            let shift = -i32::from(schema.min(0));
+            let offset = (1 << shift) - 1;
+            (key + offset) >> shift
+        }
     }
 }
 
@@ -83,8 +129,34 @@ mod tests {
     use super::*;
 
     fn idx(v: f64, s: i8) -> i32 {
-        let b = if s > 0 { bounds(s) } else { &[][..] };
-        index(v, s, b)
+        index(v, s, (s > 0).then(|| lookup(s)))
+    }
+
+    #[test]
+    fn the_lookup_agrees_with_a_search_of_the_bounds() {
+        for s in 1..=MAX_SCHEMA {
+            let n = 1u32 << s;
+            let bounds: Vec<f64> = (0..n)
+                .map(|j| 0.5 * (f64::from(j) / f64::from(n)).exp2())
+                .collect();
+            let l = lookup(s);
+            let mut x = 0x2545_f491_4f6c_dd1du64;
+            for k in 0..20_000u32 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Random fractions, and the bounds themselves and their neighbours.
+                let frac = match k % 4 {
+                    0 => bounds[(x as usize) % bounds.len()],
+                    1 => f64::from_bits(bounds[(x as usize) % bounds.len()].to_bits() + 1),
+                    2 => f64::from_bits(bounds[(x as usize) % bounds.len()].to_bits() - 1).max(0.5),
+                    _ => 0.5 + 0.5 * ((x >> 11) as f64 / (1u64 << 53) as f64),
+                };
+                let want = bounds.partition_point(|&b| b < frac) as i32;
+                let mantissa = frac.to_bits() & ((1 << 52) - 1);
+                assert_eq!(l.position(frac, mantissa), want, "schema {s} frac {frac}");
+            }
+        }
     }
 
     #[test]

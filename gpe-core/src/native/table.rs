@@ -56,26 +56,42 @@ impl Table {
     #[inline]
     pub(crate) fn inc(&self, index: i32, make: impl FnOnce(i32) -> Result<Slot, Error>) {
         let at = index.wrapping_sub(self.low) as u32 as usize;
-        let (chunk, pos) = (at / CHUNK, at % CHUNK);
-        if let Some(cell) = self.chunks.get(chunk) {
+        // The common case: the bucket was seen before; two loads, then the count.
+        if let Some(slot) = self
+            .chunks
+            .get(at / CHUNK)
+            .and_then(OnceLock::get)
+            .and_then(|chunk| chunk[at % CHUNK].get())
+        {
+            slot.inc_count();
+            return;
+        }
+        self.inc_first(index, at, make);
+    }
+
+    /// [`inc`](Self::inc) of a bucket not seen before in this process, or out of the table.
+    #[cold]
+    #[inline(never)]
+    fn inc_first(&self, index: i32, at: usize, make: impl FnOnce(i32) -> Result<Slot, Error>) {
+        if let Some(cell) = self.chunks.get(at / CHUNK) {
             let chunk = cell.get_or_init(|| Box::new([const { OnceLock::new() }; CHUNK]));
-            let cell = &chunk[pos];
-            match cell.get() {
-                Some(slot) => slot.add(1.0),
-                None => {
-                    if let Some(slot) = made(index, make) {
-                        // Two threads may both make it: the store hands both the same slot.
-                        cell.get_or_init(|| slot).add(1.0);
-                    }
-                }
-            }
+            let cell = &chunk[at % CHUNK];
+            let slot = match cell.get() {
+                Some(slot) => slot,
+                // Two threads may both make it: the store hands both the same slot.
+                None => match made(index, make) {
+                    Some(slot) => cell.get_or_init(|| slot),
+                    None => return,
+                },
+            };
+            slot.inc_count();
             return;
         }
         let mut overflow = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(slot) = overflow.get(&index) {
-            slot.add(1.0);
+            slot.inc_count();
         } else if let Some(slot) = made(index, make) {
-            slot.add(1.0);
+            slot.inc_count();
             overflow.insert(index, slot);
         }
     }
@@ -87,20 +103,19 @@ impl Table {
             if let Some(chunk) = cell.get() {
                 for (p, slot) in chunk.iter().enumerate() {
                     if let Some(slot) = slot.get() {
-                        out.push((self.low + (c * CHUNK + p) as i32, slot.get()));
+                        out.push((self.low + (c * CHUNK + p) as i32, slot.count() as f64));
                     }
                 }
             }
         }
         let overflow = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
-        out.extend(overflow.iter().map(|(&i, s)| (i, s.get())));
+        out.extend(overflow.iter().map(|(&i, s)| (i, s.count() as f64)));
         out
     }
 }
 
 /// The slot for bucket `index`, or `None` (logged once per process) when the store cannot make
 /// one: the observation is then lost rather than the request failing.
-#[cold]
 fn made(index: i32, make: impl FnOnce(i32) -> Result<Slot, Error>) -> Option<Slot> {
     match make(index) {
         Ok(slot) => Some(slot),

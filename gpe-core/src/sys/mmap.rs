@@ -132,6 +132,19 @@ impl Slot {
         }
     }
 
+    /// Add 1 to the value word read as a `u64` count (gpe's own files only: Python reads the
+    /// word as an `f64`): one `fetch_add`, no compare-and-swap loop.
+    #[inline]
+    pub(crate) fn inc_count(&self) {
+        self.atomic(0).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The value word read as a `u64` count ([`inc_count`](Self::inc_count)).
+    #[inline]
+    pub(crate) fn count(&self) -> u64 {
+        self.atomic(0).load(Ordering::Relaxed)
+    }
+
     /// Store `v`.
     #[inline]
     pub(crate) fn set(&self, v: f64) {
