@@ -150,7 +150,7 @@ mod tests {
                     0 => bounds[(x as usize) % bounds.len()],
                     1 => f64::from_bits(bounds[(x as usize) % bounds.len()].to_bits() + 1),
                     2 => f64::from_bits(bounds[(x as usize) % bounds.len()].to_bits() - 1).max(0.5),
-                    _ => 0.5 + 0.5 * ((x >> 11) as f64 / (1u64 << 53) as f64),
+                    _ => 0.5f64.mul_add((x >> 11) as f64 / (1u64 << 53) as f64, 0.5),
                 };
                 let want = bounds.partition_point(|&b| b < frac) as i32;
                 let mantissa = frac.to_bits() & ((1 << 52) - 1);
