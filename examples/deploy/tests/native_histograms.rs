@@ -9,8 +9,6 @@
 #[path = "../../support/tests_common.rs"]
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -52,7 +50,7 @@ fn slow_ms(j: usize) -> usize {
     600 + (j * 41) % 201
 }
 
-/// One HTTP/1.1 response: status, headers, body (de-chunked).
+/// One HTTP response: status, headers, body.
 #[derive(Debug)]
 struct Response {
     status: u16,
@@ -73,26 +71,29 @@ impl Response {
     }
 }
 
-/// `GET path` with `Connection: close` (and `Accept` if given); a chunked body is decoded
-/// (Prometheus's API answers large results chunked).
+/// `GET path` (with `Accept` if given) by curl (`.ci/deps` installs it), which also takes care
+/// of chunked bodies (Prometheus's API answers large results chunked).
 fn http_get(port: u16, path: &str, accept: Option<&str>) -> std::io::Result<Response> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let accept = accept
-        .map(|a| format!("Accept: {a}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{accept}Connection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let bad =
-        |what: &str| std::io::Error::other(format!("{what}: {:?}", String::from_utf8_lossy(&raw)));
+    let mut curl = Command::new("curl");
+    curl.args(["-s", "-i", "--max-time", "10"]);
+    if let Some(a) = accept {
+        curl.args(["-H", &format!("Accept: {a}")]);
+    }
+    let out = curl
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()?;
+    let raw = out.stdout;
+    let bad = |what: &str| {
+        std::io::Error::other(format!(
+            "{what} (curl exit {}): {:?}",
+            out.status,
+            String::from_utf8_lossy(&raw)
+        ))
+    };
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no end of the headers"))?;
+        .ok_or_else(|| bad("no response"))?;
     let head = String::from_utf8_lossy(&raw[..end]).into_owned();
     let mut lines = head.split("\r\n");
     let status = lines
@@ -100,37 +101,15 @@ fn http_get(port: u16, path: &str, accept: Option<&str>) -> std::io::Result<Resp
         .and_then(|l| l.split(' ').nth(1))
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| bad("no status"))?;
-    let headers: Vec<(String, String)> = lines
+    let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
-    let mut resp = Response {
+    Ok(Response {
         status,
         headers,
         body: raw[end + 4..].to_vec(),
-    };
-    if resp
-        .header("transfer-encoding")
-        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
-    {
-        resp.body = dechunk(&resp.body).ok_or_else(|| bad("a bad chunked body"))?;
-    }
-    Ok(resp)
-}
-
-fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b.windows(2).position(|w| w == b"\r\n")?;
-        let size = std::str::from_utf8(&b[..eol]).ok()?.split(';').next()?;
-        let size = usize::from_str_radix(size.trim(), 16).ok()?;
-        b = &b[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(b.get(..size)?);
-        b = b.get(size + 2..)?;
-    }
+    })
 }
 
 fn percent_encode(s: &str) -> String {
@@ -379,49 +358,16 @@ fn master_counts(metrics_port: u16, n: usize) -> String {
     )
 }
 
-fn varint(b: &[u8], i: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *b.get(*i)?;
-        *i += 1;
-        v |= u64::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            return Some(v);
-        }
-    }
-    None
-}
-
-/// The family names of a delimited stream of `MetricFamily` messages (the name is field 1), or
-/// `None` when its framing is broken.
-fn family_names(b: &[u8]) -> Option<Vec<String>> {
+/// The family names of a delimited stream of `MetricFamily` messages, decoded by prost with
+/// client_model's types; `None` when the stream does not decode.
+fn family_names(mut b: &[u8]) -> Option<Vec<String>> {
+    use prost::Message;
     let mut names = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        let len = usize::try_from(varint(b, &mut i)?).ok()?;
-        let msg = b.get(i..i.checked_add(len)?)?;
-        i += len;
-        let (mut j, mut name) = (0, None);
-        while j < msg.len() {
-            let key = varint(msg, &mut j)?;
-            match key & 7 {
-                0 => {
-                    varint(msg, &mut j)?;
-                }
-                1 => j += 8,
-                5 => j += 4,
-                2 => {
-                    let l = usize::try_from(varint(msg, &mut j)?).ok()?;
-                    let field = msg.get(j..j.checked_add(l)?)?;
-                    j += l;
-                    if key >> 3 == 1 {
-                        name = Some(String::from_utf8(field.to_vec()).ok()?);
-                    }
-                }
-                _ => return None,
-            }
-        }
-        names.push(name?);
+    while !b.is_empty() {
+        let mf =
+            gpe_core::expose::protobuf::client_model::MetricFamily::decode_length_delimited(&mut b)
+                .ok()?;
+        names.push(mf.name().to_owned());
     }
     Some(names)
 }
