@@ -392,48 +392,41 @@ fn decode(
     groups: &mut HashMap<(String, Vec<(String, String)>), u32>,
 ) -> Option<Arc<Decoded>> {
     let mut k = key::decode(raw)?;
-    if k.labels.contains_key(native::labels::SCHEMA) {
-        // A native histogram's bucket: in the group of its histogram series.
-        let part = native::Part::take(&k.metric, &k.sample, &mut k.labels)?;
-        let labels: Vec<(String, String)> = k.labels.into_iter().collect();
-        let group = merge::histogram_group(groups, &k.metric, labels.clone());
-        return Some(Arc::new(Decoded {
-            metric: k.metric,
-            sample: k.sample,
-            labels,
-            le: None,
-            help: k.help,
-            native: Some(part),
-            exemplar: None,
-            group,
-        }));
-    }
-    if let Some(part) = k.labels.remove(crate::exemplar::PART) {
-        // One of the four entries of an exemplar: grouped by the sample it decorates.
-        let part: usize = part.parse().ok().filter(|p| *p < 4)?;
-        let labels: Vec<(String, String)> = k.labels.into_iter().collect();
-        let group = merge::exemplar_group(groups, &k.sample, labels.clone());
-        return Some(Arc::new(Decoded {
-            metric: k.metric,
-            sample: k.sample,
-            labels,
-            le: None,
-            help: k.help,
-            native: None,
-            exemplar: Some(part),
-            group,
-        }));
-    }
-    let labels: Vec<(String, String)> = k.labels.into_iter().collect();
-    let g = merge::sample_group(groups, &k.metric, &k.sample, &labels);
-    let le = match g.le {
-        Some(le) => Some((
-            labels.iter().filter(|(n, _)| n != "le").cloned().collect(),
-            le,
-        )),
-        // A bucket without a numeric `le` is skipped.
-        None if k.sample.ends_with("_bucket") => return None,
+    // gpe's own files (`.ndb`) mark their keys with labels of the store's.
+    let native = if k.labels.contains_key(native::labels::SCHEMA) {
+        Some(native::Part::take(&k.metric, &k.sample, &mut k.labels)?)
+    } else {
+        None
+    };
+    let exemplar = match k.labels.remove(crate::exemplar::PART) {
+        Some(part) => Some(part.parse::<usize>().ok().filter(|p| *p < 4)?),
         None => None,
+    };
+    let labels: Vec<(String, String)> = k.labels.into_iter().collect();
+    let (group, le) = if native.is_some() {
+        // A native histogram's bucket: in the group of its histogram series.
+        (
+            merge::histogram_group(groups, &k.metric, labels.clone()),
+            None,
+        )
+    } else if exemplar.is_some() {
+        // One of the four entries of an exemplar: grouped by the sample it decorates.
+        (
+            merge::exemplar_group(groups, &k.sample, labels.clone()),
+            None,
+        )
+    } else {
+        let g = merge::sample_group(groups, &k.metric, &k.sample, &labels);
+        let le = match g.le {
+            Some(le) => Some((
+                labels.iter().filter(|(n, _)| n != "le").cloned().collect(),
+                le,
+            )),
+            // A bucket without a numeric `le` is skipped.
+            None if k.sample.ends_with("_bucket") => return None,
+            None => None,
+        };
+        (g.group, le)
     };
     Some(Arc::new(Decoded {
         metric: k.metric,
@@ -441,9 +434,9 @@ fn decode(
         labels,
         le,
         help: k.help,
-        native: None,
-        exemplar: None,
-        group: g.group,
+        native,
+        exemplar,
+        group,
     }))
 }
 

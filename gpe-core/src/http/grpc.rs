@@ -146,24 +146,22 @@ mod tests {
 
     #[test]
     fn content_types() {
-        for yes in [
-            &b"application/grpc"[..],
-            b"application/grpc+proto",
-            b"application/grpc+json",
-            b"application/grpc; charset=utf-8",
-            b"Application/GRPC",
-        ] {
-            assert!(is_grpc(yes), "{:?}", String::from_utf8_lossy(yes));
-        }
-        for no in [
-            &b""[..],
-            b"application/grp",
-            b"application/grpc-web",
-            b"application/grpc-web+proto",
-            b"application/json",
-            b"text/plain",
-        ] {
-            assert!(!is_grpc(no), "{:?}", String::from_utf8_lossy(no));
+        let cases: [(&[u8], bool); 11] = [
+            (b"application/grpc", true),
+            (b"application/grpc+proto", true),
+            (b"application/grpc+json", true),
+            (b"application/grpc; charset=utf-8", true),
+            (b"Application/GRPC", true),
+            (b"", false),
+            (b"application/grp", false),
+            (b"application/grpc-web", false),
+            (b"application/grpc-web+proto", false),
+            (b"application/json", false),
+            (b"text/plain", false),
+        ];
+        for (content_type, grpc) in cases {
+            let shown = String::from_utf8_lossy(content_type);
+            assert_eq!(is_grpc(content_type), grpc, "{shown:?}");
         }
     }
 
