@@ -100,6 +100,27 @@ fn layer(c: &mut Criterion) {
         req
     };
 
+    // Without this release's native buckets and exemplars (the request path before them), and
+    // a request that carries a sampled trace (its exemplar is written).
+    let dir4 = tempfile::tempdir().unwrap();
+    let store4 = gpe_core::Store::open(dir4.path()).unwrap();
+    let plain = RequestMetrics::builder()
+        .duration_native(None)
+        .exemplars(gpe_core::exemplar::TraceSource::Off)
+        .build(&store4)
+        .unwrap();
+    let mut without_native = MetricsLayer::new(plain).layer(handler);
+    let traced_request = || {
+        let mut req = request();
+        req.headers_mut().insert(
+            "traceparent",
+            http::HeaderValue::from_static(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+        );
+        req
+    };
+
     let mut g = c.benchmark_group("tower_request");
     g.bench_function("bare", |b| {
         b.iter(|| {
@@ -112,6 +133,20 @@ fn layer(c: &mut Criterion) {
         b.iter(|| {
             let svc = now(layered.ready()).unwrap();
             let res = now(svc.call(black_box(request()))).unwrap();
+            black_box(drain(res.into_body()))
+        })
+    });
+    g.bench_function("with_gpe_layer_no_native_no_exemplars", |b| {
+        b.iter(|| {
+            let svc = now(without_native.ready()).unwrap();
+            let res = now(svc.call(black_box(request()))).unwrap();
+            black_box(drain(res.into_body()))
+        })
+    });
+    g.bench_function("with_gpe_layer_traceparent", |b| {
+        b.iter(|| {
+            let svc = now(layered.ready()).unwrap();
+            let res = now(svc.call(black_box(traced_request()))).unwrap();
             black_box(drain(res.into_body()))
         })
     });
