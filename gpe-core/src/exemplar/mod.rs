@@ -82,8 +82,9 @@ impl LazyExemplars {
         }
     }
 
-    /// Record an exemplar in bucket `bucket` (0 for a counter).
-    pub(crate) fn record(&self, bucket: usize, trace: &TraceContext, value: f64) {
+    /// Record an exemplar in bucket `bucket` (0 for a counter), taken at `now` (seconds since
+    /// the epoch, [`now`]).
+    pub(crate) fn record(&self, bucket: usize, trace: &TraceContext, value: f64, now: f64) {
         let cells = self.cells.get_or_init(|| {
             (0..self.bounds.len().max(1))
                 .map(|_| OnceLock::new())
@@ -99,7 +100,7 @@ impl LazyExemplars {
                 None => return,
             },
         };
-        slot.record(trace, value, now());
+        slot.record(trace, value, now);
     }
 
     #[cold]

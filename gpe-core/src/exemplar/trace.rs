@@ -66,11 +66,27 @@ impl fmt::Display for TraceContext {
 pub trait Headers {
     /// The value of header `name` (lowercase), if present and valid UTF-8.
     fn header(&self, name: &str) -> Option<&str>;
+
+    /// The `traceparent` header: on every request's path, so a map may find it faster than
+    /// by [`header`](Self::header).
+    fn traceparent(&self) -> Option<&str> {
+        self.header("traceparent")
+    }
 }
 
 impl Headers for http::HeaderMap {
     fn header(&self, name: &str) -> Option<&str> {
         self.get(name)?.to_str().ok()
+    }
+
+    #[inline]
+    fn traceparent(&self) -> Option<&str> {
+        // A name made once: no parsing of the name on each request.
+        static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+        if self.is_empty() {
+            return None;
+        }
+        self.get(&TRACEPARENT)?.to_str().ok()
     }
 }
 
@@ -94,7 +110,7 @@ impl TraceSource {
         match self {
             TraceSource::Off => None,
             TraceSource::TraceParent => {
-                TraceContext::from_traceparent(headers.header("traceparent")?)
+                TraceContext::from_traceparent(headers.traceparent()?)
             }
             TraceSource::Custom(f) => f(headers),
         }

@@ -65,9 +65,20 @@ impl Counter {
     /// Add `v` (ignored unless `v >= 0`) and keep `trace` as this series' exemplar (see
     /// [`exemplar`](crate::exemplar)).
     pub fn inc_by_with_exemplar(&self, v: f64, trace: &crate::exemplar::TraceContext) {
+        self.inc_by_with_exemplar_at(v, trace, crate::exemplar::now());
+    }
+
+    /// [`inc_by_with_exemplar`](Self::inc_by_with_exemplar) at `now` (seconds since the
+    /// epoch): one clock read for all of a request's exemplars.
+    pub(crate) fn inc_by_with_exemplar_at(
+        &self,
+        v: f64,
+        trace: &crate::exemplar::TraceContext,
+        now: f64,
+    ) {
         if v >= 0.0 {
             self.slot.add(v);
-            self.exemplar.record(0, trace, v);
+            self.exemplar.record(0, trace, v, now);
         }
     }
 

@@ -71,8 +71,19 @@ impl Histogram {
     /// [`exemplar`](crate::exemplar)): the classic bucket's, and with it the native
     /// histogram's. NaN is ignored.
     pub fn observe_with_exemplar(&self, v: f64, trace: &crate::exemplar::TraceContext) {
+        self.observe_with_exemplar_at(v, trace, crate::exemplar::now());
+    }
+
+    /// [`observe_with_exemplar`](Self::observe_with_exemplar) at `now` (seconds since the
+    /// epoch): one clock read for all of a request's exemplars.
+    pub(crate) fn observe_with_exemplar_at(
+        &self,
+        v: f64,
+        trace: &crate::exemplar::TraceContext,
+        now: f64,
+    ) {
         if let Some(bucket) = self.observe_in_bucket(v) {
-            self.inner.exemplars.record(bucket, trace, v);
+            self.inner.exemplars.record(bucket, trace, v, now);
         }
     }
 

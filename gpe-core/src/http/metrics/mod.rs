@@ -479,9 +479,10 @@ impl RequestMetrics {
                     d.duration.observe(t.elapsed().as_secs_f64());
                 }
                 Some(trace) => {
-                    d.requests.inc_by_with_exemplar(1.0, trace);
+                    let now = crate::exemplar::now();
+                    d.requests.inc_by_with_exemplar_at(1.0, trace, now);
                     d.duration
-                        .observe_with_exemplar(t.elapsed().as_secs_f64(), trace);
+                        .observe_with_exemplar_at(t.elapsed().as_secs_f64(), trace, now);
                 }
             }
             let request_size = match &t.request_size {
