@@ -6,18 +6,18 @@
 //! latency mix: both must count every one of them, and their 0.99 quantiles must fall in the
 //! classic bucket the mix predicts.
 
-#[path = "../../support/tests_common.rs"]
-mod common;
+#[path = "prometheus_harness.rs"]
+mod prometheus_harness;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use common::exposition::{label_values, series_count, sum};
-use common::{free_port, get, target_bin, Proc};
+use prometheus_harness::common::exposition::{label_values, series_count, sum};
+use prometheus_harness::{
+    classic_bucket, distinct_ports, http_get, master_counts, now_unix, scraped_after, send_all,
+    shuffle, Demo, Prometheus, CLASSIC_BOUNDS, DURATION,
+};
 
-const FAMILY: &str = "gunicorn_worker_request_duration_seconds";
+const FAMILY: &str = DURATION;
 const WORKERS: usize = 4;
 
 // The latency mix. Every request is counted in N, the warm-up's included (`/health`, the only
@@ -36,8 +36,6 @@ const FAST: usize = N - MID - SLOW;
 // per mille here, far from moving the rank across an edge.
 /// The classic bucket both quantiles must fall in.
 const EXPECTED_BUCKET: (f64, f64) = (0.5, 1.0);
-/// gpe's default classic buckets (the example's).
-const CLASSIC_BOUNDS: [f64; 8] = [0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 /// How many requests a loaded machine may delay by 100 ms or more (one classic bucket up),
 /// for the per-bucket counts; the quantile margins above are far wider.
 const DELAYED: f64 = 10.0;
@@ -48,314 +46,6 @@ fn mid_ms(j: usize) -> usize {
 
 fn slow_ms(j: usize) -> usize {
     600 + (j * 41) % 201
-}
-
-/// One HTTP response: status, headers, body.
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// `GET path` (with `Accept` if given) by curl (`.ci/deps` installs it), which also takes care
-/// of chunked bodies (Prometheus's API answers large results chunked).
-fn http_get(port: u16, path: &str, accept: Option<&str>) -> std::io::Result<Response> {
-    let mut curl = Command::new("curl");
-    curl.args(["-s", "-i", "--max-time", "10"]);
-    if let Some(a) = accept {
-        curl.args(["-H", &format!("Accept: {a}")]);
-    }
-    let out = curl
-        .arg(format!("http://127.0.0.1:{port}{path}"))
-        .output()?;
-    let raw = out.stdout;
-    let bad = |what: &str| {
-        std::io::Error::other(format!(
-            "{what} (curl exit {}): {:?}",
-            out.status,
-            String::from_utf8_lossy(&raw)
-        ))
-    };
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no response"))?;
-    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("no status"))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    Ok(Response {
-        status,
-        headers,
-        body: raw[end + 4..].to_vec(),
-    })
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn now_unix() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
-/// Poll `f` until it returns `Ok`, at most `timeout`; on timeout, panic with what `f` last said.
-fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let end = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(e) if Instant::now() > end => {
-                panic!("timed out ({timeout:?}) waiting for {what}; last:\n{e}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
-
-/// A Prometheus scraping the master's `/metrics` every second, killed when dropped.
-struct Prometheus {
-    name: &'static str,
-    port: u16,
-    log: PathBuf,
-    _proc: Proc,
-}
-
-impl Prometheus {
-    fn start(name: &'static str, dir: &Path, port: u16, metrics_port: u16, native: bool) -> Self {
-        let config = dir.join(format!("prometheus-{name}.yml"));
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: gpe\n    static_configs:\n      \
-                 - targets: [\"127.0.0.1:{metrics_port}\"]\n"
-            ),
-        )
-        .unwrap();
-        let log = dir.join(format!("prometheus-{name}.log"));
-        let mut cmd = Command::new("prometheus");
-        cmd.arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join(format!("data-{name}")).display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        if native {
-            cmd.arg("--enable-feature=native-histograms");
-        }
-        let prom = Prometheus {
-            name,
-            port,
-            log,
-            _proc: Proc::spawn(&mut cmd),
-        };
-        poll(
-            &format!("the {name} Prometheus to be ready"),
-            Duration::from_secs(30),
-            || match http_get(port, "/-/ready", None) {
-                Ok(r) if r.status == 200 => Ok(()),
-                other => Err(format!("{other:?}\n{}", prom.log_tail())),
-            },
-        );
-        prom
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        format!(
-            "{} Prometheus log (last lines):\n{}",
-            self.name,
-            lines[lines.len().saturating_sub(15)..].join("\n")
-        )
-    }
-
-    fn api(&self, path: &str) -> Result<serde_json::Value, String> {
-        let r = http_get(self.port, path, None).map_err(|e| format!("GET {path}: {e}"))?;
-        let v: serde_json::Value = serde_json::from_slice(&r.body)
-            .map_err(|e| format!("GET {path}: {} {e}: {}", r.status, r.text()))?;
-        if r.status == 200 && v["status"] == "success" {
-            Ok(v)
-        } else {
-            Err(format!("GET {path}: {} {v}", r.status))
-        }
-    }
-
-    /// The result vector of an instant query, or what came back instead.
-    fn try_query(&self, expr: &str) -> Result<Vec<serde_json::Value>, String> {
-        let v = self
-            .api(&format!("/api/v1/query?query={}", percent_encode(expr)))
-            .map_err(|e| format!("{} Prometheus, query `{expr}`: {e}", self.name))?;
-        v["data"]["result"]
-            .as_array()
-            .cloned()
-            .ok_or_else(|| format!("{} Prometheus, query `{expr}`: {v}", self.name))
-    }
-
-    fn query(&self, expr: &str) -> Vec<serde_json::Value> {
-        self.try_query(expr).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// The single float value of `expr`.
-    fn value(&self, expr: &str) -> f64 {
-        let result = self.query(expr);
-        let [one] = &result[..] else {
-            panic!(
-                "{} Prometheus, query `{expr}`: expected one float sample, got {}",
-                self.name,
-                serde_json::Value::from(result.clone())
-            );
-        };
-        one["value"][1]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "{} Prometheus, query `{expr}`: expected a float sample, got {one}",
-                    self.name
-                )
-            })
-    }
-
-    /// The one target is up and its last scrape had no error.
-    fn target_healthy(&self) -> Result<(), String> {
-        let v = self.api("/api/v1/targets")?;
-        let targets = v["data"]["activeTargets"].as_array().cloned();
-        match targets.as_deref() {
-            Some([t]) if t["health"] == "up" && t["lastError"] == "" => Ok(()),
-            _ => Err(format!(
-                "{} Prometheus: expected its one target up with lastError \"\", got {}",
-                self.name, v["data"]["activeTargets"]
-            )),
-        }
-    }
-
-    /// The time of its last scrape (seconds since the epoch), once the target is healthy.
-    fn last_scrape(&self) -> Result<f64, String> {
-        self.target_healthy()?;
-        // Of a selector: `timestamp(up == 1)` would be the evaluation time.
-        let expr = "timestamp(up{job=\"gpe\"})";
-        let result = self.try_query(expr)?;
-        result
-            .first()
-            .and_then(|s| s["value"][1].as_str()?.parse().ok())
-            .ok_or_else(|| format!("{} Prometheus, `{expr}`: {result:?}", self.name))
-    }
-}
-
-/// Wait until each Prometheus has scraped the master, without errors, after `t`.
-fn scraped_after(proms: &[&Prometheus], t: f64) {
-    // Prometheus moves a scrape's timestamp by up to 2 ms to align it with the interval
-    // (`--scrape.timestamp-tolerance`).
-    let t = t + 0.005;
-    for p in proms {
-        poll(
-            &format!("a scrape by the {} Prometheus", p.name),
-            Duration::from_secs(20),
-            || match p.last_scrape() {
-                Ok(at) if at > t => Ok(()),
-                Ok(at) => Err(format!("last scrape at {at}, waiting for one after {t}")),
-                Err(e) => Err(format!("{e}\n{}", p.log_tail())),
-            },
-        );
-    }
-}
-
-/// GET every path from `threads` connections at a time (one connection per request, as they come
-/// from the shared queue); every answer must be a 200. How many were answered.
-fn send_all(port: u16, paths: &[String], threads: usize) -> usize {
-    let next = AtomicUsize::new(0);
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let answered: Result<Vec<usize>, String> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                let next = &next;
-                s.spawn(move || {
-                    let mut answered = 0;
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(path) = paths.get(i) else {
-                            return Ok(answered);
-                        };
-                        if Instant::now() > deadline {
-                            return Err(format!("the load took over 40 s (at {i})"));
-                        }
-                        match get(port, path) {
-                            Ok((200, _)) => answered += 1,
-                            other => {
-                                return Err(format!("GET {path}: expected 200, got {other:?}"))
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    answered.unwrap_or_else(|e| panic!("{e}")).into_iter().sum()
-}
-
-/// The master's text `/metrics`.
-fn master_text(metrics_port: u16) -> String {
-    let r = http_get(metrics_port, "/metrics", None).expect("the master's /metrics");
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.text()
-}
-
-/// Wait until the master's `/metrics` counts `n` requests, in both the request counter and the
-/// duration histogram (a worker records a request after its response is sent).
-fn master_counts(metrics_port: u16, n: usize) -> String {
-    poll(
-        &format!("the master's /metrics to count {n} requests"),
-        Duration::from_secs(20),
-        || {
-            let text = master_text(metrics_port);
-            let requests = sum(&text, "gunicorn_worker_requests_total", &[]);
-            let observed = sum(&text, &format!("{FAMILY}_count"), &[]);
-            if requests == n as f64 && observed == n as f64 {
-                Ok(text)
-            } else {
-                Err(format!(
-                    "expected {n}, got gunicorn_worker_requests_total {requests}, \
-                     {FAMILY}_count {observed}"
-                ))
-            }
-        },
-    )
 }
 
 /// The family names of a delimited stream of `MetricFamily` messages, decoded by prost with
@@ -372,80 +62,21 @@ fn family_names(mut b: &[u8]) -> Option<Vec<String>> {
     Some(names)
 }
 
-/// A deterministic shuffle (xorshift), so that slow requests are spread over the run.
-fn shuffle<T>(v: &mut [T]) {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    for i in (1..v.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let j = usize::try_from(x % (i as u64 + 1)).unwrap();
-        v.swap(i, j);
-    }
-}
-
-/// The classic bucket `(lower, upper]` of gpe's defaults that `q` falls in.
-fn classic_bucket(q: f64) -> (f64, f64) {
-    let mut lower = 0.0;
-    for upper in CLASSIC_BOUNDS {
-        if q <= upper {
-            return (lower, upper);
-        }
-        lower = upper;
-    }
-    (lower, f64::INFINITY)
-}
-
 #[test]
 fn native_and_classic_prometheus_agree_on_the_demo() {
     let started = Instant::now();
-    let (Some(master), Some(app)) = (target_bin("gpe-master"), target_bin("example-axum")) else {
-        panic!("gpe-master and example-axum must be built in this target directory: `cargo build --workspace --bins` (.ci/test does)");
-    };
-    assert!(
-        Command::new("prometheus").arg("--version").output().is_ok(),
-        "no prometheus binary: `bash .ci/deps` installs Debian's prometheus package"
-    );
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    std::fs::create_dir(&store).unwrap();
-    let mut ports: Vec<u16> = Vec::new();
-    while ports.len() < 4 {
-        let p = free_port();
-        if !ports.contains(&p) {
-            ports.push(p);
-        }
-    }
-    let [port, metrics_port, native_port, classic_port] = ports[..] else {
-        unreachable!()
-    };
-    let _master = Proc::spawn(
-        Command::new(master)
-            .args(["--workers", &WORKERS.to_string()])
-            .args(["--bind", &format!("127.0.0.1:{port}")])
-            .arg(app)
-            .env("PROMETHEUS_MULTIPROC_DIR", &store)
-            .env("PROMETHEUS_BIND_ADDRESS", "127.0.0.1")
-            .env("PROMETHEUS_METRICS_PORT", metrics_port.to_string()),
-    );
-    // `/health` is not recorded: polling it leaves N exact.
-    poll("the app", Duration::from_secs(30), || {
-        match get(port, "/health") {
-            Ok((200, _)) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
-    poll(
-        "the master's /metrics",
-        Duration::from_secs(30),
-        || match http_get(metrics_port, "/metrics", None) {
-            Ok(r) if r.status == 200 => Ok(()),
-            other => Err(format!("{other:?}")),
-        },
-    );
+    let [port, metrics_port, native_port, classic_port] = distinct_ports();
+    let _demo = Demo::start(dir.path(), WORKERS, port, metrics_port);
 
-    let native = Prometheus::start("native", dir.path(), native_port, metrics_port, true);
-    let classic = Prometheus::start("classic", dir.path(), classic_port, metrics_port, false);
+    let native = Prometheus::start(
+        "native",
+        dir.path(),
+        native_port,
+        metrics_port,
+        &["native-histograms"],
+    );
+    let classic = Prometheus::start("classic", dir.path(), classic_port, metrics_port, &[]);
     let both = [&native, &classic];
     scraped_after(&both, 0.0);
 
@@ -485,7 +116,7 @@ fn native_and_classic_prometheus_agree_on_the_demo() {
         paths.push(format!("/slow?ms={ms}"));
         sleeps.push(ms);
     }
-    shuffle(&mut paths);
+    shuffle(&mut paths, 0x9E37_79B9_7F4A_7C15);
     let load_started = Instant::now();
     let answered = send_all(port, &paths, 24);
     let load_time = load_started.elapsed();
