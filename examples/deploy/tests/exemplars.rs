@@ -29,15 +29,14 @@
 //!   Asserted like any exemplar (sent, sampled, span, time, value within the request's round
 //!   trip), not which bucket it comes from.
 
-#[path = "prometheus_harness.rs"]
-mod prometheus_harness;
+mod harness;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use prometheus_harness::{
+use harness::{
     classic_bucket, distinct_ports, http_get, master_counts, now_unix, poll, scraped_after,
     send_requests, shuffle, Demo, Prometheus, Request, Sent, CLASSIC_BOUNDS, DURATION, REQUESTS,
 };

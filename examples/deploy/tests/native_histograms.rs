@@ -6,13 +6,12 @@
 //! latency mix: both must count every one of them, and their 0.99 quantiles must fall in the
 //! classic bucket the mix predicts.
 
-#[path = "prometheus_harness.rs"]
-mod prometheus_harness;
+mod harness;
 
 use std::time::Instant;
 
-use prometheus_harness::common::exposition::{label_values, series_count, sum};
-use prometheus_harness::{
+use harness::common::exposition::{label_values, series_count, sum};
+use harness::{
     classic_bucket, distinct_ports, http_get, master_counts, now_unix, scraped_after, send_all,
     shuffle, Demo, Prometheus, CLASSIC_BOUNDS, DURATION,
 };

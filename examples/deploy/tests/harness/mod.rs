@@ -1,10 +1,8 @@
 //! What the tests that run the demo (gpe-master + example-axum workers) under a real Prometheus
 //! share: the demo itself, Prometheus processes and their HTTP API, HTTP by curl, load with
-//! optional headers, polling with deadlines. Included as a module by each such test file
-//! (`#[path = "prometheus_harness.rs"] mod prometheus_harness;`); it includes
-//! `examples/support/tests_common.rs` itself, as `prometheus_harness::common`. Cargo also builds
-//! it as a test target of its own (every `tests/*.rs` is one), with no tests: it compiles alone.
-// Built alone, it is a crate root whose `pub` items are exported: no docs or Debug asked of them.
+//! optional headers, polling with deadlines. A module of each such test file (`mod harness;`: a
+//! folder, so Cargo does not take it for a test target of its own); it includes
+//! `examples/support/tests_common.rs` itself, as `harness::common`.
 #![allow(
     dead_code,
     unreachable_pub,
@@ -19,8 +17,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// `examples/support/tests_common.rs`, for the test files too (`prometheus_harness::common`).
-#[path = "../../support/tests_common.rs"]
+/// `examples/support/tests_common.rs`, for the test files too (`harness::common`).
+#[path = "../../../support/tests_common.rs"]
 pub(crate) mod common;
 
 use common::exposition::sum;
