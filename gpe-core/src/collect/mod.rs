@@ -11,7 +11,7 @@ use prometheus::proto::{self, MetricFamily, MetricType};
 use crate::error::Error;
 use crate::exemplar::ExemplarSet;
 use crate::merge::{self, label_key, Buckets, Merged, Rule, Summary};
-use crate::native::{self, NativeBuckets, NativeSet};
+use crate::native::{self, NativeSet};
 use crate::store::dbfile::{self, FileName, Kind, Owner};
 use crate::store::key;
 use compact::{CompactReport, DirLock};
@@ -452,14 +452,9 @@ struct FamAcc<'a> {
 
 type Sample = (Kind, Arc<str>, Arc<Decoded>, f64, f64);
 
-/// A native histogram file's count: a `u64` in the value word (see [`Rule::Counts`]).
-fn count_of(value: f64) -> f64 {
-    value.to_bits() as f64
-}
-
-/// One native histogram series being merged, and its bucket limit (the smallest any process
-/// asked for).
-type NativeAcc<'a> = (&'a Decoded, NativeBuckets, Option<u32>);
+/// One native histogram series being merged (a file's count is a `u64` in the value word: see
+/// [`Rule::Counts`]).
+type NativeAcc<'a> = (&'a Decoded, native::NativeMerge);
 
 /// One process's exemplar being read: its four entries as they come.
 type ExemplarAcc<'a> = (&'a Decoded, [(f64, f64); 4]);
@@ -480,30 +475,10 @@ fn accumulate(samples: &[Sample]) -> Read {
             continue;
         }
         if let Some(part) = &d.native {
-            let (_, buckets, limit) = natives
+            let (_, merge) = natives
                 .entry(d.group)
-                .or_insert_with(|| (d, NativeBuckets::new(native::MAX_SCHEMA, 0.0), None));
-            match *part {
-                native::Part::Bucket {
-                    positive,
-                    schema,
-                    index,
-                } => buckets.add_bucket(positive, schema, index, count_of(*value)),
-                native::Part::Zero {
-                    schema,
-                    threshold,
-                    max_buckets,
-                } => {
-                    buckets.reduce_to(schema);
-                    buckets.add_zero(threshold, count_of(*value));
-                    let max = if max_buckets == 0 {
-                        u32::MAX
-                    } else {
-                        max_buckets
-                    };
-                    *limit = Some(limit.map_or(max, |l| l.min(max)));
-                }
-            }
+                .or_insert_with(|| (d, native::NativeMerge::default()));
+            merge.add(part, value.to_bits());
             continue;
         }
         if matches!(kind, Kind::Native | Kind::Exemplar) {
@@ -552,16 +527,8 @@ fn accumulate(samples: &[Sample]) -> Read {
         out.insert(mf.name().to_owned(), mf);
     }
     let mut set = NativeSet::default();
-    for (d, mut buckets, limit) in natives.into_values() {
-        let limit = limit.map_or(native::DEFAULT_MAX_BUCKETS, |l| {
-            if l == u32::MAX {
-                0
-            } else {
-                l
-            }
-        });
-        buckets.finish(limit as usize);
-        set.insert(&d.metric, d.labels.clone(), buckets);
+    for (d, merge) in natives.into_values() {
+        set.insert(&d.metric, d.labels.clone(), merge.finish());
     }
     let mut exemplar_set = ExemplarSet::default();
     for (d, parts) in exemplars.into_values() {

@@ -43,11 +43,13 @@
 //! archive) still merge exactly: the collector folds finer buckets into the coarsest schema seen.
 
 mod buckets;
+mod merge;
 pub(crate) mod schema;
 mod set;
 mod table;
 
 pub use buckets::NativeBuckets;
+pub(crate) use merge::NativeMerge;
 pub use schema::{MAX_SCHEMA, MIN_SCHEMA};
 pub use set::NativeSet;
 
