@@ -61,7 +61,7 @@ pub(crate) fn run() -> anyhow::Result<i32> {
     }
     let server = gpe_core::expose::server::MetricsServer::bind(
         server_config,
-        Arc::new(move || exporter.gather().into()),
+        Arc::new(move || exporter.scrape()),
     )
     .context("metrics server (set --metrics-bind or PROMETHEUS_METRICS_PORT)")?
     .spawn_thread()?;

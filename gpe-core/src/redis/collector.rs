@@ -12,7 +12,9 @@ use super::outage::Outage;
 use super::pool::Pool;
 use super::runner::Runner;
 use super::{lua, RedisConfig, RedisError};
+use crate::expose::Scrape;
 use crate::merge::{self, Buckets, Merged, Rule, Summary};
+use crate::native::{self, NativeMerge, NativeSet};
 use crate::store::dbfile::Kind;
 use crate::store::key;
 
@@ -21,9 +23,11 @@ use crate::store::key;
 /// One Lua script reads the heartbeat set, every process's hash and the archives atomically (one
 /// round trip whatever the number of processes). Counters and histograms are summed, gauges
 /// combined by mode, `live*` gauges counted only for processes whose heartbeat is within the live
-/// window, and `all`/`liveall` gauges get `pid` and `host` labels. With
-/// [`with_host_label`](RedisCollector::with_host_label) every series gets a `host` label instead
-/// of being summed across hosts.
+/// window, and `all`/`liveall` gauges get `pid` and `host` labels. Native histogram buckets are
+/// merged exactly as the file collector merges them (coarsest schema, widest zero bucket, the
+/// smallest bucket limit): [`scrape`](RedisCollector::scrape) returns them beside the families.
+/// With [`with_host_label`](RedisCollector::with_host_label) every series gets a `host` label
+/// instead of being summed across hosts.
 ///
 /// Redis being down gives an empty scrape and one warning per outage; bad data (wrong key types,
 /// unparsable values or keys) is skipped with a warning.
@@ -62,8 +66,11 @@ struct Decoded {
     /// `{metric}_sum` (a histogram's sum when the kind is histogram).
     hist_sum: bool,
     help: String,
+    /// For a native histogram's entries: which bucket (or the zero bucket) it is; `labels` are
+    /// then the series' labels, without the store's.
+    native: Option<native::Part>,
     /// Interned identity of the series: (sample, labels), or (metric, labels without `le`) for
-    /// a histogram's buckets and sum.
+    /// a histogram's buckets and sum (and native buckets).
     group: u32,
 }
 
@@ -98,15 +105,30 @@ impl RedisCollector {
     /// Read Redis and merge: the families of one scrape, sorted by name. Never fails: when Redis
     /// is unavailable the result is empty (and a warning is logged once per outage).
     pub fn gather(&self) -> Vec<MetricFamily> {
-        self.try_gather().unwrap_or_default()
+        self.scrape().families
+    }
+
+    /// [`gather`](RedisCollector::gather), with the native buckets of the histograms that have
+    /// them (see [`crate::native`]): what a `/metrics` server exposes. Exemplars stay on
+    /// their host (they are not synced), so the scrape has none. Never fails, as `gather`.
+    pub fn scrape(&self) -> Scrape {
+        self.try_scrape().unwrap_or_default()
     }
 
     /// As [`gather`](RedisCollector::gather), but telling when Redis could not be read.
     ///
     /// # Errors
+    /// As [`try_scrape`](RedisCollector::try_scrape).
+    pub fn try_gather(&self) -> Result<Vec<MetricFamily>, RedisError> {
+        self.try_scrape().map(|s| s.families)
+    }
+
+    /// As [`scrape`](RedisCollector::scrape), but telling when Redis could not be read.
+    ///
+    /// # Errors
     /// [`RedisError::Timeout`] when Redis does not answer in time, [`RedisError::Unavailable`] or
     /// [`RedisError::Connection`] when it refuses the read.
-    pub fn try_gather(&self) -> Result<Vec<MetricFamily>, RedisError> {
+    pub fn try_scrape(&self) -> Result<Scrape, RedisError> {
         let pool = self.pool.clone();
         let hb = self.keys.heartbeat();
         let prefix = self.keys.prefix().to_owned();
@@ -141,11 +163,11 @@ impl RedisCollector {
         }
     }
 
-    fn merge(&self, v: &Value) -> Vec<MetricFamily> {
+    fn merge(&self, v: &Value) -> Scrape {
         let top = arr(v);
         let [now, members, procs, archives] = top else {
             tracing::warn!("unexpected reply from the Redis read script; empty scrape");
-            return Vec::new();
+            return Scrape::default();
         };
         let now = text(now).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
         let window = self.config.live_window.as_secs_f64();
@@ -239,7 +261,15 @@ impl RedisCollector {
             }
             _ => (self.host_label.then(|| Arc::clone(host)), None),
         };
-        acc.add(kind, &d, extra, value, ts);
+        match (&d.native, kind) {
+            // The value word holds the count (see `keys::parse_value`), as in the files.
+            (Some(part), Kind::Native) => acc.add_native(&d, part, extra.0, value.to_bits()),
+            (None, Kind::Native) => {} // a key without the store's labels: not ours to read
+            (Some(_), _) => {
+                tracing::warn!(key = raw, kind = %kind.prefix(), "skipping a native histogram key stored as another kind");
+            }
+            (None, _) => acc.add(kind, &d, extra, value, ts),
+        }
     }
 }
 
@@ -281,7 +311,22 @@ impl KeyCache {
 }
 
 fn decode(raw: &str, groups: &mut HashMap<(String, Labels), u32>) -> Option<Arc<Decoded>> {
-    let k = key::decode(raw)?;
+    let mut k = key::decode(raw)?;
+    // A native histogram's entries carry the store's labels (as in the file collector).
+    if k.labels.contains_key(native::labels::SCHEMA) {
+        let part = native::Part::take(&k.metric, &k.sample, &mut k.labels)?;
+        let labels: Labels = k.labels.into_iter().collect();
+        return Some(Arc::new(Decoded {
+            group: merge::histogram_group(groups, &k.metric, labels.clone()),
+            metric: k.metric,
+            sample: k.sample,
+            labels,
+            le: None,
+            hist_sum: false,
+            help: k.help,
+            native: Some(part),
+        }));
+    }
     let labels: Labels = k.labels.into_iter().collect();
     let g = merge::sample_group(groups, &k.metric, &k.sample, &labels);
     Some(Arc::new(Decoded {
@@ -291,6 +336,7 @@ fn decode(raw: &str, groups: &mut HashMap<(String, Labels), u32>) -> Option<Arc<
         le: g.le,
         hist_sum: g.hist_sum,
         help: k.help,
+        native: None,
         group: g.group,
     }))
 }
@@ -341,9 +387,25 @@ struct Fam {
 #[derive(Debug, Default)]
 struct Acc {
     fams: HashMap<String, Fam>,
+    /// (group, host) -> (a representative entry, the native buckets being merged)
+    natives: HashMap<(u32, Option<Arc<str>>), (Arc<Decoded>, NativeMerge)>,
 }
 
 impl Acc {
+    fn add_native(
+        &mut self,
+        d: &Arc<Decoded>,
+        part: &native::Part,
+        host: Option<Arc<str>>,
+        count: u64,
+    ) {
+        self.natives
+            .entry((d.group, host))
+            .or_insert_with(|| (Arc::clone(d), NativeMerge::default()))
+            .1
+            .add(part, count);
+    }
+
     fn add(&mut self, kind: Kind, d: &Arc<Decoded>, extra: Extra, value: f64, ts: f64) {
         let fam = match self.fams.get_mut(&d.metric) {
             Some(f) => f,
@@ -391,7 +453,15 @@ impl Acc {
         }
     }
 
-    fn build(self) -> Vec<MetricFamily> {
+    fn build(self) -> Scrape {
+        let mut set = NativeSet::default();
+        for ((_, host), (d, merged)) in self.natives {
+            let labels = sorted_labels(&d.labels, host.as_deref(), None, false)
+                .into_iter()
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .collect();
+            set.insert(&d.metric, labels, merged.finish());
+        }
         let mut out = Vec::new();
         for (metric, fam) in self.fams {
             let mut mf = merge::family(&metric, &fam.help, fam.kind);
@@ -434,15 +504,18 @@ impl Acc {
             }
         }
         out.sort_by(|a, b| a.name().cmp(b.name()));
-        out
+        Scrape::new(out, set)
     }
 }
 
-/// A metric with `labels` (without `le` when `drop_le`), plus the `host`/`pid` labels of `extra`
-/// (replacing labels of the same name), sorted by name.
-fn metric_with(labels: &Labels, extra: &Extra, drop_le: bool) -> proto::Metric {
-    let (host, pid) = extra;
-    let pid = pid.map(|p| p.to_string());
+/// `labels` (without `le` when `drop_le`), plus `host` and `pid` labels when given (replacing
+/// labels of the same name), sorted by name: a series' labels as the families have them.
+fn sorted_labels<'a>(
+    labels: &'a Labels,
+    host: Option<&'a str>,
+    pid: Option<&'a str>,
+    drop_le: bool,
+) -> Vec<(&'a str, &'a str)> {
     let mut all: Vec<(&str, &str)> = labels
         .iter()
         .filter(|(n, _)| {
@@ -456,9 +529,22 @@ fn metric_with(labels: &Labels, extra: &Extra, drop_le: bool) -> proto::Metric {
     if let Some(h) = host {
         all.push(("host", h));
     }
-    if let Some(p) = &pid {
+    if let Some(p) = pid {
         all.push(("pid", p));
     }
     all.sort_unstable();
-    merge::series(&all)
+    all
+}
+
+/// A metric with `labels` (without `le` when `drop_le`), plus the `host`/`pid` labels of `extra`
+/// (replacing labels of the same name), sorted by name.
+fn metric_with(labels: &Labels, extra: &Extra, drop_le: bool) -> proto::Metric {
+    let (host, pid) = extra;
+    let pid = pid.map(|p| p.to_string());
+    merge::series(&sorted_labels(
+        labels,
+        host.as_deref(),
+        pid.as_deref(),
+        drop_le,
+    ))
 }

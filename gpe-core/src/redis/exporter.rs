@@ -84,6 +84,17 @@ impl RedisExporter {
     /// Sweep if due, then read and merge: one scrape. Never fails (see
     /// [`RedisCollector::gather`]).
     pub fn gather(&self) -> Vec<MetricFamily> {
+        self.scrape().families
+    }
+
+    /// [`gather`](RedisExporter::gather) with the native histograms' buckets (see
+    /// [`RedisCollector::scrape`]): what `gpe-master exporter` serves.
+    pub fn scrape(&self) -> crate::expose::Scrape {
+        self.sweep_if_due();
+        self.collector.scrape()
+    }
+
+    fn sweep_if_due(&self) {
         if let Some(ttl) = self.collector.config.ttl {
             let due = {
                 let mut next = self.next_sweep.lock().unwrap_or_else(|p| p.into_inner());
@@ -101,7 +112,6 @@ impl RedisExporter {
                 }
             }
         }
-        self.collector.gather()
     }
 }
 

@@ -94,11 +94,18 @@ impl fmt::Display for ProcessId {
     }
 }
 
-/// Every kind a process can have a hash for, in a fixed order.
+/// Every kind a process can have a hash for (every kind synced), in a fixed order. Not
+/// [`Kind::Exemplar`]: exemplars stay on their host.
 pub(crate) fn all_kinds() -> Vec<Kind> {
     let mut v = vec![Kind::Counter, Kind::Histogram, Kind::Summary];
     v.extend(GaugeMode::ALL_MODES.into_iter().map(Kind::Gauge));
+    v.push(Kind::Native);
     v
+}
+
+/// Whether files of `kind` are synced to Redis.
+pub(crate) fn synced(kind: Kind) -> bool {
+    !matches!(kind, Kind::Exemplar)
 }
 
 /// Separates the kind from the series key in a field of a process hash (`{kind}\t{series key}`).
@@ -148,8 +155,22 @@ pub(crate) fn has_timestamp(kind: Kind) -> bool {
 pub(crate) fn additive(kind: Kind) -> bool {
     matches!(
         kind,
-        Kind::Counter | Kind::Histogram | Kind::Summary | Kind::Gauge(GaugeMode::Sum)
+        Kind::Counter
+            | Kind::Histogram
+            | Kind::Summary
+            | Kind::Native
+            | Kind::Gauge(GaugeMode::Sum)
     )
+}
+
+/// `value` less `base` (what a stale fold already moved to the archive), both as read from the
+/// files: for [`Kind::Native`] the value words hold `u64` counts, subtracted as integers.
+pub(crate) fn minus(kind: Kind, value: f64, base: f64) -> f64 {
+    if kind == Kind::Native {
+        f64::from_bits(value.to_bits().saturating_sub(base.to_bits()))
+    } else {
+        value - base
+    }
 }
 
 /// The key names under one prefix.
@@ -182,18 +203,31 @@ impl Keys {
     }
 }
 
-/// Format a value as Redis stores it: the shortest string that parses back to the same `f64`.
+/// Format a value as Redis stores it: the shortest string that parses back to the same `f64`,
+/// or for [`Kind::Native`] (whose value word holds a `u64` count, as in the files) the count's
+/// decimal digits, which the fold script adds as digit strings: exact at any size.
 pub(crate) fn fmt_value(kind: Kind, value: f64, ts: f64) -> String {
-    if has_timestamp(kind) {
+    if kind == Kind::Native {
+        value.to_bits().to_string()
+    } else if has_timestamp(kind) {
         format!("{value} {ts}")
     } else {
         format!("{value}")
     }
 }
 
-/// Parse a stored value (ours, or Lua's `%.17g`). `None` for garbage.
+/// Parse a stored value (ours, or Lua's `%.17g`). `None` for garbage. A [`Kind::Native`] count
+/// (decimal digits only) comes back in the value word as the files hold it (`u64` bits; a sum
+/// past `u64::MAX` saturates).
 pub(crate) fn parse_value(kind: Kind, raw: &[u8]) -> Option<(f64, f64)> {
     let s = std::str::from_utf8(raw).ok()?.trim();
+    if kind == Kind::Native {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let count = s.parse::<u64>().unwrap_or(u64::MAX);
+        return Some((f64::from_bits(count), 0.0));
+    }
     let num = |t: &str| -> Option<f64> {
         match t {
             "-nan" | "nan" | "NaN" => Some(f64::NAN),
@@ -266,5 +300,27 @@ mod tests {
         assert_eq!(parse_value(Kind::Counter, b"garbage"), None);
         assert_eq!(parse_value(mr, b"1"), None);
         assert_eq!(parse_value(Kind::Counter, &[0xff, 0xfe]), None);
+    }
+
+    #[test]
+    fn native_counts_round_trip_as_integers() {
+        let n = Kind::Native;
+        for c in [0u64, 1, 4096, (1 << 53) + 1, u64::MAX] {
+            let word = f64::from_bits(c);
+            let s = fmt_value(n, word, 0.0);
+            assert_eq!(s, c.to_string());
+            let (back, ts) = parse_value(n, s.as_bytes()).unwrap();
+            assert_eq!((back.to_bits(), ts), (c, 0.0));
+        }
+        // The fold's digit-string sums may pass u64::MAX: saturated, not garbage.
+        let (big, _) = parse_value(n, b"99999999999999999999999").unwrap();
+        assert_eq!(big.to_bits(), u64::MAX);
+        for bad in [&b""[..], b"1.5", b"-1", b"+1", b"1e3", b"nan", b"x"] {
+            assert_eq!(parse_value(n, bad), None, "{bad:?}");
+        }
+        let word = |c: u64| f64::from_bits(c);
+        assert_eq!(minus(n, word(10), word(3)).to_bits(), 7);
+        assert_eq!(minus(n, word(3), word(10)).to_bits(), 0);
+        assert_eq!(minus(Kind::Counter, 10.0, 3.0), 7.0);
     }
 }

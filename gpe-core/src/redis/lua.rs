@@ -19,7 +19,9 @@ fn common() -> String {
     for kind in super::keys::all_kinds() {
         order.push_str(&format!("'{}', ", kind.prefix()));
         let rule = match kind {
-            Kind::Counter | Kind::Histogram | Kind::Summary | Kind::Native => "sum",
+            Kind::Counter | Kind::Histogram | Kind::Summary => "sum",
+            // Native bucket counts: integers (decimal digits), added as digit strings.
+            Kind::Native => "count",
             Kind::Exemplar => "drop",
             Kind::Gauge(m) if m.is_live() || m == crate::store::GaugeMode::All => "drop",
             Kind::Gauge(m) => m.combining().as_str(),
@@ -85,6 +87,25 @@ local function parse(s, with_ts)
   return v, 0
 end
 local function fmt(v) return string.format('%.17g', v) end
+-- A native histogram count: decimal digits only (a u64 as Rust formats it, or a sum of them).
+local function is_count(s)
+  return type(s) == 'string' and string.find(s, '^%d+$') ~= nil
+end
+-- The exact sum of two counts, digit by digit: Lua's numbers are doubles, exact only to 2^53.
+local function add_counts(a, b)
+  local out, carry = {}, 0
+  local i, j = #a, #b
+  while i > 0 or j > 0 or carry > 0 do
+    local d = carry
+    if i > 0 then d = d + string.byte(a, i) - 48; i = i - 1 end
+    if j > 0 then d = d + string.byte(b, j) - 48; j = j - 1 end
+    if d >= 10 then d, carry = d - 10, 1 else carry = 0 end
+    out[#out + 1] = string.char(48 + d)
+  end
+  local s = (string.gsub(string.reverse(table.concat(out)), '^0+', ''))
+  if s == '' then s = '0' end
+  return s
+end
 local function now()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -125,22 +146,32 @@ local function fold(prefix, hb, member)
         local curs = on_hash('HMGET', akey, names)
         local args = {}
         for p = 1, m do
-          local v, ts = parse(values[j + p], with_ts)
-          if v ~= nil then
-            local cur = curs[p]
-            if cur then
-              local cv, cts = parse(cur, with_ts)
-              if cv == nil then cv, cts = v, ts
-              elseif rule == 'sum' then cv = cv + v
-              elseif rule == 'min' then if v < cv then cv = v end
-              elseif rule == 'max' then if v > cv then cv = v end
-              elseif rule == 'mostrecent' then if ts > cts then cv, cts = v, ts end
-              end
-              v, ts = cv, cts
+          local out
+          if rule == 'count' then
+            local v, cur = values[j + p], curs[p]
+            if is_count(v) then
+              if is_count(cur) then out = add_counts(cur, v) else out = v end
             end
+          else
+            local v, ts = parse(values[j + p], with_ts)
+            if v ~= nil then
+              local cur = curs[p]
+              if cur then
+                local cv, cts = parse(cur, with_ts)
+                if cv == nil then cv, cts = v, ts
+                elseif rule == 'sum' then cv = cv + v
+                elseif rule == 'min' then if v < cv then cv = v end
+                elseif rule == 'max' then if v > cv then cv = v end
+                elseif rule == 'mostrecent' then if ts > cts then cv, cts = v, ts end
+                end
+                v, ts = cv, cts
+              end
+              if with_ts then out = fmt(v) .. ' ' .. fmt(ts) else out = fmt(v) end
+            end
+          end
+          if out then
             args[#args + 1] = names[p]
-            if with_ts then args[#args + 1] = fmt(v) .. ' ' .. fmt(ts)
-            else args[#args + 1] = fmt(v) end
+            args[#args + 1] = out
             folded = folded + 1
           end
         end

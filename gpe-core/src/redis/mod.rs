@@ -13,9 +13,18 @@
 //! | `{prefix}:folded` | ZSET | processes folded because their heartbeat went stale (so they are never counted twice) |
 //! | `{prefix}:lock:sweep` | STRING | `SET NX PX` lock: one sweeper of stale processes at a time |
 //!
-//! `kind` is `counter`, `histogram`, `summary` or `gauge_{mode}`; it never contains a tab, so a
-//! field of a process hash is split at its first tab whatever the series key holds. Values of the
-//! most-recent gauge modes are stored as `"{value} {timestamp}"`. The prefix may contain `:`: keys
+//! `kind` is `counter`, `histogram`, `summary`, `gauge_{mode}` or `native`; it never contains a
+//! tab, so a field of a process hash is split at its first tab whatever the series key holds.
+//! Values of the most-recent gauge modes are stored as `"{value} {timestamp}"`.
+//!
+//! Native histograms ([`native`](crate::native)) are synced as their `native_<pid>.ndb` entries
+//! are: one field per populated bucket and one for the zero bucket (the schema in every key),
+//! each value the bucket's count as a decimal integer (the `u64` of the file, never an `f64`).
+//! The fold adds counts digit string to digit string, so archives stay exact past a Lua
+//! double's 2^53, and the [`RedisCollector`] merges the buckets of every host and archive as the
+//! file collector merges a directory's (coarsest schema, widest zero bucket, smallest bucket
+//! limit). **Exemplars are not synced**: `exemplar_<pid>.ndb` files stay on their host, and are
+//! exposed by that host's own `/metrics` only (a cluster-wide scrape has none). The prefix may contain `:`: keys
 //! are never parsed, only built from the heartbeat members. Keys of any other shape under the
 //! prefix (such as the earlier one-hash-per-kind `{prefix}:proc:{member}:{kind}`) are foreign:
 //! never read, never touched; fields of a process hash without a known kind are skipped.
@@ -28,12 +37,13 @@
 //!
 //! When a process dies (the caller's [`Liveness`](crate::Liveness) says so, or its file is gone),
 //! or its heartbeat is older than the TTL, a Lua script atomically folds its counters, histograms
-//! and `min`/`max`/`sum`/`mostrecent` gauges into the per-kind archives and deletes its hash
+//! (classic and native) and `min`/`max`/`sum`/`mostrecent` gauges into the per-kind archives and deletes its hash
 //! (`all` and `live*` gauges are dropped), so totals stay monotonic and the key count is bounded
 //! by the living processes.
 //!
 //! A [`RedisCollector`] reads it all back (two round trips whatever the number of processes) and
-//! merges with the file collector's rules; a [`RedisExporter`] adds the periodic sweep of stale
+//! merges with the file collector's rules ([`RedisCollector::scrape`]: families and native
+//! buckets); a [`RedisExporter`] adds the periodic sweep of stale
 //! processes for a cluster-wide `/metrics`.
 //!
 //! Redis is one server (`REDIS_URL`, [`RedisConfig::new`]) or the master a set of Redis Sentinels

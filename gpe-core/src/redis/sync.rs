@@ -270,6 +270,9 @@ impl RedisSync {
             else {
                 continue; // archives and foreign files: never synced as a process
             };
+            if !keys::synced(kind) {
+                continue; // exemplars stay on their host
+            }
             if let SyncSource::Process { pid: own, .. } = self.source {
                 if pid != own {
                     continue;
@@ -577,7 +580,10 @@ fn changes(p: &Proc) -> Vec<(String, String)> {
                 0.0
             };
             let name: &String = name.get_or_insert_with(|| kind.prefix());
-            out.push((keys::field(name, k), keys::fmt_value(*kind, v - b, ts)));
+            out.push((
+                keys::field(name, k),
+                keys::fmt_value(*kind, keys::minus(*kind, v, b), ts),
+            ));
         }
     }
     out
