@@ -109,9 +109,7 @@ impl TraceSource {
     pub fn trace(&self, headers: &dyn Headers) -> Option<TraceContext> {
         match self {
             TraceSource::Off => None,
-            TraceSource::TraceParent => {
-                TraceContext::from_traceparent(headers.traceparent()?)
-            }
+            TraceSource::TraceParent => TraceContext::from_traceparent(headers.traceparent()?),
             TraceSource::Custom(f) => f(headers),
         }
     }
