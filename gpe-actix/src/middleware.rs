@@ -420,4 +420,15 @@ impl gpe_core::exemplar::Headers for ActixHeaders<'_> {
     fn header(&self, name: &str) -> Option<&str> {
         self.0.get(name)?.to_str().ok()
     }
+
+    #[inline]
+    fn traceparent(&self) -> Option<&str> {
+        // A name made once: no parsing of the name on each request.
+        static TRACEPARENT: actix_web::http::header::HeaderName =
+            actix_web::http::header::HeaderName::from_static("traceparent");
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0.get(&TRACEPARENT)?.to_str().ok()
+    }
 }
