@@ -126,6 +126,34 @@ pub fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
 #[path = "../../gpe-core/tests/shared/exposition.rs"]
 pub mod exposition;
 
+/// Run `python3 -c script` with `input` on its stdin, to its end.
+pub fn python_with_input(script: &str, input: &str) -> std::io::Result<std::process::Output> {
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdin"))?
+        .write_all(input.as_bytes())?;
+    child.wait_with_output()
+}
+
+/// `s` percent-encoded for a URL's query (every byte but the unreserved ones).
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// `sum(requests_total)` as Python's `prometheus_client` parser reads `text`, or `None` when
 /// python3 with prometheus_client is not available.
 pub fn python_requests_total(text: &str) -> Option<f64> {
@@ -138,15 +166,7 @@ for fam in text_string_to_metric_families(sys.stdin.read()):
         total += sum(s.value for s in fam.samples if s.name == "gunicorn_worker_requests_total")
 print(total)
 "#;
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .ok()?;
-    child.stdin.take()?.write_all(text.as_bytes()).ok()?;
-    let out = child.wait_with_output().ok()?;
+    let out = python_with_input(script, text).ok()?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(

@@ -3,6 +3,8 @@
 //! promtool.
 
 mod common;
+#[path = "shared/observations.rs"]
+mod observations;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,30 +14,12 @@ use gpe_core::expose::protobuf::client_model as pb;
 use gpe_core::expose::Scrape;
 use gpe_core::native::{NativeBuckets, NativeOpts};
 use gpe_core::{HistogramVec, LivePids, Liveness, MultiProcessCollector, Store};
+use observations::values;
 use prometheus::HistogramOpts;
 use prost::Message;
 
 const PROTOBUF: &str =
     "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited";
-
-/// Deterministic observations of process `n`: durations from 0.1 ms to 10 s, a few zeros and a
-/// few negative values (a clock step).
-fn values(n: u64, count: usize) -> Vec<f64> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(n + 1);
-    (0..count)
-        .map(|i| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let u = (x >> 11) as f64 / (1u64 << 53) as f64;
-            match i % 50 {
-                0 => 0.0,
-                1 => -0.001 * (1.0 + u),
-                _ => 1e-4 * 10f64.powf(5.0 * u),
-            }
-        })
-        .collect()
-}
 
 /// The bucket of `v` at `schema`, from the definition (bucket i holds (2^((i-1)/2^s), 2^(i/2^s)]),
 /// not from gpe's code: the smallest i with v <= 2^(i / 2^schema).

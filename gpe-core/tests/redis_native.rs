@@ -6,6 +6,8 @@
 #![cfg(feature = "redis")]
 
 mod common;
+#[path = "shared/observations.rs"]
+mod observations;
 mod redis_support;
 
 use std::collections::BTreeMap;
@@ -18,6 +20,7 @@ use gpe_core::expose::Scrape;
 use gpe_core::native::{NativeBuckets, NativeOpts};
 use gpe_core::redis::{RedisCollector, RedisConfig, RedisExporter, SyncHandle};
 use gpe_core::{Histogram, HistogramVec, LivePids, Liveness, MultiProcessCollector, Store};
+use observations::values;
 use prometheus::HistogramOpts;
 use redis_support::*;
 
@@ -29,25 +32,6 @@ fn config(server: &RedisServer, host: &str) -> RedisConfig {
     test_config(server, PREFIX, host, Duration::from_secs(3600))
         .with_ttl(None)
         .unwrap()
-}
-
-/// Deterministic observations of stream `n`: durations from 0.1 ms to 10 s, a few zeros and a
-/// few negative values (as tests/native.rs observes).
-fn values(n: u64, count: usize) -> Vec<f64> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(n + 1);
-    (0..count)
-        .map(|i| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let u = (x >> 11) as f64 / (1u64 << 53) as f64;
-            match i % 50 {
-                0 => 0.0,
-                1 => -0.001 * (1.0 + u),
-                _ => 1e-4 * 10f64.powf(5.0 * u),
-            }
-        })
-        .collect()
 }
 
 /// One process's `latency_seconds` with native buckets of `opts`.

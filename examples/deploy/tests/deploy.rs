@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{eventually, free_port, get, load, target_bin, Proc};
+use common::{eventually, free_port, get, load, percent_encode, target_bin, Proc};
 
 fn here(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -89,17 +89,6 @@ fn files_are_valid() {
         .find(|l| l.starts_with("ExecStart="))
         .expect("ExecStart");
     assert!(!exec_start.contains("--bind"), "{exec_start}");
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[test]

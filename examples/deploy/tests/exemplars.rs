@@ -32,8 +32,6 @@
 mod harness;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use harness::{
@@ -261,20 +259,8 @@ for fam in text_string_to_metric_families(sys.stdin.read()):
                         None if e.timestamp is None else repr(float(e.timestamp))])
 print(json.dumps(out))
 "#;
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let out = harness::common::python_with_input(script, text)
         .expect("python3 (with prometheus_client 0.26: `bash .ci/deps` installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "prometheus_client's OpenMetrics parser: expected the master's exposition to parse, got \

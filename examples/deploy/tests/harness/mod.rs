@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub(crate) mod common;
 
 use common::exposition::sum;
-use common::{free_port, get, target_bin, Proc};
+use common::{free_port, get, percent_encode, target_bin, Proc};
 
 /// The request duration histogram of gpe's request metrics.
 pub const DURATION: &str = "gunicorn_worker_request_duration_seconds";
@@ -174,17 +174,6 @@ pub fn http_get(port: u16, path: &str, accept: Option<&str>) -> std::io::Result<
         headers,
         body: raw[end + 4..].to_vec(),
     })
-}
-
-pub fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 pub fn now_unix() -> f64 {
