@@ -260,7 +260,7 @@ impl MultiProcessCollector {
     }
 
     /// [`gather`](Self::gather), with the native buckets of the histograms that have them
-    /// (see [`native`](crate::native)): what the `/metrics` server exposes.
+    /// (see [`native`]): what the `/metrics` server exposes.
     pub fn scrape(&self) -> crate::expose::Scrape {
         let started = std::time::Instant::now();
         if self.auto_compact {
