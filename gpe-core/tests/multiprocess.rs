@@ -265,6 +265,49 @@ fn every_gauge_mode_with_live_and_dead_processes() {
     }
 }
 
+/// A `.db` file's bytes holding `entries` (key, value), as Python's `mmap_dict` writes them.
+fn db_file(entries: &[(&[u8], f64)]) -> Vec<u8> {
+    let mut out = vec![0u8; 8];
+    for (key, value) in entries {
+        out.extend_from_slice(&(key.len() as i32).to_le_bytes());
+        out.extend_from_slice(key);
+        let padded = key.len() + (8 - (key.len() + 4) % 8);
+        out.resize(out.len() + padded - key.len(), b' ');
+        out.extend_from_slice(&value.to_le_bytes());
+        out.extend_from_slice(&0f64.to_le_bytes());
+    }
+    let used = out.len() as i32;
+    out[..4].copy_from_slice(&used.to_le_bytes());
+    out
+}
+
+#[test]
+fn a_file_with_a_key_that_is_not_utf8_is_skipped_whole_at_every_scrape() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = br#"["half", "half_total", {}, "Half."]"#;
+    let bad = b"[\"bad\", \"bad_total\", {}, \"\xff\xfe\"]";
+    std::fs::write(
+        dir.path().join("counter_999994.db"),
+        db_file(&[(good, 5.0), (bad, 1.0)]),
+    )
+    .unwrap();
+    let live = LivePids::new();
+    live.replace([999_994]);
+    let collector = MultiProcessCollector::new(dir.path()).with_liveness(Liveness::Pids(live));
+    // Twice: the second scrape finds the first key where it was (no UTF-8 check for it) and
+    // must still reject the file as a whole.
+    for _ in 0..2 {
+        let (logs, subscriber) = log_sink::capture(tracing::Level::INFO);
+        let families = tracing::subscriber::with_default(subscriber, || collector.gather());
+        assert!(families.is_empty(), "{families:?}");
+        let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+        assert!(
+            logs.contains("counter_999994.db") && logs.contains("not UTF-8"),
+            "{logs}"
+        );
+    }
+}
+
 #[test]
 fn corrupt_files_are_skipped_with_a_warning_naming_them() {
     let dir = tempfile::tempdir().unwrap();

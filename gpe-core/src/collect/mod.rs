@@ -333,7 +333,7 @@ impl MultiProcessCollector {
                 }
                 continue;
             }
-            let entries = match dbfile::parse(&buf) {
+            let entries = match dbfile::parse_bytes(&buf) {
                 Ok(entries) => entries,
                 Err(why) => {
                     tracing::warn!(file = %path.display(), %why, "skipping corrupt metrics file");
@@ -341,24 +341,33 @@ impl MultiProcessCollector {
                     continue;
                 }
             };
-            read += 1;
             let owner: Arc<str> = name.owner.to_string().into();
             let mut order = cache.by_file.remove(path).unwrap_or_default();
             order.truncate(entries.len());
+            let first = samples.len();
+            let mut corrupt = None;
             for (i, e) in entries.iter().enumerate() {
                 let decoded = match order.get(i) {
-                    Some((k, d)) if **k == *e.key => d.clone(),
+                    // The key read at this place last time (checked then): most keys, most scrapes.
+                    Some((k, d)) if k.as_bytes() == e.key => d.clone(),
                     _ => {
-                        let known = cache.raw.contains_key(e.key);
-                        let d = cache.get_or_decode(e.key);
+                        let key = match e.key_str() {
+                            Ok(key) => key,
+                            Err(why) => {
+                                corrupt = Some(why);
+                                break;
+                            }
+                        };
+                        let known = cache.raw.contains_key(key);
+                        let d = cache.get_or_decode(key);
                         if d.is_none() && !known {
-                            tracing::warn!(file = %path.display(), key = e.key, "skipping a sample with an unreadable key");
+                            tracing::warn!(file = %path.display(), key, "skipping a sample with an unreadable key");
                             health.skipped(Skipped::UnknownKey);
                         }
                         if i < order.len() {
-                            order[i] = (e.key.into(), d.clone());
+                            order[i] = (key.into(), d.clone());
                         } else {
-                            order.push((e.key.into(), d.clone()));
+                            order.push((key.into(), d.clone()));
                         }
                         d
                     }
@@ -368,6 +377,14 @@ impl MultiProcessCollector {
                 }
             }
             cache.by_file.insert(path.clone(), order);
+            if let Some(why) = corrupt {
+                // As if the file had not parsed: none of its samples.
+                samples.truncate(first);
+                tracing::warn!(file = %path.display(), %why, "skipping corrupt metrics file");
+                health.skipped(Skipped::Corrupt);
+                continue;
+            }
+            read += 1;
         }
         health.files_read.set(read);
         let present: HashSet<&PathBuf> = files.iter().map(|(p, _)| p).collect();

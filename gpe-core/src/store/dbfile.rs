@@ -98,8 +98,43 @@ impl RawEntry<'_> {
     }
 }
 
+/// An entry borrowed from a file's bytes, its key not yet checked to be UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct RawBytes<'a> {
+    pub(crate) key: &'a [u8],
+    pub(crate) value: f64,
+    pub(crate) timestamp: f64,
+    /// Where the entry starts, for [`Corrupt::BadEntry`].
+    pub(crate) at: usize,
+}
+
+impl<'a> RawBytes<'a> {
+    /// The key as text, or why the file is corrupt.
+    pub(crate) fn key_str(&self) -> Result<&'a str, Corrupt> {
+        std::str::from_utf8(self.key).map_err(|_| Corrupt::BadEntry {
+            at: self.at,
+            reason: "key is not UTF-8",
+        })
+    }
+}
+
 /// Parse a file's bytes. Never panics, whatever the bytes.
 pub(crate) fn parse(data: &[u8]) -> Result<Vec<RawEntry<'_>>, Corrupt> {
+    parse_bytes(data)?
+        .into_iter()
+        .map(|e| {
+            Ok(RawEntry {
+                key: e.key_str()?,
+                value: e.value,
+                timestamp: e.timestamp,
+            })
+        })
+        .collect()
+}
+
+/// [`parse`], leaving the keys' UTF-8 check to the caller ([`RawBytes::key_str`]): a scrape
+/// compares most keys with the ones it read last time, and checks only the others.
+pub(crate) fn parse_bytes(data: &[u8]) -> Result<Vec<RawBytes<'_>>, Corrupt> {
     if data.len() < HEADER {
         return Err(Corrupt::TooShort(data.len()));
     }
@@ -134,8 +169,7 @@ pub(crate) fn parse(data: &[u8]) -> Result<Vec<RawEntry<'_>>, Corrupt> {
         if end > used {
             return Err(bad("entry runs past the used size"));
         }
-        let key = std::str::from_utf8(&data[pos + 4..pos + 4 + n])
-            .map_err(|_| bad("key is not UTF-8"))?;
+        let key = &data[pos + 4..pos + 4 + n];
         let vpos = pos + 4 + padded_key_len(n);
         let value = f64::from_le_bytes(data[vpos..vpos + 8].try_into().map_err(|_| bad("value"))?);
         let timestamp = f64::from_le_bytes(
@@ -143,10 +177,11 @@ pub(crate) fn parse(data: &[u8]) -> Result<Vec<RawEntry<'_>>, Corrupt> {
                 .try_into()
                 .map_err(|_| bad("value"))?,
         );
-        entries.push(RawEntry {
+        entries.push(RawBytes {
             key,
             value,
             timestamp,
+            at,
         });
         pos = end;
     }
