@@ -120,6 +120,14 @@ impl Default for Clock {
     }
 }
 
+/// The wall clock in seconds since the Unix epoch (0 before it): what a `mostrecent` gauge's
+/// timestamp, an exemplar's time and the health families' "last success" carry.
+pub(crate) fn unix_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,7 +30,7 @@
 //! ```
 
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use prometheus::{
     Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -218,10 +218,7 @@ impl RedisHealth {
         self.sync_duration.observe(took.as_secs_f64());
         self.commands
             .set(i64::try_from(commands).unwrap_or(i64::MAX));
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        self.last_success.set(now.as_secs_f64());
+        self.last_success.set(crate::clock::unix_seconds());
     }
 
     /// A sync to Redis failed (`kind`: one of [`REDIS_FAILURE_KINDS`]).

@@ -83,7 +83,7 @@ impl LazyExemplars {
     }
 
     /// Record an exemplar in bucket `bucket` (0 for a counter), taken at `now` (seconds since
-    /// the epoch, [`now`]).
+    /// the epoch, [`unix_seconds`](crate::clock::unix_seconds)).
     pub(crate) fn record(&self, bucket: usize, trace: &TraceContext, value: f64, now: f64) {
         let cells = self.cells.get_or_init(|| {
             (0..self.bounds.len().max(1))
@@ -141,13 +141,6 @@ pub struct Exemplar {
     pub value: f64,
     /// When, in seconds since the epoch.
     pub timestamp: f64,
-}
-
-/// The current time in seconds since the epoch, as exemplars carry it.
-pub(crate) fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The exemplars of one scrape, by family, series (labels sorted by name, without `le`) and

@@ -65,7 +65,7 @@ impl Counter {
     /// Add `v` (ignored unless `v >= 0`) and keep `trace` as this series' exemplar (see
     /// [`exemplar`](crate::exemplar)).
     pub fn inc_by_with_exemplar(&self, v: f64, trace: &crate::exemplar::TraceContext) {
-        self.inc_by_with_exemplar_at(v, trace, crate::exemplar::now());
+        self.inc_by_with_exemplar_at(v, trace, crate::clock::unix_seconds());
     }
 
     /// [`inc_by_with_exemplar`](Self::inc_by_with_exemplar) at `now` (seconds since the

@@ -1,7 +1,6 @@
 //! Gauges.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::vec::{Children, Def};
 use crate::error::Error;
@@ -9,13 +8,6 @@ use crate::store::dbfile::Kind;
 use crate::store::key;
 use crate::store::{GaugeMode, Store};
 use crate::sys::mmap::Slot;
-
-fn now_secs() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
 
 /// A value that goes up and down, combined across processes by its [`GaugeMode`].
 ///
@@ -62,7 +54,8 @@ impl Gauge {
     #[inline]
     pub fn set(&self, v: f64) {
         if self.mode.is_most_recent() {
-            self.slot.set_with_timestamp(v, now_secs());
+            self.slot
+                .set_with_timestamp(v, crate::clock::unix_seconds());
         } else {
             self.slot.set(v);
         }
@@ -75,7 +68,7 @@ impl Gauge {
         // count (a read-then-set here lost one of them).
         self.slot.add(v);
         if self.mode.is_most_recent() {
-            self.slot.set_timestamp(now_secs());
+            self.slot.set_timestamp(crate::clock::unix_seconds());
         }
     }
 
@@ -99,7 +92,7 @@ impl Gauge {
 
     /// Set to the current Unix time in seconds.
     pub fn set_to_current_time(&self) {
-        self.set(now_secs());
+        self.set(crate::clock::unix_seconds());
     }
 
     /// This process's value.

@@ -71,7 +71,7 @@ impl Histogram {
     /// [`exemplar`](crate::exemplar)): the classic bucket's, and with it the native
     /// histogram's. NaN is ignored.
     pub fn observe_with_exemplar(&self, v: f64, trace: &crate::exemplar::TraceContext) {
-        self.observe_with_exemplar_at(v, trace, crate::exemplar::now());
+        self.observe_with_exemplar_at(v, trace, crate::clock::unix_seconds());
     }
 
     /// [`observe_with_exemplar`](Self::observe_with_exemplar) at `now` (seconds since the

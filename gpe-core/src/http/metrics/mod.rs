@@ -479,7 +479,7 @@ impl RequestMetrics {
                     d.duration.observe(t.elapsed().as_secs_f64());
                 }
                 Some(trace) => {
-                    let now = crate::exemplar::now();
+                    let now = crate::clock::unix_seconds();
                     d.requests.inc_by_with_exemplar_at(1.0, trace, now);
                     d.duration
                         .observe_with_exemplar_at(t.elapsed().as_secs_f64(), trace, now);
