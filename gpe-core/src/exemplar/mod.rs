@@ -40,43 +40,36 @@ pub(crate) use slot::{assemble, PART};
 pub use trace::{Headers, TraceContext, TraceSource};
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-use crate::store::Store;
+use crate::store::SeriesId;
 
 /// The exemplars of one series (a counter's one, or a histogram's one per bucket), their
 /// entries made in the store on first use: a series that never sees a trace costs nothing in
 /// the file.
 #[derive(Debug)]
 pub(crate) struct LazyExemplars {
-    store: Store,
-    metric: String,
+    id: Arc<SeriesId>,
     sample: String,
     help: String,
-    labels: Vec<(String, String)>,
     /// For a histogram, each bucket's `le` (`+Inf` last); empty for a counter.
-    bounds: std::sync::Arc<[String]>,
+    bounds: Arc<[String]>,
     cells: OnceLock<Box<[OnceLock<ExemplarSlot>]>>,
 }
 
 impl LazyExemplars {
+    /// The exemplars of sample `sample` of series `id`: one per bucket of `bounds` (each
+    /// bucket's `le`), or one when `bounds` is empty (a counter).
     pub(crate) fn new(
-        store: &Store,
-        metric: &str,
+        id: Arc<SeriesId>,
         sample: &str,
         help: &str,
-        labels: &[(&str, &str)],
-        bounds: std::sync::Arc<[String]>,
+        bounds: Arc<[String]>,
     ) -> LazyExemplars {
         LazyExemplars {
-            store: store.clone(),
-            metric: metric.to_owned(),
+            id,
             sample: sample.to_owned(),
             help: help.to_owned(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
             bounds,
             cells: OnceLock::new(),
         }
@@ -105,25 +98,9 @@ impl LazyExemplars {
 
     #[cold]
     fn make(&self, bucket: usize) -> Option<ExemplarSlot> {
-        let mut labels: Vec<(&str, &str)> = self
-            .labels
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        if let Some(le) = self.bounds.get(bucket) {
-            labels.push(("le", le));
-        }
-        match ExemplarSlot::new(&self.store, &self.metric, &self.sample, &labels, &self.help) {
-            Ok(slot) => Some(slot),
-            Err(e) => {
-                static WARNED: std::sync::atomic::AtomicBool =
-                    std::sync::atomic::AtomicBool::new(false);
-                if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                    tracing::warn!(error = %e, "cannot store an exemplar; exemplars are dropped");
-                }
-                None
-            }
-        }
+        let le = self.bounds.get(bucket).map(|le| ("le", le.as_str()));
+        let extra: Vec<(&str, &str)> = le.into_iter().collect();
+        ExemplarSlot::new(&self.id, &self.sample, &extra, &self.help)
     }
 
     /// This process's exemplar of bucket `bucket`.

@@ -17,9 +17,8 @@
 use std::sync::atomic::Ordering;
 
 use super::{Exemplar, TraceContext};
-use crate::error::Error;
 use crate::store::dbfile::Kind;
-use crate::store::{key, Store};
+use crate::store::SeriesId;
 use crate::sys::mmap::Slot;
 
 /// The label the store adds to an exemplar's keys: which of the four entries it is.
@@ -32,24 +31,19 @@ pub(crate) struct ExemplarSlot {
 }
 
 impl ExemplarSlot {
-    /// The exemplar of sample `sample` of `metric` with `labels` (a bucket's include `le`).
+    /// The exemplar of sample `sample` of series `id`, with the `extra` labels (a bucket's
+    /// `le`); `None` (logged once) when the store cannot make its entries.
     pub(crate) fn new(
-        store: &Store,
-        metric: &str,
+        id: &SeriesId,
         sample: &str,
-        labels: &[(&str, &str)],
+        extra: &[(&str, &str)],
         help: &str,
-    ) -> Result<ExemplarSlot, Error> {
+    ) -> Option<ExemplarSlot> {
         let part = |n: &str| {
-            let k = key::encode(
-                metric,
-                sample,
-                labels.iter().copied().chain([(PART, n)]),
-                help,
-            );
-            store.slot(Kind::Exemplar, &k)
+            let labels: Vec<(&str, &str)> = extra.iter().copied().chain([(PART, n)]).collect();
+            id.slot(Kind::Exemplar, sample, &labels, help)
         };
-        Ok(ExemplarSlot {
+        Some(ExemplarSlot {
             parts: [part("0")?, part("1")?, part("2")?, part("3")?],
         })
     }

@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::exemplar::LazyExemplars;
 use crate::store::dbfile::Kind;
 use crate::store::key;
-use crate::store::Store;
+use crate::store::{SeriesId, Store};
 use crate::sys::mmap::Slot;
 
 /// A monotonically increasing value in the multiprocess store.
@@ -157,11 +157,9 @@ impl CounterVec {
             Ok(Counter {
                 slot: i.store.slot(Kind::Counter, &k)?,
                 exemplar: Arc::new(LazyExemplars::new(
-                    &i.store,
-                    &i.base,
+                    SeriesId::new(&i.store, &i.base, &labels),
                     &i.sample,
                     &i.def.help,
-                    &labels,
                     Arc::from([]),
                 )),
             })

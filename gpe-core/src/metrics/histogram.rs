@@ -8,7 +8,7 @@ use crate::exemplar::LazyExemplars;
 use crate::native::{NativeBuckets, NativeOpts, NativeSeries};
 use crate::store::dbfile::Kind;
 use crate::store::key;
-use crate::store::Store;
+use crate::store::{SeriesId, Store};
 use crate::sys::mmap::Slot;
 
 /// Observations counted in buckets, summed across processes.
@@ -256,14 +256,9 @@ impl HistogramVec {
                 &i.def.help,
             );
             let sum = i.store.slot(Kind::Histogram, &k)?;
+            let id = SeriesId::new(&i.store, name, &labels);
             let native = match i.native {
-                Some(opts) => Some(NativeSeries::new(
-                    &i.store,
-                    name,
-                    &i.def.help,
-                    &labels,
-                    opts,
-                )?),
+                Some(opts) => Some(NativeSeries::new(Arc::clone(&id), &i.def.help, opts)?),
                 None => None,
             };
             Ok(Histogram {
@@ -276,11 +271,9 @@ impl HistogramVec {
                     buckets: buckets.into(),
                     native,
                     exemplars: LazyExemplars::new(
-                        &i.store,
-                        name,
+                        id,
                         &bucket_sample,
                         &i.def.help,
-                        &labels,
                         Arc::clone(&i.bounds),
                     ),
                 }),

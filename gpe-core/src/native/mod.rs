@@ -54,10 +54,11 @@ pub use schema::{MAX_SCHEMA, MIN_SCHEMA};
 pub use set::NativeSet;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::error::Error;
 use crate::store::dbfile::Kind;
-use crate::store::{key, Store};
+use crate::store::{key, SeriesId};
 use crate::sys::mmap::Slot;
 use table::Table;
 
@@ -163,45 +164,36 @@ pub(crate) struct NativeSeries {
     zero: Slot,
     positive: Table,
     negative: Table,
-    store: Store,
-    name: String,
-    labels: Vec<(String, String)>,
+    id: Arc<SeriesId>,
 }
 
 impl NativeSeries {
-    /// The native part of series `labels` of histogram `name`; its zero bucket is made now, so
-    /// that the series (with its schema and zero threshold) exists before its first observation.
+    /// The native part of histogram series `id`; its zero bucket is made now, so that the
+    /// series (with its schema and zero threshold) exists before its first observation.
     pub(crate) fn new(
-        store: &Store,
-        name: &str,
+        id: Arc<SeriesId>,
         help: &str,
-        labels: &[(&str, &str)],
         opts: NativeOpts,
     ) -> Result<NativeSeries, Error> {
         let schema = opts.schema.to_string();
         let threshold = key::float_to_go_string(opts.zero_threshold);
         let max = opts.max_buckets.to_string();
-        let zero_key = key::encode(
-            name,
-            &format!("{name}_zero"),
-            labels.iter().copied().chain([
+        let zero = id.try_slot(
+            Kind::Native,
+            &format!("{}_zero", id.metric()),
+            &[
                 (labels::SCHEMA, schema.as_str()),
                 (labels::THRESHOLD, threshold.as_str()),
                 (labels::MAX_BUCKETS, max.as_str()),
-            ]),
+            ],
             help,
-        );
+        )?;
         Ok(NativeSeries {
             lookup: (opts.schema > 0).then(|| schema::lookup(opts.schema)),
-            zero: store.slot(Kind::Native, &zero_key)?,
+            zero,
             positive: Table::new(opts.schema),
             negative: Table::new(opts.schema),
-            store: store.clone(),
-            name: name.to_owned(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            id,
             opts,
         })
     }
@@ -223,25 +215,21 @@ impl NativeSeries {
     }
 
     #[cold]
-    fn bucket_slot(&self, positive: bool, index: i32) -> Result<Slot, Error> {
+    fn bucket_slot(&self, positive: bool, index: i32) -> Option<Slot> {
         let side = if positive { "positive" } else { "negative" };
         let schema = self.opts.schema.to_string();
         let index = index.to_string();
-        let k = key::encode(
-            &self.name,
-            &format!("{}_{side}", self.name),
-            self.labels
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .chain([
-                    (labels::SCHEMA, schema.as_str()),
-                    (labels::INDEX, index.as_str()),
-                ]),
+        self.id.slot(
+            Kind::Native,
+            &format!("{}_{side}", self.id.metric()),
+            &[
+                (labels::SCHEMA, schema.as_str()),
+                (labels::INDEX, index.as_str()),
+            ],
             // The help is the classic part's (and the zero bucket's): each bucket's key leaves
             // it out, which makes the file smaller and every scrape's reading of it cheaper.
             "",
-        );
-        self.store.slot(Kind::Native, &k)
+        )
     }
 
     /// This process's buckets.

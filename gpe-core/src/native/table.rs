@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
-use crate::error::Error;
 use crate::sys::mmap::Slot;
 
 const CHUNK: usize = 32;
@@ -54,7 +53,7 @@ impl Table {
 
     /// Add 1 to bucket `index`, making its slot with `make` on first use.
     #[inline]
-    pub(crate) fn inc(&self, index: i32, make: impl FnOnce(i32) -> Result<Slot, Error>) {
+    pub(crate) fn inc(&self, index: i32, make: impl FnOnce(i32) -> Option<Slot>) {
         let at = index.wrapping_sub(self.low) as u32 as usize;
         // The common case: the bucket was seen before; two loads, then the count.
         if let Some(slot) = self
@@ -72,14 +71,14 @@ impl Table {
     /// [`inc`](Self::inc) of a bucket not seen before in this process, or out of the table.
     #[cold]
     #[inline(never)]
-    fn inc_first(&self, index: i32, at: usize, make: impl FnOnce(i32) -> Result<Slot, Error>) {
+    fn inc_first(&self, index: i32, at: usize, make: impl FnOnce(i32) -> Option<Slot>) {
         if let Some(cell) = self.chunks.get(at / CHUNK) {
             let chunk = cell.get_or_init(|| Box::new([const { OnceLock::new() }; CHUNK]));
             let cell = &chunk[at % CHUNK];
             let slot = match cell.get() {
                 Some(slot) => slot,
                 // Two threads may both make it: the store hands both the same slot.
-                None => match made(index, make) {
+                None => match make(index) {
                     Some(slot) => cell.get_or_init(|| slot),
                     None => return,
                 },
@@ -90,7 +89,7 @@ impl Table {
         let mut overflow = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(slot) = overflow.get(&index) {
             slot.inc_count();
-        } else if let Some(slot) = made(index, make) {
+        } else if let Some(slot) = make(index) {
             slot.inc_count();
             overflow.insert(index, slot);
         }
@@ -111,21 +110,5 @@ impl Table {
         let overflow = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
         out.extend(overflow.iter().map(|(&i, s)| (i, s.count() as f64)));
         out
-    }
-}
-
-/// The slot for bucket `index`, or `None` (logged once per process) when the store cannot make
-/// one: the observation is then lost rather than the request failing.
-fn made(index: i32, make: impl FnOnce(i32) -> Result<Slot, Error>) -> Option<Slot> {
-    match make(index) {
-        Ok(slot) => Some(slot),
-        Err(e) => {
-            static WARNED: std::sync::atomic::AtomicBool =
-                std::sync::atomic::AtomicBool::new(false);
-            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                tracing::warn!(error = %e, "cannot make a native histogram bucket; its observations are dropped");
-            }
-            None
-        }
     }
 }

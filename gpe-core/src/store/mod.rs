@@ -12,8 +12,10 @@ use dbfile::{FileName, Kind, Owner};
 pub(crate) mod dbfile;
 pub(crate) mod key;
 mod mode;
+mod series;
 
 pub use mode::GaugeMode;
+pub(crate) use series::SeriesId;
 
 /// A process's view of a multiprocess directory: where its metric values live.
 ///
